@@ -1,0 +1,122 @@
+"""Zone layers: GeoJSON polygons in one STRtree per layer, queried a whole batch at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+
+from rules.crs import CRS, to_wgs84
+from rules.errors import LayerError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """An immutable set of zones with a spatial index. Coordinates are WGS-84."""
+
+    name: str
+    ids: tuple[str, ...]
+    names: tuple[str, ...]
+    geoms: NDArray[np.object_]
+    properties: tuple[dict[str, Any], ...]
+    tree: shapely.STRtree = field(repr=False)
+
+    @classmethod
+    def from_features(
+        cls,
+        name: str,
+        features: list[dict[str, Any]],
+        *,
+        id_property: str = "zone_id",
+        name_property: str = "name",
+        crs: CRS = CRS.WGS84,
+        origin: str = "<memory>",
+    ) -> Layer:
+        """Build a layer from GeoJSON features, converting coordinates to WGS-84 once."""
+        ids: list[str] = []
+        names: list[str] = []
+        props: list[dict[str, Any]] = []
+        geoms: list[shapely.Geometry] = []
+        for number, feature in enumerate(features):
+            properties = feature.get("properties") or {}
+            zone_id = properties.get(id_property, feature.get("id"))
+            if zone_id is None:
+                raise LayerError(f"layer '{name}' ({origin}): feature #{number} has no '{id_property}' property")
+            try:
+                geom = shapely.geometry.shape(feature["geometry"])
+            except (KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+                raise LayerError(f"layer '{name}' ({origin}): zone '{zone_id}' has no valid geometry: {exc}") from exc
+            if crs is not CRS.WGS84:
+                geom = shapely.transform(geom, lambda xy: np.column_stack(to_wgs84(xy[:, 0], xy[:, 1], crs)))
+            if not geom.is_valid:
+                geom = shapely.make_valid(geom)
+            ids.append(str(zone_id))
+            names.append(str(properties.get(name_property, zone_id)))
+            props.append(dict(properties))
+            geoms.append(geom)
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise LayerError(f"layer '{name}' ({origin}): duplicate zone ids {dupes}")
+        array = np.array(geoms, dtype=object)
+        shapely.prepare(array)
+        return cls(name, tuple(ids), tuple(names), array, tuple(props), shapely.STRtree(array))
+
+    @classmethod
+    def from_file(
+        cls, name: str, path: Path, *, id_property: str = "zone_id", name_property: str = "name",
+        crs: CRS = CRS.WGS84,
+    ) -> Layer:
+        """Load a GeoJSON FeatureCollection file."""
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LayerError(f"layer '{name}': cannot read {path}: {exc}") from exc
+        features = doc.get("features") if isinstance(doc, dict) else None
+        if not isinstance(features, list):
+            raise LayerError(f"layer '{name}': {path} is not a GeoJSON FeatureCollection")
+        layer = cls.from_features(
+            name, features, id_property=id_property, name_property=name_property, crs=crs, origin=str(path)
+        )
+        logger.info("layer loaded name=%s zones=%d path=%s crs=%s", name, len(layer.ids), path, crs.value)
+        return layer
+
+    def locate(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[list[str]]:
+        """Zone ids containing each point, in one vectorised STRtree query for the whole batch."""
+        result: list[list[str]] = [[] for _ in range(len(lon))]
+        if len(lon) == 0:
+            return result
+        points = shapely.points(lon, lat)
+        point_idx, zone_idx = self.tree.query(points, predicate="intersects")
+        order = np.lexsort((zone_idx, point_idx))
+        for p, z in zip(point_idx[order].tolist(), zone_idx[order].tolist(), strict=True):
+            result[p].append(self.ids[z])
+        return result
+
+    def name_of(self, zone_id: str) -> str:
+        """Human name of a zone (falls back to its id)."""
+        try:
+            return self.names[self.ids.index(zone_id)]
+        except ValueError:
+            return zone_id
+
+    def to_geojson(self) -> dict[str, Any]:
+        """The layer as a WGS-84 FeatureCollection (for maps)."""
+        return {
+            "type": "FeatureCollection",
+            "features": [
+                {
+                    "type": "Feature",
+                    "properties": {**props, "zone_id": zid, "name": zname},
+                    "geometry": shapely.geometry.mapping(geom),
+                }
+                for zid, zname, props, geom in zip(self.ids, self.names, self.properties, self.geoms, strict=True)
+            ],
+        }

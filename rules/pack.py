@@ -1,0 +1,253 @@
+"""Rule-pack schema (pydantic) and loader with ``file:line: message`` errors.
+
+A pack is a YAML file plus the GeoJSON layers it names. See ``docs/rules.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rules.crs import CRS
+from rules.duration import Duration
+from rules.errors import LayerError, PackError
+from rules.geo import Layer
+
+logger = logging.getLogger(__name__)
+
+RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="Stable rule id.")]
+Severity = Literal["info", "low", "medium", "high", "critical"]
+Op = Literal[">", ">=", "<", "<=", "==", "!="]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerSpec(_Strict):
+    """A GeoJSON zone layer used by the pack."""
+
+    file: str = Field(description="Path of the GeoJSON file, relative to the pack file.")
+    id_property: str = "zone_id"
+    name_property: str = "name"
+    crs: CRS = Field(default=CRS.WGS84, description="Coordinate system of the file; converted once at load.")
+
+
+class Match(_Strict):
+    """Which events a rule looks at. Every given field must equal the event's."""
+
+    kind: Literal["reading", "report", "track"] | None = None
+    metric: str | None = None
+    category: str | None = None
+    object_type: str | None = None
+    zones: list[str] | None = Field(default=None, description="Only events in these zone ids of the rule's layer.")
+
+
+class _RuleBase(_Strict):
+    id: RuleId
+    version: int = Field(default=1, ge=1)
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    severity: Severity = "medium"
+    category: str = Field(min_length=1, max_length=64)
+    match: Match = Field(default_factory=Match)
+    layer: str | None = Field(default=None, description="Zone layer the rule is scoped to and reports.")
+    op: Op = ">"
+    value: float = Field(description="Threshold the observed value is compared with.")
+
+
+class ThresholdRule(_RuleBase):
+    """Fires when a single event's numeric field compares true with ``value``.
+
+    Matching events of one subject within one ``dedup`` bucket form one incident; repeats are
+    counted on it.
+    """
+
+    kind: Literal["threshold"]
+    field: str = Field(default="value", description="Numeric event field, e.g. value or alt_m.")
+    dedup: Duration = Field(default="10m", description="Tumbling bucket that groups repeats into one incident.")  # type: ignore[assignment]
+
+
+class WindowRule(_RuleBase):
+    """Counts matching events per zone in tumbling event-time windows; fires when ``count op value``."""
+
+    kind: Literal["window"]
+    aggregate: Literal["count"] = "count"
+    window: Duration = Field(description="Tumbling window length, aligned to the epoch in UTC.")
+    op: Literal[">", ">="] = ">="
+
+    @model_validator(mode="after")
+    def _needs_layer(self) -> WindowRule:
+        if self.layer is None:
+            raise ValueError("a window rule groups by zone, so it needs a 'layer'")
+        if self.value < 0:
+            raise ValueError(f"a count threshold of {self.value} can never be crossed upwards")
+        return self
+
+
+Rule = Annotated[ThresholdRule | WindowRule, Field(discriminator="kind")]
+
+
+class ExpectedIncident(_Strict):
+    """An incident a pack test expects (only the fields given are compared)."""
+
+    rule: str
+    subject: str | None = None
+    zone_id: str | None = None
+    count: int | None = None
+    severity: Severity | None = None
+
+
+class PackTest(_Strict):
+    """promtool-style test: input events and the exact incidents they must produce."""
+
+    name: str
+    events: list[dict[str, Any]]
+    expect: list[ExpectedIncident] = Field(default_factory=list, description="Empty means: expect none.")
+
+
+class Pack(_Strict):
+    """A rule pack: layers, rules and their tests."""
+
+    pack: RuleId = Field(description="Pack id, e.g. wuhan.")
+    version: str = Field(min_length=1, max_length=40, description="Pack version carried by every incident.")
+    title: str = ""
+    timezone: str = "Asia/Shanghai"
+    allowed_lateness: Duration = Field(default="1h", description="How late an event may arrive.")  # type: ignore[assignment]
+    layers: dict[str, LayerSpec] = Field(default_factory=dict)
+    rules: list[Rule]
+    tests: list[PackTest] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Pack:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id '{rule.id}' is used twice")
+            seen.add(rule.id)
+            if rule.layer is not None and rule.layer not in self.layers:
+                known = ", ".join(sorted(self.layers)) or "none"
+                raise ValueError(f"rule '{rule.id}' uses unknown layer '{rule.layer}' (known: {known})")
+        for test in self.tests:
+            for exp in test.expect:
+                if exp.rule not in seen:
+                    raise ValueError(f"test '{test.name}' expects unknown rule '{exp.rule}'")
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedPack:
+    """A validated pack with its layers indexed and ready for the engine."""
+
+    spec: Pack
+    path: Path
+    layers: dict[str, Layer]
+    digest: str
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
+    """Best line (1-based) of a pydantic error location in the YAML node tree."""
+    node = root
+    line = (root.start_mark.line + 1) if root is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    node = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+    return line
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if part in ("threshold", "window", "function-after[_needs_layer(), WindowRule]"):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _rule_id_at(data: Any, loc: tuple[int | str, ...]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and isinstance(data, dict):
+        rules = data.get("rules")
+        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
+            rid = rules[loc[1]].get("id")
+            return str(rid) if rid is not None else None
+    return None
+
+
+def parse_pack(text: str, origin: str) -> Pack:
+    """Validate pack YAML text. Raises PackError with ``origin:line: message`` problems."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise PackError([f"{origin}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(data, dict):
+        raise PackError([f"{origin}:1: a rule pack is a YAML mapping with 'pack', 'version' and 'rules'"])
+    try:
+        return Pack.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            rule_id = _rule_id_at(data, loc)
+            where = _format_loc(loc)
+            subject = f"rule '{rule_id}' " if rule_id else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{origin}:{_line_of(root, loc)}: {subject}{where}: {msg}".replace(" : ", ": "))
+        raise PackError(problems) from exc
+
+
+def load_pack(path: Path | str) -> LoadedPack:
+    """Load, validate and index a pack file and its layers.
+
+    Raises:
+        PackError: with every problem as ``file:line: message``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PackError([f"{path}:1: cannot read rule pack: {exc.strerror}"]) from exc
+    spec = parse_pack(text, str(path))
+    layers: dict[str, Layer] = {}
+    problems: list[str] = []
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    for name, layer_spec in spec.layers.items():
+        try:
+            layers[name] = Layer.from_file(
+                name, path.parent / layer_spec.file, id_property=layer_spec.id_property,
+                name_property=layer_spec.name_property, crs=layer_spec.crs,
+            )
+        except LayerError as exc:
+            problems.append(f"{path}:{_line_of(root, ('layers', name, 'file'))}: {exc}")
+    for rule in spec.rules:
+        zones = rule.match.zones
+        if zones and rule.layer in layers:
+            unknown = sorted(set(zones) - set(layers[rule.layer].ids))
+            if unknown:
+                index = spec.rules.index(rule)
+                line = _line_of(root, ("rules", index, "match", "zones"))
+                problems.append(f"{path}:{line}: rule '{rule.id}': unknown zones {unknown} in layer '{rule.layer}'")
+    if problems:
+        raise PackError(problems)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    logger.info("pack loaded pack=%s version=%s rules=%d digest=%s", spec.pack, spec.version, len(spec.rules), digest)
+    return LoadedPack(spec=spec, path=path, layers=layers, digest=digest)

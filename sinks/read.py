@@ -1,0 +1,134 @@
+"""The read side: every query other processes run against the store, through Quack.
+
+This is the single module that talks to the store for reading. Queries are fixed SQL with
+``$name`` placeholders; values are rendered as literals by ``sinks.sql.bind`` (Quack has no
+bind parameters for the remote SQL), and identifiers come only from allow-lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from sinks.errors import QueryError, StoreUnavailableError
+from sinks.quack import load_quack
+from sinks.sql import Param, bind
+
+logger = logging.getLogger(__name__)
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+SORTS = {
+    "newest": "last_event_at DESC",
+    "oldest": "first_event_at ASC",
+    "severity": "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 "
+    "WHEN 'low' THEN 3 ELSE 4 END, last_event_at DESC",
+}
+INCIDENT_COLUMNS = (
+    "id, revision, rule_id, rule_version, pack, pack_version, kind, title, severity, category, status, "
+    "subject, zone_id, zone_name, window_start, window_end, first_event_at, last_event_at, lon, lat, value, "
+    "threshold, op, evidence_count, evidence"
+)
+
+
+class StoreReader:
+    """A Quack client for the store. Thread-safe; reconnects by itself when the writer restarts."""
+
+    def __init__(self, uri: str, token: str) -> None:
+        self.uri = uri
+        self._token = token
+        self._lock = threading.Lock()
+        self._con = duckdb.connect()
+        load_quack(self._con)
+
+    def rows(self, sql: str, params: Mapping[str, Param] | None = None) -> list[dict[str, Any]]:
+        """Run a read-only query on the store; rows as dicts."""
+        remote = bind(sql, params or {})
+        with self._lock:
+            try:
+                cur = self._con.execute(
+                    "SELECT * FROM quack_query(?, ?, token => ?)", [self.uri, remote, self._token]
+                )
+                names = [d[0] for d in cur.description or []]
+                return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            except duckdb.IOException as exc:
+                raise StoreUnavailableError(
+                    f"the store at {self.uri} is unreachable ({exc}). Start it with `cityops store`."
+                ) from exc
+            except duckdb.Error as exc:
+                raise QueryError(f"query failed on {self.uri}: {exc}") from exc
+
+    def scalar(self, sql: str, params: Mapping[str, Param] | None = None) -> Any:
+        rows = self.rows(sql, params)
+        return next(iter(rows[0].values())) if rows else None
+
+    # -- named queries -------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Headline counts: events stored, incidents (all and open), dead letters."""
+        row = self.rows(
+            "SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM incidents) AS incidents, "
+            "(SELECT count(*) FROM incidents WHERE status = 'open') AS open_incidents, "
+            "(SELECT count(*) FROM dead_letters) AS dead_letters"
+        )[0]
+        return {k: int(v) for k, v in row.items()}
+
+    def incidents(
+        self,
+        *,
+        severities: Sequence[str] = (),
+        categories: Sequence[str] = (),
+        zones: Sequence[str] = (),
+        since: datetime | None = None,
+        sort: str = "newest",
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """Incidents matching the filters (all values are bound as literals)."""
+        if sort not in SORTS:
+            raise QueryError(f"unknown sort {sort!r}; expected one of {sorted(SORTS)}")
+        where = ["TRUE"]
+        params: dict[str, Param] = {"limit": max(1, min(int(limit), 50_000))}
+        if severities:
+            where.append("list_contains($sev, severity)")
+            params["sev"] = list(severities)
+        if categories:
+            where.append("list_contains($cat, category)")
+            params["cat"] = list(categories)
+        if zones:
+            where.append("list_contains($zones, zone_id)")
+            params["zones"] = list(zones)
+        if since is not None:
+            where.append("last_event_at >= $since")
+            params["since"] = since
+        sql = (
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {' AND '.join(where)} "  # noqa: S608 - allow-listed
+            f"ORDER BY {SORTS[sort]}, id LIMIT $limit"
+        )
+        return self.rows(sql, params)
+
+    def incidents_by_zone(self) -> dict[str, int]:
+        """Open-incident count per zone id."""
+        rows = self.rows(
+            "SELECT zone_id, count(*) AS n FROM incidents WHERE status = 'open' AND zone_id IS NOT NULL "
+            "GROUP BY zone_id"
+        )
+        return {str(r["zone_id"]): int(r["n"]) for r in rows}
+
+    def categories(self) -> list[str]:
+        return [str(r["category"]) for r in self.rows("SELECT DISTINCT category FROM incidents ORDER BY 1")]
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT source, kind, reason, failed_at FROM dead_letters ORDER BY failed_at DESC, source LIMIT $n",
+            {"n": int(limit)},
+        )
+
+    def ping(self) -> bool:
+        """True when the store answers."""
+        try:
+            return self.scalar("SELECT 1") == 1
+        except (StoreUnavailableError, QueryError):
+            return False

@@ -1,0 +1,1 @@
+"""Thin Faust agents: decode, call pure code in ``rules``, send."""

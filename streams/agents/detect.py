@@ -1,0 +1,43 @@
+"""Detect agent: enriched events -> rule engine (state in a Faust table) -> incidents."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def attach(rt: Runtime) -> None:
+    topic_name = rt.settings.kafka.events_topic
+    every = rt.settings.worker.expire_interval_s
+    last_expiry: dict[int, float] = {}
+
+    @rt.app.agent(rt.events, name="detect")
+    async def detect(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                out = rt.pipeline.detect(msg.value or b"", rt.state, topic_name, msg.partition, msg.offset)
+            except Exception as exc:
+                logger.exception("detect failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
+                from rules.pipeline import dead_letter, source_label
+
+                dl = dead_letter(f"internal error: {exc!r}", "error",
+                                 source_label(topic_name, msg.partition, msg.offset), msg.value or b"")
+                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+                continue
+            for inc in out.incidents:
+                await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())
+            for dl in out.dead:
+                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+            now = time.monotonic()
+            if now - last_expiry.get(msg.partition, 0.0) > every:
+                last_expiry[msg.partition] = now
+                dropped = rt.pipeline.engine.expire(rt.state, partition=msg.partition)
+                if dropped:
+                    logger.info("rule state expired partition=%d entries=%d", msg.partition, dropped)

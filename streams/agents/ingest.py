@@ -1,0 +1,36 @@
+"""Ingest agent: raw bytes -> validated, zone-enriched events routed by zone (or object)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from rules.pipeline import encode_enriched
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def attach(rt: Runtime) -> None:
+    topic_name = rt.settings.kafka.raw_topic
+
+    @rt.app.agent(rt.raw, name="ingest")
+    async def ingest(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                out = rt.pipeline.ingest(msg.value or b"", topic_name, msg.partition, msg.offset)
+            except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
+                logger.exception("ingest failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
+                from rules.pipeline import dead_letter, source_label
+
+                dl = dead_letter(f"internal error: {exc!r}", "error",
+                                 source_label(topic_name, msg.partition, msg.offset), msg.value or b"")
+                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+                continue
+            for key, items in out.routed.items():
+                await rt.events.send(key=key.encode(), value=encode_enriched(items))
+            for dl in out.dead:
+                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())

@@ -1,0 +1,78 @@
+"""The Faust app, built once from Settings, with every topic and table it uses declared."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from rules.engine import Engine
+from rules.pack import load_pack
+from rules.pipeline import Pipeline
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything the agents share: the app, its topics, the rule-state table and the pipeline."""
+
+    settings: Settings
+    app: faust.App
+    raw: Any
+    events: Any
+    incidents: Any
+    deadletter: Any
+    state: Any
+    pipeline: Pipeline
+
+
+def _topic(app: faust.App, name: str, partitions: int) -> Any:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     partitions=partitions, internal=False)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Build the Faust app and its topics for the configured pack (loaded and validated here)."""
+    kafka = settings.kafka
+    pack = load_pack(settings.rules.pack)
+    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        kafka.app_id,
+        broker=[f"kafka://{b}" for b in kafka.bootstrap.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=True,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_s,
+        broker_commit_interval=kafka.commit_interval_s,
+        producer_max_batch_size=kafka.producer_max_batch_size,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=str(settings.worker.data_dir / kafka.app_id),
+        table_cleanup_interval=60.0,
+    )
+    # keys and values are JSON (Faust's default for plain types); entries are small dicts
+    state = app.Table("rule-state", default=None, partitions=kafka.partitions)
+    runtime = Runtime(
+        settings=settings,
+        app=app,
+        raw=_topic(app, kafka.raw_topic, kafka.partitions),
+        events=_topic(app, kafka.events_topic, kafka.partitions),
+        incidents=_topic(app, kafka.incidents_topic, kafka.partitions),
+        deadletter=_topic(app, kafka.deadletter_topic, kafka.partitions),
+        state=state,
+        pipeline=Pipeline(Engine(pack), max_bytes=settings.worker.max_message_bytes),
+    )
+    from streams.agents import detect, ingest  # agents attach themselves to the runtime's app
+
+    ingest.attach(runtime)
+    detect.attach(runtime)
+    logger.info("worker app built app_id=%s pack=%s version=%s topics=%s", kafka.app_id, pack.spec.pack,
+                pack.version, kafka.all_topics())
+    return runtime

@@ -1,0 +1,283 @@
+"""The `cityops` command line. Every option also has an environment variable (see --help)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.logs import setup_logging
+from streams.settings import Settings
+
+
+_SERVICES = {"demo", "worker", "store", "broker", "dashboard"}
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj: Settings = ctx.obj
+    return obj
+
+
+@click.group()
+@click.option("--bootstrap", envvar="CITYOPS_KAFKA__BOOTSTRAP", help="Kafka bootstrap servers [CITYOPS_KAFKA__BOOTSTRAP]")
+@click.option("--pack", type=click.Path(path_type=Path), envvar="CITYOPS_RULES__PACK",
+              help="Rule pack YAML [CITYOPS_RULES__PACK]")
+@click.option("--store-path", type=click.Path(path_type=Path), envvar="CITYOPS_STORE__PATH",
+              help="DuckDB file of the store writer [CITYOPS_STORE__PATH]")
+@click.option("--log-level", envvar="CITYOPS_LOG_LEVEL", default=None, help="DEBUG, INFO, ... [CITYOPS_LOG_LEVEL]")
+@click.option("--log-json/--no-log-json", envvar="CITYOPS_LOG_JSON", default=None,
+              help="JSON log lines [CITYOPS_LOG_JSON]")
+@click.pass_context
+def main(ctx: click.Context, bootstrap: str | None, pack: Path | None, store_path: Path | None,
+         log_level: str | None, log_json: bool | None) -> None:
+    """cityops: urban-governance event stream processor."""
+    settings = Settings()
+    if bootstrap:
+        settings.kafka.bootstrap = bootstrap
+    if pack:
+        settings.rules.pack = pack
+    if store_path:
+        settings.store.path = store_path
+    if log_level:
+        settings.log_level = log_level.upper()  # type: ignore[assignment]
+    elif "CITYOPS_LOG_LEVEL" not in os.environ and ctx.invoked_subcommand not in _SERVICES:
+        settings.log_level = "WARNING"  # one-shot tools stay quiet unless asked
+    if log_json is not None:
+        settings.log_json = log_json
+    setup_logging(settings.log_level, json=settings.log_json)
+    ctx.obj = settings
+
+
+@main.command()
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
+@click.option("--headless", is_flag=True, help="No dashboard; print a summary at the end.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Stream worker processes.")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Scenario speed (2 = twice as fast).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, duration: float | None, headless: bool, workers: int, speed: float,
+         run_dir: Path) -> None:
+    """Start broker, worker, store, dashboard and the Wuhan simulator."""
+    from streams.demo import DemoOptions, run_demo
+
+    sys.exit(run_demo(_settings(ctx), DemoOptions(duration, headless, workers, run_dir, speed)))
+
+
+@main.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def broker(port: int, host: str) -> None:
+    """Run the Tansu development broker in the foreground (memory only)."""
+    import signal
+    import threading
+
+    from streams.broker import DevBroker
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with DevBroker(host, port) as b:
+        click.echo(f"broker ready at {b.bootstrap} (Ctrl-C to stop)")
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics of cityops."""
+
+
+@topics.command("create")
+@click.pass_context
+def topics_create(ctx: click.Context) -> None:
+    """Create every topic with its declared partitions."""
+    from streams.topics import create_topics
+
+    settings = _settings(ctx)
+    created = create_topics(settings.kafka)
+    click.echo(f"created {len(created)} topic(s); all present: {', '.join(settings.kafka.all_topics())}")
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a stream worker (ingest + detect)."""
+    from streams.worker import run_worker
+
+    run_worker(_settings(ctx))
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def store(ctx: click.Context) -> None:
+    """Run the single store writer (DuckDB + Quack); subcommands query it."""
+    if ctx.invoked_subcommand is None:
+        from streams.writer import Writer
+
+        w = Writer(_settings(ctx))
+        w.install_signal_handlers()
+        w.run()
+
+
+@store.command("query")
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def store_query(ctx: click.Context, sql: str, fmt: str) -> None:
+    """Run a read-only SQL query on the running store through Quack."""
+    from sinks.errors import SinkError
+    from sinks.read import StoreReader
+
+    s = _settings(ctx)
+    try:
+        rows = StoreReader(s.store.quack_uri, s.store.token.get_secret_value()).rows(sql)
+    except SinkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row, default=str, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("(no rows)")
+        return
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        click.echo("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+@main.command()
+@click.option("--duration", type=float, default=120.0, show_default=True, help="Scenario length in seconds.")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="0 = as fast as possible.")
+@click.option("--start", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z"]), default=None,
+              help="Event time of the first event (default: now).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the events as JSONL instead of sending them.")
+@click.pass_context
+def simulate(ctx: click.Context, duration: float, speed: float, start: datetime | None, seed: int,
+             out: Path | None) -> None:
+    """Stream the scripted Wuhan scenario to the raw topic."""
+    from streams.simulate import build_scenario, now_utc, produce
+
+    s = _settings(ctx)
+    messages = build_scenario(s, start or now_utc(), duration, seed)
+    if out is not None:
+        with out.open("wb") as fh:
+            for m in messages:
+                fh.write((m.bad or json.dumps({"events": m.events}, ensure_ascii=False).encode()) + b"\n")
+        click.echo(f"wrote {sum(len(m.events) for m in messages)} events to {out}")
+        return
+    sent = produce(s, messages, speed=speed)
+    click.echo(f"sent {sent} events to {s.kafka.raw_topic}")
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        yield from fh
+
+
+@main.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--pack", "pack_path", type=click.Path(path_type=Path), default=None, help="Rule pack (default: settings).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="incidents JSONL (default: stdout)")
+@click.pass_context
+def replay(ctx: click.Context, events: Path, pack_path: Path | None, out: Path | None) -> None:
+    """Run the rule engine over a JSONL file of events, in event time, without a broker."""
+    from rules.errors import PackError
+    from rules.pack import load_pack
+    from rules.replay import replay as run_replay
+
+    try:
+        pack = load_pack(pack_path or _settings(ctx).rules.pack)
+    except PackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    result = run_replay(pack, _lines(events), progress=lambda n: click.echo(f"... {n} events", err=True))
+    payload = "".join(inc.model_dump_json() + "\n" for inc in result.incidents)
+    if out is None:
+        click.echo(payload, nl=False)
+    else:
+        out.write_text(payload, encoding="utf-8")
+    for number, rej in result.rejected[:20]:
+        click.echo(f"{events}:{number}: rejected: {rej.reason}", err=True)
+    click.echo(f"replayed {result.events} events -> {len(result.incidents)} incidents "
+               f"({len(result.rejected)} rejected)", err=True)
+
+
+@main.group()
+def rules() -> None:
+    """Validate and test rule packs."""
+
+
+@rules.command("validate")
+@click.argument("pack", type=click.Path(path_type=Path))
+def rules_validate(pack: Path) -> None:
+    """Validate a pack; errors are printed as file:line: message."""
+    from rules.errors import PackError
+    from rules.pack import load_pack
+
+    try:
+        loaded = load_pack(pack)
+    except PackError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    click.echo(f"{pack}: ok: pack '{loaded.spec.pack}' version {loaded.version}, {len(loaded.spec.rules)} rules, "
+               f"layers {', '.join(f'{n} ({len(l.ids)} zones)' for n, l in loaded.layers.items())}")
+
+
+@rules.command("test")
+@click.argument("pack", type=click.Path(path_type=Path))
+def rules_test(pack: Path) -> None:
+    """Run the pack's own test cases; every rule must be tested."""
+    from rules.errors import PackError
+    from rules.pack import load_pack
+    from rules.testing import run_pack_tests, untested_rules
+
+    try:
+        loaded = load_pack(pack)
+    except PackError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    failed = 0
+    for result in run_pack_tests(loaded):
+        click.echo(f"{'PASS' if result.ok else 'FAIL'}  {result.name}")
+        for p in result.problems:
+            click.echo(f"      {p}")
+        failed += not result.ok
+    missing = untested_rules(loaded)
+    for rid in missing:
+        click.echo(f"FAIL  rule '{rid}' has no test that expects it to fire")
+    total = len(loaded.spec.tests)
+    click.echo(f"{total - failed} passed, {failed + len(missing)} failed")
+    sys.exit(1 if failed or missing else 0)
+
+
+@main.command()
+@click.pass_context
+def dashboard(ctx: click.Context) -> None:
+    """Run the Streamlit operations dashboard."""
+    import os
+
+    from streams.demo import _dashboard_argv
+
+    s = _settings(ctx)
+    argv = _dashboard_argv(s)
+    os.execvpe(argv[0], argv, {**os.environ, **s.to_env()})
+
+
+def run() -> Any:
+    return main(auto_envvar_prefix=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Exception root of the streams package."""
+
+from __future__ import annotations
+
+
+class StreamsError(Exception):
+    """Root of every error raised by the streams package."""
+
+
+class BrokerError(StreamsError):
+    """The broker could not be started, reached or configured."""

@@ -1,0 +1,149 @@
+"""The one Settings tree: the only reader of the environment (prefix CITYOPS_, nesting ``__``).
+
+Example: ``CITYOPS_KAFKA__BOOTSTRAP=127.0.0.1:9092 CITYOPS_STORE__PATH=var/city.duckdb cityops worker``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sinks.settings import StoreSettings
+
+logger = logging.getLogger(__name__)
+
+
+def default_pack() -> Path:
+    """The bundled Wuhan demo pack."""
+    return Path(str(importlib.resources.files("rules") / "packs" / "wuhan" / "pack.yaml"))
+
+
+class KafkaSettings(BaseModel):
+    """Broker connection and topic layout."""
+
+    bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port] of the brokers.")
+    topic_prefix: str = Field(default="cityops", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic.")
+    partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of every cityops topic.")
+    replication_factor: int = Field(default=1, ge=1)
+    app_id: str = Field(default="cityops-worker", description="Faust app id = worker consumer group.")
+    session_timeout_s: float = Field(default=6.0, gt=0, description="Kept short: Tansu holds joins for half.")
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    commit_interval_s: float = Field(default=0.5, gt=0)
+    producer_max_batch_size: int = Field(
+        default=1, ge=1, description="1 works around Tansu's ListOffsets bug so tables recover fully."
+    )
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def raw_topic(self) -> str:
+        return self.topic("events.raw")
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("events")
+
+    @property
+    def incidents_topic(self) -> str:
+        return self.topic("incidents")
+
+    @property
+    def deadletter_topic(self) -> str:
+        return self.topic("deadletter")
+
+    def all_topics(self) -> list[str]:
+        return [self.raw_topic, self.events_topic, self.incidents_topic, self.deadletter_topic]
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python options for this cluster (security included)."""
+        opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","),
+                                "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return opts
+
+
+class WorkerSettings(BaseModel):
+    """The stream worker."""
+
+    max_message_bytes: int = Field(default=1_048_576, ge=1024, description="Larger raw messages are dead-lettered.")
+    data_dir: Path = Field(default=Path("var/faust"), description="Faust's local data directory.")
+    expire_interval_s: float = Field(default=30.0, gt=0, description="How often old rule state is dropped.")
+
+
+class RulesSettings(BaseModel):
+    """Which pack the worker runs."""
+
+    pack: Path = Field(default_factory=default_pack, description="Rule pack YAML file.")
+
+
+class DashboardSettings(BaseModel):
+    """The Streamlit operations view."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8501, ge=1, le=65535)
+    language: Literal["zh-CN", "en"] = "zh-CN"
+    timezone: str = "Asia/Shanghai"
+    refresh_s: float = Field(default=3.0, gt=0)
+    demo_mode: bool = Field(default=True, description="Demo mode: no login (clearly labelled on every page).")
+
+
+class Settings(BaseSettings):
+    """Root of all settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITYOPS_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as CITYOPS_* variables, to hand to child processes (secrets included)."""
+        env: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
+            elif value is None:
+                return
+            elif isinstance(value, SecretStr):
+                env[f"CITYOPS_{prefix}"] = value.get_secret_value()
+            elif isinstance(value, bool):
+                env[f"CITYOPS_{prefix}"] = "true" if value else "false"
+            else:
+                env[f"CITYOPS_{prefix}"] = str(value)
+
+        walk("", self)
+        return env
+
+    def masked(self) -> dict[str, Any]:
+        """For logging: every secret shown as ********."""
+        return self.model_dump(mode="json")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment (cached). Tests build their own ``Settings(...)``."""
+    settings = Settings()
+    logger.info("settings %s", settings.masked())
+    return settings
