@@ -6,6 +6,7 @@ A message is one JSON event object, a JSON array of events, or an envelope
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from rules.model import Event, Reading, Report, Track
 _EVENT: TypeAdapter[Reading | Report | Track] = TypeAdapter(Event)
 
 DEFAULT_MAX_BYTES = 1_048_576
+_NON_FINITE = re.compile(rb"[:\[,]\s*-?(NaN|Infinity)\b")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ def decode_message(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Decoded
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return Decoded([], [Rejected(f"not valid JSON: {exc}", "bad_json", raw)])
+        hint = " (NaN and Infinity are not JSON numbers)" if _NON_FINITE.search(raw) else ""
+        return Decoded([], [Rejected(f"not valid JSON{hint}: {exc}", "bad_json", raw)])
     if isinstance(doc, dict) and "events" in doc and "kind" not in doc:
         doc = doc["events"]
         if not isinstance(doc, list):
@@ -82,8 +85,20 @@ def decode_message(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Decoded
         try:
             events.append(decode_one(item))
         except ValidationError as exc:
-            rejected.append(Rejected(_describe(exc), "invalid", orjson.dumps(item), index))
+            rejected.append(Rejected(_describe(exc), "invalid", _original(item, raw), index))
     return Decoded(events, rejected)
+
+
+def _original(item: Any, raw: bytes) -> bytes:
+    """The bytes of one record of a batch; the whole message when orjson cannot re-encode the record.
+
+    orjson parses up to 1024 levels of nesting but serialises only 254, so a deeply nested record
+    falls back to the message it came from (the dead letter's ``#index`` still says which record).
+    """
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return raw
 
 
 def encode_events(events: list[Reading | Report | Track]) -> bytes:

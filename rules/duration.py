@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 _UNITS = {
@@ -34,7 +34,10 @@ def parse_duration(text: str) -> timedelta:
     for match in _PART.finditer(cleaned):
         if match.start() != pos:
             break
-        total += int(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            total += int(match.group(1)) * _UNITS[match.group(2)]
+        except OverflowError:
+            raise ValueError(f"{text!r} is too long (the limit is 999999999d)") from None
         pos = match.end()
     if not cleaned or pos != len(cleaned):
         raise ValueError(f"{text!r} is not a duration (e.g. '30s', '15m', '1h30m', '2d')")
@@ -62,8 +65,17 @@ def _coerce(value: Any) -> Any:
     return value
 
 
+# Not pydantic's default for timedelta ("format": "duration", which means ISO 8601 such as PT15M).
+DURATION_JSON_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*([0-9]+ *(ms|s|m|h|d|w) *)+$",
+    "description": "A duration: whole numbers with units ms, s, m, h, d or w, e.g. '30s', '15m', '1h30m'.",
+    "examples": ["30s", "15m", "1h30m", "2d"],
+}
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(_coerce),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(DURATION_JSON_SCHEMA),
 ]

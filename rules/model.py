@@ -171,5 +171,8 @@ class DeadLetterRecord(BaseModel):
     reason: str
     kind: str = Field(description="bad_json, invalid, oversized, bad_envelope, late, poison")
     source: str = Field(description="topic[partition]@offset of the original message (#index in a batch).")
-    original_b64: str = Field(description="The original bytes, base64.")
+    original_b64: str = Field(description="The original bytes, base64 (the first 256 KiB when truncated).")
+    original_size: int = Field(default=0, ge=0, description="Size of the original in bytes.")
+    original_sha256: str = Field(default="", description="SHA-256 of the whole original, hex.")
+    truncated: bool = Field(default=False, description="True when original_b64 holds only a prefix.")
     failed_at: AwareDatetime

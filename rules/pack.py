@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from rules.crs import CRS
 from rules.duration import Duration
@@ -126,19 +127,28 @@ class Pack(_Strict):
 
     @model_validator(mode="after")
     def _cross_check(self) -> Pack:
+        # A model-level error has an empty location; ``ctx["loc"]`` tells parse_pack which line to blame.
         seen: set[str] = set()
-        for rule in self.rules:
+        for index, rule in enumerate(self.rules):
             if rule.id in seen:
-                raise ValueError(f"rule id '{rule.id}' is used twice")
+                raise _reference_error(f"rule id '{rule.id}' is used twice", ("rules", index, "id"))
             seen.add(rule.id)
             if rule.layer is not None and rule.layer not in self.layers:
                 known = ", ".join(sorted(self.layers)) or "none"
-                raise ValueError(f"rule '{rule.id}' uses unknown layer '{rule.layer}' (known: {known})")
-        for test in self.tests:
-            for exp in test.expect:
+                raise _reference_error(
+                    f"rule '{rule.id}' uses unknown layer '{rule.layer}' (known: {known})", ("rules", index, "layer")
+                )
+        for t, test in enumerate(self.tests):
+            for e, exp in enumerate(test.expect):
                 if exp.rule not in seen:
-                    raise ValueError(f"test '{test.name}' expects unknown rule '{exp.rule}'")
+                    raise _reference_error(
+                        f"test '{test.name}' expects unknown rule '{exp.rule}'", ("tests", t, "expect", e, "rule")
+                    )
         return self
+
+
+def _reference_error(message: str, loc: tuple[int | str, ...]) -> PydanticCustomError:
+    return PydanticCustomError("pack_reference", "{message}", {"message": message, "loc": loc})
 
 
 @dataclass(frozen=True)
@@ -161,22 +171,33 @@ def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
     line = (root.start_mark.line + 1) if root is not None else 1
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == part:
-                    node = value
-                    line = key.start_mark.line + 1
-                    break
+            found = next(((key, value) for key, value in node.value if key.value == part), None)
+            if found is None:
+                break
+            node = found[1]
+            line = found[0].start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
             line = node.start_mark.line + 1
+        else:
+            break
     return line
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop what pydantic adds that is not in the YAML: the union tag after ``rules[i]``, validator names.
+
+    The tag must go by position: ``window`` is both a rule kind (tag) and a field of window rules.
+    """
+    parts = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+    if len(parts) >= 3 and parts[0] == "rules" and isinstance(parts[1], int) and parts[2] in ("threshold", "window"):
+        del parts[2]
+    return tuple(parts)
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        if part in ("threshold", "window", "function-after[_needs_layer(), WindowRule]"):
-            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -188,6 +209,12 @@ def _rule_id_at(data: Any, loc: tuple[int | str, ...]) -> str | None:
             rid = rules[loc[1]].get("id")
             return str(rid) if rid is not None else None
     return None
+
+
+_KIND_MESSAGES = {
+    "union_tag_invalid": "unknown rule kind '{tag}' (expected threshold or window)",
+    "union_tag_not_found": "missing 'kind' (expected threshold or window)",
+}
 
 
 def parse_pack(text: str, origin: str) -> Pack:
@@ -206,12 +233,14 @@ def parse_pack(text: str, origin: str) -> Pack:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
-            rule_id = _rule_id_at(data, loc)
-            where = _format_loc(loc)
-            subject = f"rule '{rule_id}' " if rule_id else ""
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{origin}:{_line_of(root, loc)}: {subject}{where}: {msg}".replace(" : ", ": "))
+            ctx = err.get("ctx") or {}
+            loc = _clean_loc(tuple(err["loc"]) or tuple(ctx.get("loc", ())))
+            line_loc = loc + ("kind",) if err["type"] == "union_tag_invalid" else loc
+            rule_id = _rule_id_at(data, loc) if err["type"] != "pack_reference" else None
+            head = " ".join(p for p in (f"rule '{rule_id}'" if rule_id else "", _format_loc(loc)) if p)
+            template = _KIND_MESSAGES.get(err["type"])
+            msg = template.format(**ctx) if template else err["msg"].removeprefix("Value error, ")
+            problems.append(f"{origin}:{_line_of(root, line_loc)}: " + (f"{head}: {msg}" if head else msg))
         raise PackError(problems) from exc
 
 

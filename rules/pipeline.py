@@ -6,6 +6,7 @@ The Faust agents in ``streams.agents`` only move bytes between topics and call t
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -30,10 +31,16 @@ def source_label(topic: str, partition: int, offset: int, index: int | None = No
     return f"{topic}[{partition}]@{offset}" + (f"#{index}" if index is not None else "")
 
 
+DEAD_LETTER_MAX_ORIGINAL = 262_144
+
+
 def dead_letter(reason: str, kind: str, source: str, original: bytes) -> DeadLetterRecord:
+    """A dead-letter record; an original over 256 KiB is kept as a prefix plus its size and hash."""
+    kept = original[:DEAD_LETTER_MAX_ORIGINAL]
     return DeadLetterRecord(
-        reason=reason, kind=kind, source=source, original_b64=base64.b64encode(original).decode(),
-        failed_at=datetime.now(UTC),
+        reason=reason, kind=kind, source=source, original_b64=base64.b64encode(kept).decode(),
+        original_size=len(original), original_sha256=hashlib.sha256(original).hexdigest(),
+        truncated=len(kept) < len(original), failed_at=datetime.now(UTC),
     )
 
 

@@ -35,6 +35,27 @@ INCIDENT_COLUMNS = (
 )
 
 
+def _incident_filters(
+    severities: Sequence[str], categories: Sequence[str], zones: Sequence[str], since: datetime | None
+) -> tuple[list[str], dict[str, Param]]:
+    """WHERE terms (fixed SQL) and their parameters for the common incident filters."""
+    where = ["TRUE"]
+    params: dict[str, Param] = {}
+    if severities:
+        where.append("list_contains($sev, severity)")
+        params["sev"] = list(severities)
+    if categories:
+        where.append("list_contains($cat, category)")
+        params["cat"] = list(categories)
+    if zones:
+        where.append("list_contains($zones, zone_id)")
+        params["zones"] = list(zones)
+    if since is not None:
+        where.append("last_event_at >= $since")
+        params["since"] = since
+    return where, params
+
+
 class StoreReader:
     """A Quack client for the store. Thread-safe; reconnects by itself when the writer restarts."""
 
@@ -89,23 +110,30 @@ class StoreReader:
         """Incidents matching the filters (all values are bound as literals)."""
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r}; expected one of {sorted(SORTS)}")
-        where = ["TRUE"]
-        params: dict[str, Param] = {"limit": max(1, min(int(limit), 50_000))}
-        if severities:
-            where.append("list_contains($sev, severity)")
-            params["sev"] = list(severities)
-        if categories:
-            where.append("list_contains($cat, category)")
-            params["cat"] = list(categories)
-        if zones:
-            where.append("list_contains($zones, zone_id)")
-            params["zones"] = list(zones)
-        if since is not None:
-            where.append("last_event_at >= $since")
-            params["since"] = since
+        where, params = _incident_filters(severities, categories, zones, since)
+        params["limit"] = max(1, min(int(limit), 50_000))
         sql = (
             f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {' AND '.join(where)} "  # noqa: S608 - allow-listed
             f"ORDER BY {SORTS[sort]}, id LIMIT $limit"
+        )
+        return self.rows(sql, params)
+
+    def incident_points(
+        self,
+        *,
+        severities: Sequence[str] = (),
+        categories: Sequence[str] = (),
+        zones: Sequence[str] = (),
+        limit: int = 5_000,
+    ) -> list[dict[str, Any]]:
+        """The newest open incidents, only the columns a map needs (id, title, severity, category,
+        zone, time, position), at most ``limit`` of them (capped at 50,000)."""
+        where, params = _incident_filters(severities, categories, zones, None)
+        where.append("status = 'open'")
+        params["limit"] = max(1, min(int(limit), 50_000))
+        sql = (
+            "SELECT id, title, severity, category, zone_id, zone_name, last_event_at, lon, lat FROM incidents "
+            f"WHERE {' AND '.join(where)} ORDER BY last_event_at DESC, id LIMIT $limit"  # noqa: S608 - allow-listed
         )
         return self.rows(sql, params)
 
