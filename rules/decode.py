@@ -62,7 +62,9 @@ def decode_one(obj: Any) -> Reading | Report | Track:
 def decode_message(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Decoded:
     """Decode one Kafka message value. Never raises: bad records come back as ``rejected``."""
     if len(raw) > max_bytes:
-        return Decoded([], [Rejected(f"payload of {len(raw)} bytes exceeds the limit of {max_bytes}", "oversized", raw)])
+        return Decoded(
+            [], [Rejected(f"payload of {len(raw)} bytes exceeds the limit of {max_bytes}", "oversized", raw)]
+        )
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -121,9 +121,14 @@ class Engine:
             event = item.event
             ts_ms = to_ms(event.ts)
             if floor is not None and ts_ms < floor:
-                outcome.late.append((item, f"event time {event.ts.isoformat()} is older than the watermark "
-                                           f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed "
-                                           f"lateness {self.pack.spec.allowed_lateness}"))
+                outcome.late.append(
+                    (
+                        item,
+                        f"event time {event.ts.isoformat()} is older than the watermark "
+                        f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed "
+                        f"lateness {self.pack.spec.allowed_lateness}",
+                    )
+                )
                 continue
             batch_max = ts_ms if batch_max is None else max(batch_max, ts_ms)
             disc = _discriminator(event)
@@ -145,8 +150,7 @@ class Engine:
                             outcome.incidents.append(touched_again)
                         continue
                     touched[slot.key] = (compiled, entry)
-                add_event(entry, ts_ms, event.id, slot.value, event.lon, event.lat,
-                          prefer_max=compiled.kind.prefer_max)
+                add_event(entry, ts_ms, event.id, slot.value, event.lon, event.lat, prefer_max=compiled.kind.prefer_max)
         for key, (compiled, entry) in touched.items():
             mark_applied(entry, position)
             state[key] = entry
@@ -189,8 +193,9 @@ class Engine:
             value=float(entry["n"]) if isinstance(rule, WindowRule) else float(entry["x"]),
             threshold=rule.value,
             op=rule.op,
-            evidence=Evidence(event_ids=[e[1] for e in entry["ev"]], values=[e[2] for e in entry["ev"]],
-                              count=entry["n"]),
+            evidence=Evidence(
+                event_ids=[e[1] for e in entry["ev"]], values=[e[2] for e in entry["ev"]], count=entry["n"]
+            ),
         )
 
     def expire(self, state: MutableMapping[str, Any], *, partition: int | None = None) -> int:

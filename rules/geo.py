@@ -71,7 +71,12 @@ class Layer:
 
     @classmethod
     def from_file(
-        cls, name: str, path: Path, *, id_property: str = "zone_id", name_property: str = "name",
+        cls,
+        name: str,
+        path: Path,
+        *,
+        id_property: str = "zone_id",
+        name_property: str = "name",
         crs: CRS = CRS.WGS84,
     ) -> Layer:
         """Load a GeoJSON FeatureCollection file."""

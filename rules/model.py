@@ -18,7 +18,7 @@ Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 EVENT_SCHEMA_VERSION = 1
-INCIDENT_SCHEMA_VERSION = "1.0"
+INCIDENT_SCHEMA_VERSION: Literal["1.0"] = "1.0"
 
 
 def _utc(value: datetime) -> datetime:
@@ -134,7 +134,7 @@ class Incident(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal["1.0"] = INCIDENT_SCHEMA_VERSION
+    schema_version: Literal["1.0"] = "1.0"
     id: str = Field(description="Deterministic: hash of pack, rule, subject and window.")
     revision: int = Field(ge=1, description="Grows with every event applied; the store keeps the highest.")
     pack: str

@@ -262,8 +262,11 @@ def load_pack(path: Path | str) -> LoadedPack:
     for name, layer_spec in spec.layers.items():
         try:
             layers[name] = Layer.from_file(
-                name, path.parent / layer_spec.file, id_property=layer_spec.id_property,
-                name_property=layer_spec.name_property, crs=layer_spec.crs,
+                name,
+                path.parent / layer_spec.file,
+                id_property=layer_spec.id_property,
+                name_property=layer_spec.name_property,
+                crs=layer_spec.crs,
             )
         except LayerError as exc:
             problems.append(f"{path}:{_line_of(root, ('layers', name, 'file'))}: {exc}")

@@ -38,9 +38,14 @@ def dead_letter(reason: str, kind: str, source: str, original: bytes) -> DeadLet
     """A dead-letter record; an original over 256 KiB is kept as a prefix plus its size and hash."""
     kept = original[:DEAD_LETTER_MAX_ORIGINAL]
     return DeadLetterRecord(
-        reason=reason, kind=kind, source=source, original_b64=base64.b64encode(kept).decode(),
-        original_size=len(original), original_sha256=hashlib.sha256(original).hexdigest(),
-        truncated=len(kept) < len(original), failed_at=datetime.now(UTC),
+        reason=reason,
+        kind=kind,
+        source=source,
+        original_b64=base64.b64encode(kept).decode(),
+        original_size=len(original),
+        original_sha256=hashlib.sha256(original).hexdigest(),
+        truncated=len(kept) < len(original),
+        failed_at=datetime.now(UTC),
     )
 
 
@@ -102,9 +107,7 @@ class Pipeline:
         logger.warning("dead letter source=%s kind=%s reason=%s", source, rej.kind, rej.reason)
         return dead_letter(rej.reason, rej.kind, source, rej.original)
 
-    def detect(
-        self, raw: bytes, state: MutableMapping[str, Any], topic: str, partition: int, offset: int
-    ) -> Detected:
+    def detect(self, raw: bytes, state: MutableMapping[str, Any], topic: str, partition: int, offset: int) -> Detected:
         out = Detected()
         source = source_label(topic, partition, offset)
         try:
@@ -116,5 +119,7 @@ class Pipeline:
         outcome = self.engine.process(items, state, position=(partition, offset))
         out.incidents = outcome.incidents
         for item, reason in outcome.late:
-            out.dead.append(dead_letter(reason, "late", f"{source}:{item.event.id}", item.event.model_dump_json().encode()))
+            out.dead.append(
+                dead_letter(reason, "late", f"{source}:{item.event.id}", item.event.model_dump_json().encode())
+            )
         return out

@@ -31,12 +31,22 @@ def bucket_of(ts_ms: int, size_ms: int) -> int:
 
 
 def new_entry(subject: str, zone: str | None, start_ms: int, end_ms: int) -> Entry:
-    return {"n": 0, "x": None, "ev": [], "start": start_ms, "end": end_ms, "subj": subject, "zone": zone,
-            "last": start_ms, "pos": {}}
+    return {
+        "n": 0,
+        "x": None,
+        "ev": [],
+        "start": start_ms,
+        "end": end_ms,
+        "subj": subject,
+        "zone": zone,
+        "last": start_ms,
+        "pos": {},
+    }
 
 
-def add_event(entry: Entry, ts_ms: int, event_id: str, value: float, lon: float, lat: float, *,
-              prefer_max: bool = True) -> None:
+def add_event(
+    entry: Entry, ts_ms: int, event_id: str, value: float, lon: float, lat: float, *, prefer_max: bool = True
+) -> None:
     """Fold one event into an entry (mutates it). Duplicate event ids are ignored."""
     evidence: list[list[Any]] = entry["ev"]
     item = [ts_ms, event_id, value, lon, lat]

@@ -8,5 +8,13 @@ from sinks.read import StoreReader
 from sinks.settings import StoreSettings
 from sinks.store import Batch, DeadLetter, Store
 
-__all__ = ["Batch", "DeadLetter", "QueryError", "SinkError", "Store", "StoreReader", "StoreSettings",
-           "StoreUnavailableError"]
+__all__ = [
+    "Batch",
+    "DeadLetter",
+    "QueryError",
+    "SinkError",
+    "Store",
+    "StoreReader",
+    "StoreSettings",
+    "StoreUnavailableError",
+]

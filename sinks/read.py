@@ -71,9 +71,7 @@ class StoreReader:
         remote = bind(sql, params or {})
         with self._lock:
             try:
-                cur = self._con.execute(
-                    "SELECT * FROM quack_query(?, ?, token => ?)", [self.uri, remote, self._token]
-                )
+                cur = self._con.execute("SELECT * FROM quack_query(?, ?, token => ?)", [self.uri, remote, self._token])
                 names = [d[0] for d in cur.description or []]
                 return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
             except duckdb.IOException as exc:
@@ -133,7 +131,7 @@ class StoreReader:
         params["limit"] = max(1, min(int(limit), 50_000))
         sql = (
             "SELECT id, title, severity, category, zone_id, zone_name, last_event_at, lon, lat FROM incidents "
-            f"WHERE {' AND '.join(where)} ORDER BY last_event_at DESC, id LIMIT $limit"  # noqa: S608 - allow-listed
+            f"WHERE {' AND '.join(where)} ORDER BY last_event_at DESC, id LIMIT $limit"
         )
         return self.rows(sql, params)
 
@@ -157,6 +155,6 @@ class StoreReader:
     def ping(self) -> bool:
         """True when the store answers."""
         try:
-            return self.scalar("SELECT 1") == 1
+            return bool(self.scalar("SELECT 1") == 1)
         except (StoreUnavailableError, QueryError):
             return False

@@ -149,18 +149,37 @@ class Store:
             seen.add(e.id)
             label = getattr(e, "metric", None) or getattr(e, "category", None) or getattr(e, "object_type", None)
             value = getattr(e, "value", None) if e.kind == "reading" else getattr(e, "alt_m", None)
-            rows.append({
-                "id": e.id, "kind": e.kind, "ts": e.ts, "lon": e.lon, "lat": e.lat, "subject": e.subject,
-                "topic_label": label, "value": value, "zones": orjson.dumps(item.zones).decode(),
-                "payload": e.model_dump_json(), "stored_at": now,
-            })
+            rows.append(
+                {
+                    "id": e.id,
+                    "kind": e.kind,
+                    "ts": e.ts,
+                    "lon": e.lon,
+                    "lat": e.lat,
+                    "subject": e.subject,
+                    "topic_label": label,
+                    "value": value,
+                    "zones": orjson.dumps(item.zones).decode(),
+                    "payload": e.model_dump_json(),
+                    "stored_at": now,
+                }
+            )
         self.con.register("_batch_events", pa.Table.from_pylist(rows))
         self.con.execute("INSERT INTO events BY NAME SELECT * FROM _batch_events ON CONFLICT (id) DO NOTHING")
         self.con.unregister("_batch_events")
 
     def _insert_dead_letters(self, letters: list[DeadLetter], now: datetime) -> None:
-        rows = {d.source: {"source": d.source, "kind": d.kind, "reason": d.reason, "original": d.original,
-                           "failed_at": d.failed_at, "stored_at": now} for d in letters}
+        rows = {
+            d.source: {
+                "source": d.source,
+                "kind": d.kind,
+                "reason": d.reason,
+                "original": d.original,
+                "failed_at": d.failed_at,
+                "stored_at": now,
+            }
+            for d in letters
+        }
         self.con.register("_batch_dead", pa.Table.from_pylist(list(rows.values())))
         self.con.execute("INSERT INTO dead_letters BY NAME SELECT * FROM _batch_dead ON CONFLICT (source) DO NOTHING")
         self.con.unregister("_batch_dead")

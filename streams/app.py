@@ -31,8 +31,15 @@ class Runtime:
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                     partitions=partitions, internal=False)
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        internal=False,
+    )
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -73,6 +80,11 @@ def build_runtime(settings: Settings) -> Runtime:
 
     ingest.attach(runtime)
     detect.attach(runtime)
-    logger.info("worker app built app_id=%s pack=%s version=%s topics=%s", kafka.app_id, pack.spec.pack,
-                pack.version, kafka.all_topics())
+    logger.info(
+        "worker app built app_id=%s pack=%s version=%s topics=%s",
+        kafka.app_id,
+        pack.spec.pack,
+        pack.version,
+        kafka.all_topics(),
+    )
     return runtime

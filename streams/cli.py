@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,7 +16,6 @@ import click
 from streams.logs import setup_logging
 from streams.settings import Settings
 
-
 _SERVICES = {"demo", "worker", "store", "broker", "dashboard"}
 
 
@@ -25,17 +25,31 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @click.group()
-@click.option("--bootstrap", envvar="CITYOPS_KAFKA__BOOTSTRAP", help="Kafka bootstrap servers [CITYOPS_KAFKA__BOOTSTRAP]")
-@click.option("--pack", type=click.Path(path_type=Path), envvar="CITYOPS_RULES__PACK",
-              help="Rule pack YAML [CITYOPS_RULES__PACK]")
-@click.option("--store-path", type=click.Path(path_type=Path), envvar="CITYOPS_STORE__PATH",
-              help="DuckDB file of the store writer [CITYOPS_STORE__PATH]")
+@click.option(
+    "--bootstrap", envvar="CITYOPS_KAFKA__BOOTSTRAP", help="Kafka bootstrap servers [CITYOPS_KAFKA__BOOTSTRAP]"
+)
+@click.option(
+    "--pack", type=click.Path(path_type=Path), envvar="CITYOPS_RULES__PACK", help="Rule pack YAML [CITYOPS_RULES__PACK]"
+)
+@click.option(
+    "--store-path",
+    type=click.Path(path_type=Path),
+    envvar="CITYOPS_STORE__PATH",
+    help="DuckDB file of the store writer [CITYOPS_STORE__PATH]",
+)
 @click.option("--log-level", envvar="CITYOPS_LOG_LEVEL", default=None, help="DEBUG, INFO, ... [CITYOPS_LOG_LEVEL]")
-@click.option("--log-json/--no-log-json", envvar="CITYOPS_LOG_JSON", default=None,
-              help="JSON log lines [CITYOPS_LOG_JSON]")
+@click.option(
+    "--log-json/--no-log-json", envvar="CITYOPS_LOG_JSON", default=None, help="JSON log lines [CITYOPS_LOG_JSON]"
+)
 @click.pass_context
-def main(ctx: click.Context, bootstrap: str | None, pack: Path | None, store_path: Path | None,
-         log_level: str | None, log_json: bool | None) -> None:
+def main(
+    ctx: click.Context,
+    bootstrap: str | None,
+    pack: Path | None,
+    store_path: Path | None,
+    log_level: str | None,
+    log_json: bool | None,
+) -> None:
     """cityops: urban-governance event stream processor."""
     settings = Settings()
     if bootstrap:
@@ -61,8 +75,7 @@ def main(ctx: click.Context, bootstrap: str | None, pack: Path | None, store_pat
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Scenario speed (2 = twice as fast).")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True)
 @click.pass_context
-def demo(ctx: click.Context, duration: float | None, headless: bool, workers: int, speed: float,
-         run_dir: Path) -> None:
+def demo(ctx: click.Context, duration: float | None, headless: bool, workers: int, speed: float, run_dir: Path) -> None:
     """Start broker, worker, store, dashboard and the Wuhan simulator."""
     from streams.demo import DemoOptions, run_demo
 
@@ -83,10 +96,8 @@ def broker(port: int, host: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with DevBroker(host, port) as b:
         click.echo(f"broker ready at {b.bootstrap} (Ctrl-C to stop)")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             done.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 @main.group()
@@ -157,14 +168,20 @@ def store_query(ctx: click.Context, sql: str, fmt: str) -> None:
 @main.command()
 @click.option("--duration", type=float, default=120.0, show_default=True, help="Scenario length in seconds.")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="0 = as fast as possible.")
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z"]), default=None,
-              help="Event time of the first event (default: now).")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z"]),
+    default=None,
+    help="Event time of the first event (default: now).",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Write the events as JSONL instead of sending them.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Write the events as JSONL instead of sending them."
+)
 @click.pass_context
-def simulate(ctx: click.Context, duration: float, speed: float, start: datetime | None, seed: int,
-             out: Path | None) -> None:
+def simulate(
+    ctx: click.Context, duration: float, speed: float, start: datetime | None, seed: int, out: Path | None
+) -> None:
     """Stream the scripted Wuhan scenario to the raw topic."""
     from streams.simulate import build_scenario, now_utc, produce
 
@@ -187,7 +204,9 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 @main.command()
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--pack", "pack_path", type=click.Path(path_type=Path), default=None, help="Rule pack (default: settings).")
+@click.option(
+    "--pack", "pack_path", type=click.Path(path_type=Path), default=None, help="Rule pack (default: settings)."
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="incidents JSONL (default: stdout)")
 @click.pass_context
 def replay(ctx: click.Context, events: Path, pack_path: Path | None, out: Path | None) -> None:
@@ -208,8 +227,10 @@ def replay(ctx: click.Context, events: Path, pack_path: Path | None, out: Path |
         out.write_text(payload, encoding="utf-8")
     for number, rej in result.rejected[:20]:
         click.echo(f"{events}:{number}: rejected: {rej.reason}", err=True)
-    click.echo(f"replayed {result.events} events -> {len(result.incidents)} incidents "
-               f"({len(result.rejected)} rejected)", err=True)
+    click.echo(
+        f"replayed {result.events} events -> {len(result.incidents)} incidents ({len(result.rejected)} rejected)",
+        err=True,
+    )
 
 
 @main.group()
@@ -230,8 +251,10 @@ def rules_validate(pack: Path) -> None:
         for problem in exc.problems:
             click.echo(problem, err=True)
         sys.exit(1)
-    click.echo(f"{pack}: ok: pack '{loaded.spec.pack}' version {loaded.version}, {len(loaded.spec.rules)} rules, "
-               f"layers {', '.join(f'{n} ({len(l.ids)} zones)' for n, l in loaded.layers.items())}")
+    click.echo(
+        f"{pack}: ok: pack '{loaded.spec.pack}' version {loaded.version}, {len(loaded.spec.rules)} rules, "
+        f"layers {', '.join(f'{n} ({len(lay.ids)} zones)' for n, lay in loaded.layers.items())}"
+    )
 
 
 @rules.command("test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -37,9 +38,23 @@ def _dashboard_argv(settings: Settings) -> list[str]:
     import sys
 
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-            "--server.address", settings.dashboard.host, "--server.port", str(settings.dashboard.port),
-            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false"]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.headless",
+        "true",
+        "--server.address",
+        settings.dashboard.host,
+        "--server.port",
+        str(settings.dashboard.port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+    ]
 
 
 def run_demo(settings: Settings, opts: DemoOptions) -> int:
@@ -76,8 +91,13 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         click.echo(f"broker: {broker.bootstrap}   store: {settings.store.path}   logs: {logs}")
         duration = opts.duration if opts.duration is not None else 3600.0 * 24
         messages = build_scenario(settings, now_utc(), duration)
-        sim = threading.Thread(target=produce, args=(settings, messages), kwargs={"speed": opts.speed, "stop": stop},
-                               name="simulator", daemon=True)
+        sim = threading.Thread(
+            target=produce,
+            args=(settings, messages),
+            kwargs={"speed": opts.speed, "stop": stop},
+            name="simulator",
+            daemon=True,
+        )
         sim.start()
         reader = StoreReader(settings.store.quack_uri, settings.store.token.get_secret_value())
         began = time.monotonic()
@@ -91,17 +111,17 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
                 return 1
             try:
                 counts = reader.counts()
-                line = (f"[{time.monotonic() - began:5.0f}s] events in={counts['events']} "
-                        f"incidents open={counts['open_incidents']} dead letters={counts['dead_letters']}")
+                line = (
+                    f"[{time.monotonic() - began:5.0f}s] events in={counts['events']} "
+                    f"incidents open={counts['open_incidents']} dead letters={counts['dead_letters']}"
+                )
             except SinkError:
                 line = f"[{time.monotonic() - began:5.0f}s] waiting for the store writer..."
             click.echo(line, nl=True)
             stop.wait(2.0)
         time.sleep(0.5)
-        try:
+        with contextlib.suppress(SinkError):
             counts = reader.counts()
-        except SinkError:
-            pass
         click.echo(
             f"summary: events in={counts.get('events', 0)} incidents={counts.get('incidents', 0)} "
             f"open={counts.get('open_incidents', 0)} dead letters={counts.get('dead_letters', 0)}"

@@ -47,7 +47,13 @@ def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Chi
     log = log_dir / f"{name}.log"
     argv = args if args[0] != "cityops" else [sys.executable, "-m", "streams.cli", *args[1:]]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                start_new_session=True, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
     logger.info("started name=%s pid=%d log=%s", name, proc.pid, log)
     return Child(name, proc, log)

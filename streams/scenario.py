@@ -60,8 +60,15 @@ def _aligned(t0: datetime, offsets: list[float], window: timedelta) -> list[floa
     return [boundary_s + 1 + (o - offsets[0]) for o in offsets]
 
 
-def wuhan_scenario(districts: Layer, start: datetime, duration_s: float = 120.0, *, seed: int = 7,
-                   tick_s: float = 5.0, bad_records: bool = True) -> list[Message]:
+def wuhan_scenario(
+    districts: Layer,
+    start: datetime,
+    duration_s: float = 120.0,
+    *,
+    seed: int = 7,
+    tick_s: float = 5.0,
+    bad_records: bool = True,
+) -> list[Message]:
     """All messages of the scenario, ordered by time offset."""
     rng = random.Random(seed)
     geoms = dict(zip(districts.ids, districts.geoms, strict=True))
@@ -93,22 +100,54 @@ def wuhan_scenario(districts: Layer, start: datetime, duration_s: float = 120.0,
                 value = 45.0 + rng.uniform(-12, 12)
                 if zone == QINGSHAN and 50 <= t <= 240:
                     value = 185.0 + rng.uniform(0, 30)
-            msg.events.append({"kind": "reading", "id": f"{sid}-{tick}", "ts": ts(t), "lon": x, "lat": y,
-                               "sensor_id": sid, "metric": metric, "value": round(value, 2),
-                               "unit": "cm" if metric == "water_level_cm" else "ug/m3", "source": "sim"})
+            msg.events.append(
+                {
+                    "kind": "reading",
+                    "id": f"{sid}-{tick}",
+                    "ts": ts(t),
+                    "lon": x,
+                    "lat": y,
+                    "sensor_id": sid,
+                    "metric": metric,
+                    "value": round(value, 2),
+                    "unit": "cm" if metric == "water_level_cm" else "ug/m3",
+                    "source": "sim",
+                }
+            )
         for n, drone in enumerate(("uav-1", "uav-2")):
             lon = 114.28 + 0.002 * tick + 0.05 * n
             lat = 30.57 + 0.001 * tick
             alt = 80.0 + (max(0.0, t - 30) * 2.0 if drone == "uav-2" else 0.0)
-            msg.events.append({"kind": "track", "id": f"{drone}-{tick}", "ts": ts(t), "lon": round(lon, 6),
-                               "lat": round(lat, 6), "object_id": drone, "object_type": "drone",
-                               "alt_m": round(min(alt, 400.0), 1), "speed_mps": 8.0, "source": "sim"})
+            msg.events.append(
+                {
+                    "kind": "track",
+                    "id": f"{drone}-{tick}",
+                    "ts": ts(t),
+                    "lon": round(lon, 6),
+                    "lat": round(lat, 6),
+                    "object_id": drone,
+                    "object_type": "drone",
+                    "alt_m": round(min(alt, 400.0), 1),
+                    "speed_mps": 8.0,
+                    "source": "sim",
+                }
+            )
         if rng.random() < 0.6:
             zone = rng.choice(districts.ids)
             x, y = _points_in(geoms[zone], 1, rng)[0]
-            msg.events.append({"kind": "report", "id": f"r-bg-{tick}", "ts": ts(t), "lon": x, "lat": y,
-                               "category": rng.choice(("noise", "road_damage", "streetlight", "illegal_parking")),
-                               "channel": "12345", "description": "background report", "source": "sim"})
+            msg.events.append(
+                {
+                    "kind": "report",
+                    "id": f"r-bg-{tick}",
+                    "ts": ts(t),
+                    "lon": x,
+                    "lat": y,
+                    "category": rng.choice(("noise", "road_damage", "streetlight", "illegal_parking")),
+                    "channel": "12345",
+                    "description": "background report",
+                    "source": "sim",
+                }
+            )
         t += tick_s
 
     scripted = [
@@ -120,14 +159,30 @@ def wuhan_scenario(districts: Layer, start: datetime, duration_s: float = 120.0,
             if off >= duration_s:
                 continue
             x, y = _points_in(geoms[zone], 1, rng)[0]
-            at(off).events.append({"kind": "report", "id": f"r-{category}-{j}", "ts": ts(off), "lon": x, "lat": y,
-                                   "category": category, "channel": "12345", "description": text,
-                                   "source": "sim"})
+            at(off).events.append(
+                {
+                    "kind": "report",
+                    "id": f"r-{category}-{j}",
+                    "ts": ts(off),
+                    "lon": x,
+                    "lat": y,
+                    "category": category,
+                    "channel": "12345",
+                    "description": text,
+                    "source": "sim",
+                }
+            )
     if bad_records:
-        for off, bad in ((12.0, b'{"kind": "reading", "id": '), (22.0, b'{"kind":"reading","id":"bad-lat",'
-                         b'"ts":"2026-01-01T00:00:00Z","lon":114.3,"lat":123.0,"sensor_id":"x","metric":"m",'
-                         b'"value":1}'), (32.0, b'{"kind":"parade","id":"bad-kind","ts":"2026-01-01T00:00:00Z",'
-                         b'"lon":114.3,"lat":30.6}')):
+        for off, bad in (
+            (12.0, b'{"kind": "reading", "id": '),
+            (
+                22.0,
+                b'{"kind":"reading","id":"bad-lat",'
+                b'"ts":"2026-01-01T00:00:00Z","lon":114.3,"lat":123.0,"sensor_id":"x","metric":"m",'
+                b'"value":1}',
+            ),
+            (32.0, b'{"kind":"parade","id":"bad-kind","ts":"2026-01-01T00:00:00Z","lon":114.3,"lat":30.6}'),
+        ):
             if off < duration_s:
                 messages[off + 0.5] = Message(at_s=off + 0.5, bad=bad)
     return [messages[k] for k in sorted(messages)]

@@ -67,8 +67,10 @@ class KafkaSettings(BaseModel):
 
     def client_options(self) -> dict[str, Any]:
         """kafka-python options for this cluster (security included)."""
-        opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","),
-                                "security_protocol": self.security_protocol}
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+        }
         if self.sasl_mechanism:
             opts["sasl_mechanism"] = self.sasl_mechanism
             opts["sasl_plain_username"] = self.sasl_username

@@ -23,8 +23,9 @@ def build_scenario(settings: Settings, start: datetime, duration_s: float, seed:
     return wuhan_scenario(layer, start, duration_s, seed=seed)
 
 
-def produce(settings: Settings, messages: list[Message], *, speed: float = 1.0,
-            stop: threading.Event | None = None) -> int:
+def produce(
+    settings: Settings, messages: list[Message], *, speed: float = 1.0, stop: threading.Event | None = None
+) -> int:
     """Send messages to the raw topic; ``speed`` 0 sends as fast as possible. Returns events sent."""
     producer = KafkaProducer(client_id="cityops-simulator", linger_ms=5, acks="all", **settings.kafka.client_options())
     topic = settings.kafka.raw_topic

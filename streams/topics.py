@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -31,10 +32,8 @@ def create_topics(kafka: KafkaSettings, *, timeout: float = 20.0) -> list[str]:
         existing = set(admin.list_topics())
         wanted = [t for t in kafka.all_topics() if t not in existing]
         for name in wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, kafka.partitions, kafka.replication_factor)])
-            except TopicAlreadyExistsError:
-                pass
             logger.info("topic created name=%s partitions=%d", name, kafka.partitions)
         return wanted
     finally:

@@ -28,8 +28,13 @@ logger = logging.getLogger(__name__)
 def _poison(topic: str, partition: int, offset: int, raw: bytes, exc: Exception) -> DeadLetter:
     source = source_label(topic, partition, offset)
     logger.warning("store: unreadable record source=%s error=%s", source, exc)
-    return DeadLetter(source=source, kind="poison", reason=f"store writer could not read record: {exc}",
-                      original=raw, failed_at=datetime.now(UTC))
+    return DeadLetter(
+        source=source,
+        kind="poison",
+        reason=f"store writer could not read record: {exc}",
+        original=raw,
+        failed_at=datetime.now(UTC),
+    )
 
 
 def collect(settings: Settings, records: dict[TopicPartition, list[object]]) -> Batch:
@@ -47,8 +52,9 @@ def collect(settings: Settings, records: dict[TopicPartition, list[object]]) -> 
                     batch.events.extend(decode_enriched(raw))
                 elif tp.topic == kafka.deadletter_topic:
                     d = DeadLetterRecord.model_validate_json(raw)
-                    batch.dead_letters.append(DeadLetter(d.source, d.kind, d.reason,
-                                                         base64.b64decode(d.original_b64), d.failed_at))
+                    batch.dead_letters.append(
+                        DeadLetter(d.source, d.kind, d.reason, base64.b64decode(d.original_b64), d.failed_at)
+                    )
             except (ValidationError, ValueError) as exc:
                 batch.dead_letters.append(_poison(tp.topic, tp.partition, offset, raw, exc))
     return batch
@@ -66,7 +72,9 @@ class Writer:
         s = self.settings
         uri = self.store.serve(s.store.quack_host, s.store.quack_port, s.store.token.get_secret_value())
         consumer = KafkaConsumer(
-            s.kafka.incidents_topic, s.kafka.events_topic, s.kafka.deadletter_topic,
+            s.kafka.incidents_topic,
+            s.kafka.events_topic,
+            s.kafka.deadletter_topic,
             group_id=f"{s.kafka.app_id}-store",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -76,8 +84,12 @@ class Writer:
             client_id="cityops-store",
             **s.kafka.client_options(),
         )
-        logger.info("store writer running path=%s quack=%s topics=%s", self.store.path, uri,
-                    [s.kafka.incidents_topic, s.kafka.events_topic, s.kafka.deadletter_topic])
+        logger.info(
+            "store writer running path=%s quack=%s topics=%s",
+            self.store.path,
+            uri,
+            [s.kafka.incidents_topic, s.kafka.events_topic, s.kafka.deadletter_topic],
+        )
         try:
             while not self.stop_event.is_set():
                 records = consumer.poll(timeout_ms=s.store.poll_timeout_ms, max_records=s.store.batch_max_records)
@@ -86,8 +98,12 @@ class Writer:
                 batch = collect(s, records)
                 self.store.apply(batch)
                 consumer.commit()
-                logger.debug("store batch incidents=%d events=%d dead=%d", len(batch.incidents),
-                             len(batch.events), len(batch.dead_letters))
+                logger.debug(
+                    "store batch incidents=%d events=%d dead=%d",
+                    len(batch.incidents),
+                    len(batch.events),
+                    len(batch.dead_letters),
+                )
         finally:
             consumer.close(autocommit=False)
             self.store.close()

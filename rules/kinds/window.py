@@ -22,8 +22,9 @@ class Window(Kind):
             return None
         start = bucket_of(ts_ms, self.size_ms)
         value = event_value(item.event, "value")
-        return Slot(f"{self.rule.id}|{zone}|{start}", zone, zone, start, start + self.size_ms,
-                    1.0 if value is None else value)
+        return Slot(
+            f"{self.rule.id}|{zone}|{start}", zone, zone, start, start + self.size_ms, 1.0 if value is None else value
+        )
 
     def fires(self, count: int, extreme: float | None) -> bool:
         return self.compare(float(count), self.rule.value)

@@ -17,7 +17,7 @@ def attach(rt: Runtime) -> None:
     every = rt.settings.worker.expire_interval_s
     last_expiry: dict[int, float] = {}
 
-    @rt.app.agent(rt.events, name="detect")
+    @rt.app.agent(rt.events, name="detect")  # type: ignore[untyped-decorator]
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
@@ -27,8 +27,12 @@ def attach(rt: Runtime) -> None:
                 logger.exception("detect failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
                 from rules.pipeline import dead_letter, source_label
 
-                dl = dead_letter(f"internal error: {exc!r}", "error",
-                                 source_label(topic_name, msg.partition, msg.offset), msg.value or b"")
+                dl = dead_letter(
+                    f"internal error: {exc!r}",
+                    "error",
+                    source_label(topic_name, msg.partition, msg.offset),
+                    msg.value or b"",
+                )
                 await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
                 continue
             for inc in out.incidents:

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 def attach(rt: Runtime) -> None:
     topic_name = rt.settings.kafka.raw_topic
 
-    @rt.app.agent(rt.raw, name="ingest")
+    @rt.app.agent(rt.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
@@ -26,8 +26,12 @@ def attach(rt: Runtime) -> None:
                 logger.exception("ingest failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
                 from rules.pipeline import dead_letter, source_label
 
-                dl = dead_letter(f"internal error: {exc!r}", "error",
-                                 source_label(topic_name, msg.partition, msg.offset), msg.value or b"")
+                dl = dead_letter(
+                    f"internal error: {exc!r}",
+                    "error",
+                    source_label(topic_name, msg.partition, msg.offset),
+                    msg.value or b"",
+                )
                 await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
                 continue
             for key, items in out.routed.items():
