@@ -66,7 +66,7 @@ def wuhan_scenario(
     duration_s: float = 120.0,
     *,
     seed: int = 7,
-    tick_s: float = 5.0,
+    tick_s: float = 2.0,
     bad_records: bool = True,
 ) -> list[Message]:
     """All messages of the scenario, ordered by time offset."""
@@ -94,11 +94,11 @@ def wuhan_scenario(
                 continue
             if metric == "water_level_cm":
                 value = 8.0 + rng.uniform(-3, 3)
-                if sid in (f"wl-{JIANGHAN}-0", f"wl-{WUCHANG}-1") and t >= 20:
-                    value = 8.0 + (t - 20) * 0.9
+                if sid in (f"wl-{JIANGHAN}-0", f"wl-{WUCHANG}-1") and t >= 10:
+                    value = 8.0 + (t - 10) * 1.2
             else:
                 value = 45.0 + rng.uniform(-12, 12)
-                if zone == QINGSHAN and 50 <= t <= 240:
+                if zone == QINGSHAN and 20 <= t <= 240:
                     value = 185.0 + rng.uniform(0, 30)
             msg.events.append(
                 {
@@ -115,9 +115,9 @@ def wuhan_scenario(
                 }
             )
         for n, drone in enumerate(("uav-1", "uav-2")):
-            lon = 114.28 + 0.002 * tick + 0.05 * n
-            lat = 30.57 + 0.001 * tick
-            alt = 80.0 + (max(0.0, t - 30) * 2.0 if drone == "uav-2" else 0.0)
+            lon = 114.28 + 0.0008 * tick + 0.05 * n
+            lat = 30.57 + 0.0004 * tick
+            alt = 80.0 + (max(0.0, t - 10) * 2.5 if drone == "uav-2" else 0.0)
             msg.events.append(
                 {
                     "kind": "track",
@@ -132,7 +132,7 @@ def wuhan_scenario(
                     "source": "sim",
                 }
             )
-        if rng.random() < 0.6:
+        if rng.random() < 0.4:
             zone = rng.choice(districts.ids)
             x, y = _points_in(geoms[zone], 1, rng)[0]
             msg.events.append(
@@ -151,8 +151,8 @@ def wuhan_scenario(
         t += tick_s
 
     scripted = [
-        (HONGSHAN, "illegal_dumping", _aligned(start, [20, 25, 30, 35], timedelta(minutes=10)), "垃圾堆放"),
-        (JIANGHAN, "waterlogging", _aligned(start, [40, 50, 60], timedelta(minutes=15)), "路面积水"),
+        (HONGSHAN, "illegal_dumping", _aligned(start, [8, 14, 20, 26], timedelta(minutes=10)), "垃圾堆放"),
+        (JIANGHAN, "waterlogging", _aligned(start, [16, 24, 32], timedelta(minutes=15)), "路面积水"),
     ]
     for zone, category, offsets, text in scripted:
         for j, off in enumerate(offsets):

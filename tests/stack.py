@@ -89,8 +89,9 @@ class Stack:
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 5.0) -> list[Any]:
     """Every record of a topic from the beginning (no consumer group)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=int(timeout_s * 1000))
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False, consumer_timeout_ms=int(timeout_s * 1000)
+    )
     parts = consumer.partitions_for_topic(topic) or set()
     consumer.assign([TopicPartition(topic, p) for p in parts])
     consumer.seek_to_beginning()

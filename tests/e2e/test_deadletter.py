@@ -13,8 +13,16 @@ from rules.model import DeadLetterRecord
 
 pytestmark = pytest.mark.integration
 
-GOOD = {"kind": "reading", "id": "good-1", "ts": "2026-07-01T08:00:00+08:00", "lon": 114.27, "lat": 30.59,
-        "sensor_id": "wl-x", "metric": "water_level_cm", "value": 55.0}
+GOOD = {
+    "kind": "reading",
+    "id": "good-1",
+    "ts": "2026-07-01T08:00:00+08:00",
+    "lon": 114.27,
+    "lat": 30.59,
+    "sensor_id": "wl-x",
+    "metric": "water_level_cm",
+    "value": 55.0,
+}
 
 BAD: dict[str, bytes] = {
     "not valid JSON": b'{"kind": "reading", ',
@@ -41,11 +49,15 @@ def test_every_bad_record_is_dead_lettered_with_reason_and_source_and_good_ones_
     producer.flush()
     producer.close()
 
-    stack.wait_for("every dead letter in the store",
-                   lambda: stack.reader.scalar("SELECT count(*) FROM dead_letters") == len(BAD) + 1)
+    stack.wait_for(
+        "every dead letter in the store",
+        lambda: stack.reader.scalar("SELECT count(*) FROM dead_letters") == len(BAD) + 1,
+    )
     stack.wait_for("both good readings in the store", lambda: stack.reader.scalar("SELECT count(*) FROM events") == 2)
 
-    letters = [DeadLetterRecord.model_validate_json(r.value) for r in read_topic(stack.settings, kafka.deadletter_topic)]
+    letters = [
+        DeadLetterRecord.model_validate_json(r.value) for r in read_topic(stack.settings, kafka.deadletter_topic)
+    ]
     assert len(letters) == len(BAD) + 1
     by_offset = {int(d.source.split("@")[1].split("#")[0]): d for d in letters}
     for offset, (expected_reason, payload) in enumerate(BAD.items()):
@@ -65,6 +77,10 @@ def test_every_bad_record_is_dead_lettered_with_reason_and_source_and_good_ones_
     assert orjson.loads(base64.b64decode(in_list.original_b64))["id"] == "b-in-list"
 
     # the good records still made an incident, and the worker is still running
-    stack.wait_for("the flood incident", lambda: stack.reader.scalar(
-        "SELECT evidence_count FROM incidents WHERE rule_id = 'flood.water-level-high'") == 2)
+    stack.wait_for(
+        "the flood incident",
+        lambda: (
+            stack.reader.scalar("SELECT evidence_count FROM incidents WHERE rule_id = 'flood.water-level-high'") == 2
+        ),
+    )
     assert stack.children["worker"].alive()

@@ -57,8 +57,12 @@ def test_scenario_gives_exactly_the_replayed_incidents_on_the_alert_topic_and_in
         assert json.loads(row["evidence"]) == inc.evidence.model_dump()
     assert stack.reader.scalar("SELECT count(*) FROM events") == sent
 
-    alerts = [Incident.model_validate_json(r.value) for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)]
-    for record_key, inc in ((r.key, Incident.model_validate_json(r.value)) for r in
-                            read_topic(stack.settings, stack.settings.kafka.incidents_topic)):
+    alerts = [
+        Incident.model_validate_json(r.value) for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)
+    ]
+    for record_key, inc in (
+        (r.key, Incident.model_validate_json(r.value))
+        for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)
+    ):
         assert record_key == inc.id.encode(), "alert records are keyed by incident id"
     assert latest_by_id(alerts) == expected

@@ -29,8 +29,9 @@ def test_worker_restart_mid_stream_loses_and_duplicates_no_incident(
     stack.start("store")
     stack.start("worker")
     produce(stack.settings, first, speed=0)
-    stack.wait_for("the first half in the store",
-                   lambda: stack.reader.scalar("SELECT count(*) FROM events") == first_events)
+    stack.wait_for(
+        "the first half in the store", lambda: stack.reader.scalar("SELECT count(*) FROM events") == first_events
+    )
     stack.stop("worker", kill=kill)
 
     produce(stack.settings, second, speed=0)
@@ -43,5 +44,7 @@ def test_worker_restart_mid_stream_loses_and_duplicates_no_incident(
     stack.wait_for("every replayed incident, at its final revision", complete, timeout=120)
     assert stack.reader.scalar("SELECT count(*) - count(DISTINCT id) FROM incidents") == 0
     assert stack.reader.scalar("SELECT count(*) FROM events") == len(scenario_events(scenario))
-    alerts = [Incident.model_validate_json(r.value) for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)]
+    alerts = [
+        Incident.model_validate_json(r.value) for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)
+    ]
     assert latest_by_id(alerts) == expected
