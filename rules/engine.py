@@ -46,14 +46,6 @@ class _Compiled:
     kind: Kind
 
 
-def _discriminator(event: AnyEvent) -> str | None:
-    if isinstance(event, Reading):
-        return event.metric
-    if isinstance(event, Report):
-        return event.category
-    return event.object_type
-
-
 class Engine:
     """Evaluates one loaded pack. Holds no rule state itself except the event-time watermark."""
 
@@ -82,14 +74,13 @@ class Engine:
         ]
 
     # -- evaluation -------------------------------------------------------------------------
-    def _matches(self, compiled: _Compiled, item: Enriched, disc: str | None) -> bool:
+    def _matches(self, compiled: _Compiled, item: Enriched) -> bool:
         match = compiled.rule.match
-        if match.metric is not None and match.metric != disc:
-            return False
-        if match.category is not None and match.category != disc:
-            return False
-        if match.object_type is not None and match.object_type != disc:
-            return False
+        # Each filter compares the event's own field: a report has no metric, so `metric` never matches it.
+        filters = (("metric", match.metric), ("category", match.category), ("object_type", match.object_type))
+        for name, wanted in filters:
+            if wanted is not None and getattr(item.event, name, None) != wanted:
+                return False
         layer = compiled.rule.layer
         if layer is not None:
             zone = item.primary_zone(layer)
@@ -131,9 +122,8 @@ class Engine:
                 )
                 continue
             batch_max = ts_ms if batch_max is None else max(batch_max, ts_ms)
-            disc = _discriminator(event)
             for compiled in self._by_kind[event.kind]:
-                if not self._matches(compiled, item, disc):
+                if not self._matches(compiled, item):
                     continue
                 slot = compiled.kind.slot(item, ts_ms)
                 if slot is None or slot.key in skipped:
@@ -151,6 +141,10 @@ class Engine:
                         continue
                     touched[slot.key] = (compiled, entry)
                 add_event(entry, ts_ms, event.id, slot.value, event.lon, event.lat, prefer_max=compiled.kind.prefer_max)
+                if entry["ev"][0][:2] == [ts_ms, event.id]:
+                    # The zone of the earliest event (like lon/lat), not of the first to arrive: a subject
+                    # that moves between zones within one bucket must not depend on arrival order.
+                    entry["zone"] = slot.zone
         for key, (compiled, entry) in touched.items():
             mark_applied(entry, position)
             state[key] = entry

@@ -72,7 +72,10 @@ class ThresholdRule(_RuleBase):
 
     kind: Literal["threshold"]
     field: str = Field(default="value", description="Numeric event field, e.g. value or alt_m.")
-    dedup: Duration = Field(default="10m", description="Tumbling bucket that groups repeats into one incident.")  # type: ignore[assignment]
+    # validate_default: without it the default stays the string "10m" and the engine gets a str.
+    dedup: Duration = Field(  # type: ignore[assignment]
+        default="10m", validate_default=True, description="Tumbling bucket that groups repeats into one incident."
+    )
 
 
 class WindowRule(_RuleBase):
@@ -120,7 +123,9 @@ class Pack(_Strict):
     version: str = Field(min_length=1, max_length=40, description="Pack version carried by every incident.")
     title: str = ""
     timezone: str = "Asia/Shanghai"
-    allowed_lateness: Duration = Field(default="1h", description="How late an event may arrive.")  # type: ignore[assignment]
+    allowed_lateness: Duration = Field(  # type: ignore[assignment]
+        default="1h", validate_default=True, description="How late an event may arrive."
+    )
     layers: dict[str, LayerSpec] = Field(default_factory=dict)
     rules: list[Rule]
     tests: list[PackTest] = Field(default_factory=list)
@@ -235,7 +240,7 @@ def parse_pack(text: str, origin: str) -> Pack:
         for err in exc.errors():
             ctx = err.get("ctx") or {}
             loc = _clean_loc(tuple(err["loc"]) or tuple(ctx.get("loc", ())))
-            line_loc = loc + ("kind",) if err["type"] == "union_tag_invalid" else loc
+            line_loc = (*loc, "kind") if err["type"] == "union_tag_invalid" else loc
             rule_id = _rule_id_at(data, loc) if err["type"] != "pack_reference" else None
             head = " ".join(p for p in (f"rule '{rule_id}'" if rule_id else "", _format_loc(loc)) if p)
             template = _KIND_MESSAGES.get(err["type"])

@@ -1,0 +1,308 @@
+"""The engine: position-based idempotency, allowed lateness, expiry, and replay equals stream."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.engine import AnyEvent, Engine, Outcome, incident_id, run
+from rules.model import Incident, Reading, Report, Track
+from rules.pack import LoadedPack, load_pack
+from rules.state import to_ms
+
+WUHAN = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan" / "pack.yaml"
+T0 = datetime(2026, 7, 1, 0, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+MS = timedelta(milliseconds=1)
+JIANGAN = (114.30, 30.60)  # 420102
+HONGSHAN = (114.35, 30.50)  # 420111
+QIAOKOU = (114.27, 30.58)  # 420104
+WUCHANG = (114.30, 30.55)  # 420106
+BEIJING = (116.40, 39.90)  # in no district
+
+
+@pytest.fixture(scope="module")
+def pack() -> LoadedPack:
+    return load_pack(WUHAN)
+
+
+def _flood(
+    eid: str, at: timedelta, value: float = 42, *, sensor: str = "wl-1", where: tuple[float, float] = JIANGAN
+) -> Reading:
+    return Reading(
+        id=eid, ts=T0 + at, lon=where[0], lat=where[1], sensor_id=sensor, metric="water_level_cm", value=value
+    )
+
+
+def _dumping(eid: str, at: timedelta, where: tuple[float, float] = HONGSHAN) -> Report:
+    return Report(id=eid, ts=T0 + at, lon=where[0], lat=where[1], category="illegal_dumping")
+
+
+def _process(
+    engine: Engine, events: list[AnyEvent], state: dict[str, Any], position: tuple[int, int] | None = None
+) -> Outcome:
+    return engine.process(engine.enrich(events), state, position=position)
+
+
+# -- idempotency -------------------------------------------------------------------------------
+
+
+def test_reprocessing_the_same_position_leaves_state_unchanged_and_re_emits_the_snapshot(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    batch = [
+        _flood("a", timedelta(minutes=1)),
+        _flood("b", timedelta(minutes=2)),
+        *[_dumping(f"d{i}", timedelta(minutes=i)) for i in range(3)],
+    ]
+    first = _process(engine, batch, state, position=(0, 5))
+    before = copy.deepcopy(state)
+    again = _process(engine, batch, state, position=(0, 5))
+    assert state == before
+    assert sorted(again.incidents, key=lambda i: i.id) == sorted(first.incidents, key=lambda i: i.id)
+    assert {i.rule_id for i in again.incidents} == {"flood.water-level-high", "sanitation.dumping-reports"}
+    assert again.late == []
+
+
+def test_reprocessing_a_position_whose_entry_has_not_fired_re_emits_nothing(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    batch = [_dumping("d1", timedelta(0))]
+    assert _process(engine, batch, state, position=(0, 1)).incidents == []
+    before = copy.deepcopy(state)
+    assert _process(engine, batch, state, position=(0, 1)).incidents == []
+    assert state == before
+
+
+def test_without_a_position_new_events_are_folded_in_and_repeats_are_ignored(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("a", timedelta(minutes=1))], state)
+    [incident] = _process(
+        engine, [_flood("a", timedelta(minutes=1)), _flood("b", timedelta(minutes=2))], state
+    ).incidents
+    assert incident.evidence.event_ids == ["a", "b"]
+    assert incident.revision == 2
+
+
+def test_an_older_offset_of_the_same_partition_counts_as_already_applied(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("a", timedelta(minutes=1))], state, position=(0, 9))
+    [incident] = _process(engine, [_flood("b", timedelta(minutes=2))], state, position=(0, 8)).incidents
+    assert incident.evidence.event_ids == ["a"]
+    [incident] = _process(engine, [_flood("b", timedelta(minutes=2))], state, position=(1, 8)).incidents
+    assert incident.evidence.event_ids == ["a", "b"]
+
+
+def test_state_entries_are_reassigned_never_mutated_in_place(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("a", timedelta(minutes=1))], state, position=(0, 1))
+    [key] = state
+    old = state[key]
+    snapshot = copy.deepcopy(old)
+    _process(engine, [_flood("b", timedelta(minutes=2))], state, position=(0, 2))
+    assert old == snapshot
+    assert state[key] is not old
+    assert state[key]["n"] == 2
+
+
+# -- lateness ----------------------------------------------------------------------------------
+
+
+def test_out_of_order_events_within_the_allowed_lateness_give_the_same_result(pack: LoadedPack) -> None:
+    events = [
+        _flood("a", timedelta(minutes=1)),
+        _flood("b", timedelta(minutes=5)),
+        _flood("c", HOUR),
+        *[_dumping(f"d{i}", timedelta(minutes=50 + i)) for i in range(3)],
+    ]
+    in_order = run(Engine(pack), events)
+    engine, state = Engine(pack), {}
+    latest: dict[str, Incident] = {}
+    for event in reversed(events):  # one per batch, newest first: everything arrives late, within 1 h
+        outcome = _process(engine, [event], state)
+        assert outcome.late == []
+        latest.update({i.id: i for i in outcome.incidents})
+    assert latest == in_order
+
+
+def test_an_event_older_than_the_watermark_minus_the_lateness_is_reported_late(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("new", 2 * HOUR)], state)
+    before = copy.deepcopy(state)
+    too_late = _flood("old", HOUR - MS, sensor="wl-2")
+    outcome = _process(engine, [too_late], state)
+    assert outcome.incidents == []
+    assert state == before
+    [(item, reason)] = outcome.late
+    assert item.event == too_late
+    assert reason.startswith(f"event time {too_late.ts.isoformat()} is older than the watermark ")
+    assert (T0 + 2 * HOUR).isoformat() in reason
+    assert "allowed lateness" in reason
+
+
+def test_an_event_exactly_at_the_watermark_minus_the_lateness_is_accepted(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("new", 2 * HOUR)], state)
+    outcome = _process(engine, [_flood("edge", HOUR, sensor="wl-2")], state)
+    assert outcome.late == []
+    assert [i.subject for i in outcome.incidents] == ["wl-2"]
+
+
+def test_lateness_is_judged_against_the_watermark_before_the_batch(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    outcome = _process(engine, [_flood("new", 5 * HOUR), _flood("old", timedelta(0), sensor="wl-2")], state)
+    assert outcome.late == []
+    assert engine.watermark_ms == to_ms(T0 + 5 * HOUR)
+
+
+def test_late_events_do_not_move_the_watermark_and_it_never_goes_back(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("a", 3 * HOUR)], state)
+    _process(engine, [_flood("b", 2 * HOUR + timedelta(minutes=30))], state)
+    _process(engine, [_flood("c", timedelta(0))], state)
+    assert engine.watermark_ms == to_ms(T0 + 3 * HOUR)
+
+
+# -- expiry ------------------------------------------------------------------------------------
+
+
+def test_expire_drops_only_buckets_that_can_no_longer_receive_events(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    assert engine.expire(state) == 0  # no watermark yet
+    # flood dedup is 15 min: buckets [0, 15m) and [45m, 60m)
+    _process(engine, [_flood("a", timedelta(minutes=1)), _flood("b", timedelta(minutes=50), sensor="wl-2")], state)
+    _process(engine, [_flood("now", HOUR + timedelta(minutes=15), sensor="wl-3")], state)  # floor = 15m
+    assert engine.expire(state) == 1  # [0, 15m) ends exactly at the floor
+    assert sorted(e["subj"] for e in state.values()) == ["wl-2", "wl-3"]
+    _process(engine, [_flood("later", 2 * HOUR, sensor="wl-3")], state)  # floor = 60m
+    assert engine.expire(state) == 1  # wl-2's [45m, 60m); wl-3's [75m, 90m) may still get events
+    starts = sorted((e["subj"], e["start"]) for e in state.values())
+    assert starts == [("wl-3", to_ms(T0 + HOUR + timedelta(minutes=15))), ("wl-3", to_ms(T0 + 2 * HOUR))]
+
+
+def test_an_expired_bucket_gets_no_new_events_they_are_late(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("a", timedelta(minutes=1)), _flood("now", 2 * HOUR, sensor="wl-9")], state)
+    engine.expire(state)
+    outcome = _process(engine, [_flood("b", timedelta(minutes=2))], state)
+    assert len(outcome.late) == 1
+    assert all(e["subj"] == "wl-9" for e in state.values())
+
+
+def test_expire_with_a_partition_drops_only_closed_entries_homed_on_that_partition(pack: LoadedPack) -> None:
+    engine, state = Engine(pack), {}
+    _process(engine, [_flood("p0", timedelta(minutes=1), sensor="s-0")], state, position=(0, 1))
+    _process(engine, [_flood("p1", timedelta(minutes=1), sensor="s-1")], state, position=(1, 1))
+    _process(engine, [_flood("both", timedelta(minutes=2), sensor="s-1")], state, position=(0, 2))  # home 0 now
+    _process(engine, [_flood("p2", timedelta(minutes=1), sensor="s-2")], state, position=(2, 1))
+    _process(engine, [_flood("none", timedelta(minutes=1), sensor="s-x")], state)  # no position: any partition
+    _process(engine, [_flood("open", 3 * HOUR, sensor="s-open")], state, position=(0, 3))
+    assert engine.expire(state, partition=0) == 3
+    assert sorted(e["subj"] for e in state.values()) == ["s-2", "s-open"]
+    assert engine.expire(state, partition=1) == 0
+    assert engine.expire(state, partition=2) == 1
+    assert [e["subj"] for e in state.values()] == ["s-open"]
+
+
+# -- replay equals stream ----------------------------------------------------------------------
+
+_PLACES = [JIANGAN, HONGSHAN, QIAOKOU, WUCHANG, BEIJING]
+# Offsets within one hour (the Wuhan pack's allowed lateness), biased towards bucket edges.
+_OFFSETS = st.sampled_from(
+    [0, 1, 59_999, 60_000, 299_999, 300_000, 599_999, 600_000, 899_999, 900_000, 1_800_000, 3_599_999, 3_600_000]
+) | st.integers(0, 3_600_000)
+
+
+@st.composite
+def _event(draw: st.DrawFn, eid: str) -> AnyEvent:
+    ts = T0 + timedelta(milliseconds=draw(_OFFSETS))
+    lon, lat = draw(st.sampled_from(_PLACES))
+    what = draw(st.sampled_from(["water", "pm25", "dumping", "waterlogging", "drone"]))
+    if what in ("water", "pm25"):
+        metric = "water_level_cm" if what == "water" else "pm25"
+        value = draw(st.sampled_from([29.0, 30.0, 31.0, 45.0, 150.0, 151.0, 200.0]))
+        return Reading(
+            id=eid, ts=ts, lon=lon, lat=lat, sensor_id=draw(st.sampled_from(["s1", "s2"])), metric=metric, value=value
+        )
+    if what == "drone":
+        alt = draw(st.sampled_from([100.0, 120.0, 121.0, 300.0]) | st.none())
+        return Track(
+            id=eid,
+            ts=ts,
+            lon=lon,
+            lat=lat,
+            object_id=draw(st.sampled_from(["u1", "u2"])),
+            object_type="drone",
+            alt_m=alt,
+        )
+    return Report(id=eid, ts=ts, lon=lon, lat=lat, category="illegal_dumping" if what == "dumping" else what)
+
+
+@st.composite
+def _event_sets(draw: st.DrawFn) -> list[AnyEvent]:
+    n = draw(st.integers(min_value=1, max_value=45))
+    return [draw(_event(f"e{i}")) for i in range(n)]
+
+
+@st.composite
+def _deliveries(draw: st.DrawFn) -> tuple[list[AnyEvent], list[list[AnyEvent]], list[int]]:
+    events = draw(_event_sets())
+    order = draw(st.permutations(events))
+    cuts = sorted(draw(st.lists(st.integers(0, len(order)), max_size=8)))
+    bounds = [0, *cuts, len(order)]
+    batches = [order[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    redeliver = draw(st.lists(st.integers(0, len(batches) - 1), max_size=3))
+    return events, batches, redeliver
+
+
+@given(delivery=_deliveries())
+@settings(max_examples=200, deadline=None)
+def test_any_permutation_and_batching_gives_the_same_incidents_as_one_replay(
+    pack: LoadedPack, delivery: tuple[list[AnyEvent], list[list[AnyEvent]], list[int]]
+) -> None:
+    events, batches, redeliver = delivery
+    replayed = run(Engine(pack), events)
+    engine, state = Engine(pack), {}
+    streamed: dict[str, Incident] = {}
+    offsets: dict[int, int] = {}
+
+    def deliver(batch: list[AnyEvent], position: tuple[int, int]) -> None:
+        outcome = _process(engine, batch, state, position)
+        assert outcome.late == []
+        for incident in outcome.incidents:
+            if incident.id not in streamed or incident.revision >= streamed[incident.id].revision:
+                streamed[incident.id] = incident
+
+    sent: list[tuple[list[AnyEvent], tuple[int, int]]] = []
+    for number, batch in enumerate(batches):
+        partition = number % 2
+        offsets[partition] = offsets.get(partition, -1) + 1
+        sent.append((batch, (partition, offsets[partition])))
+        deliver(*sent[-1])
+    for number in redeliver:  # at-least-once: a message may come again after a restart
+        deliver(*sent[number])
+    assert streamed == replayed
+
+
+def test_replay_equals_stream_on_a_busy_hour_of_the_wuhan_pack(pack: LoadedPack) -> None:
+    events: list[AnyEvent] = [
+        _dumping(f"d{i}", timedelta(minutes=i), where=[HONGSHAN, QIAOKOU][i % 2]) for i in range(60)
+    ]
+    events += [_flood(f"f{i}", timedelta(minutes=i), value=25 + i % 10, sensor=f"s{i % 3}") for i in range(60)]
+    replayed = run(Engine(pack), events)
+    assert len(replayed) > 5
+    streamed = run(Engine(pack), list(reversed(events)), batch_size=7)
+    assert streamed == replayed
+
+
+def test_incident_id_is_a_24_hex_digest_of_pack_rule_subject_and_window() -> None:
+    value = incident_id("wuhan", "flood.water-level-high", "wl-1", 1_782_864_000_000)
+    assert len(value) == 24
+    assert int(value, 16) >= 0
+    assert value == incident_id("wuhan", "flood.water-level-high", "wl-1", 1_782_864_000_000)
+    assert value != incident_id("wuhan", "flood.water-level-high", "wl-1", 1_782_864_000_001)

@@ -1,0 +1,193 @@
+"""Zone layers: the vectorised STRtree lookup agrees with the scalar predicate; CRS is converted at load.
+
+Points exactly on a border: ``Layer.locate`` queries with ``intersects``, so a point on the boundary
+of a zone is in that zone. A vertex shared by two districts is therefore in both (a triple point in
+all three), listed in layer order; ``Enriched.primary_zone`` takes the first, so a border point always
+lands in the same district. The scalar ``polygon.contains`` says "in neither" for such points
+(``contains`` excludes the boundary); ``polygon.covers`` is the scalar predicate that matches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+
+from rules.crs import CRS, wgs84_to_bd09, wgs84_to_gcj02
+from rules.errors import LayerError
+from rules.geo import Layer
+from rules.model import Enriched, Report
+
+DISTRICTS = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan" / "layers" / "districts.geojson"
+N_RANDOM = 5000
+
+
+@pytest.fixture(scope="module")
+def districts() -> Layer:
+    return Layer.from_file("districts", DISTRICTS)
+
+
+def _scalar(layer: Layer, lon: float, lat: float, predicate: str) -> list[str]:
+    point = shapely.Point(lon, lat)
+    return [zid for zid, geom in zip(layer.ids, layer.geoms, strict=True) if getattr(geom, predicate)(point)]
+
+
+def _shared_vertices(layer: Layer) -> dict[tuple[float, float], set[str]]:
+    """Every polygon vertex that belongs to the outline of two or more zones."""
+    owners: dict[tuple[float, float], set[str]] = {}
+    for zid, geom in zip(layer.ids, layer.geoms, strict=True):
+        for x, y in shapely.get_coordinates(geom).tolist():
+            owners.setdefault((x, y), set()).add(zid)
+    return {xy: ids for xy, ids in owners.items() if len(ids) > 1}
+
+
+def _square_feature(zone_id: str, ring: list[tuple[float, float]]) -> dict[str, object]:
+    return {
+        "type": "Feature",
+        "properties": {"zone_id": zone_id, "name": zone_id},
+        "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
+    }
+
+
+WGS_SQUARE = [(114.30, 30.60), (114.31, 30.60), (114.31, 30.61), (114.30, 30.61), (114.30, 30.60)]
+
+
+def test_locate_equals_scalar_contains_for_random_points_over_wuhan(districts: Layer) -> None:
+    min_lon, min_lat, max_lon, max_lat = shapely.total_bounds(districts.geoms)
+    rng = np.random.default_rng(20261127)
+    lon = rng.uniform(min_lon - 0.05, max_lon + 0.05, N_RANDOM)
+    lat = rng.uniform(min_lat - 0.05, max_lat + 0.05, N_RANDOM)
+    fast = districts.locate(lon, lat)
+    slow = [_scalar(districts, x, y, "contains") for x, y in zip(lon.tolist(), lat.tolist(), strict=True)]
+    assert fast == slow
+    inside = sum(1 for zones in fast if zones)
+    assert N_RANDOM * 0.2 < inside < N_RANDOM * 0.9  # the sample really covers districts and outside
+    assert {z for zones in fast for z in zones} == set(districts.ids)
+    assert all(len(zones) <= 1 for zones in fast)  # a clean coverage: interior points are in one district
+
+
+def test_locate_answers_in_input_order_for_any_batch_split(districts: Layer) -> None:
+    rng = np.random.default_rng(7)
+    lon = rng.uniform(113.7, 115.1, 400)
+    lat = rng.uniform(29.9, 31.4, 400)
+    whole = districts.locate(lon, lat)
+    halves = districts.locate(lon[:123], lat[:123]) + districts.locate(lon[123:], lat[123:])
+    assert whole == halves
+    assert whole[::-1] == districts.locate(lon[::-1], lat[::-1])
+
+
+def test_locate_of_an_empty_batch_is_empty(districts: Layer) -> None:
+    assert districts.locate(np.array([], dtype=np.float64), np.array([], dtype=np.float64)) == []
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat", "zone"),
+    [(114.30, 30.60, "420102"), (114.35, 30.50, "420111"), (114.27, 30.58, "420104"), (114.30, 30.55, "420106")],
+)
+def test_known_wuhan_points_fall_in_their_district(districts: Layer, lon: float, lat: float, zone: str) -> None:
+    assert districts.locate(np.array([lon]), np.array([lat])) == [[zone]]
+
+
+def test_a_point_far_from_wuhan_is_in_no_district(districts: Layer) -> None:
+    assert districts.locate(np.array([116.40, 0.0]), np.array([39.90, 0.0])) == [[], []]
+
+
+def test_a_vertex_shared_by_districts_is_in_every_one_of_them_in_layer_order(districts: Layer) -> None:
+    shared = _shared_vertices(districts)
+    assert len(shared) > 100
+    points = sorted(shared)
+    lon = np.array([p[0] for p in points])
+    lat = np.array([p[1] for p in points])
+    located = districts.locate(lon, lat)
+    for (x, y), zones in zip(points, located, strict=True):
+        assert set(zones) >= shared[(x, y)]
+        assert zones == sorted(zones, key=districts.ids.index)
+        assert zones == _scalar(districts, x, y, "covers")
+        assert _scalar(districts, x, y, "contains") == []
+
+
+def test_a_border_point_goes_to_the_first_district_in_layer_order(districts: Layer) -> None:
+    (x, y), owners = next((xy, ids) for xy, ids in sorted(_shared_vertices(districts).items()) if len(ids) == 2)
+    zones = districts.locate(np.array([x]), np.array([y]))[0]
+    event = Report(id="b1", ts="2026-07-01T00:00:00Z", lon=x, lat=y, category="waterlogging")
+    item = Enriched(event=event, zones={"districts": zones})
+    assert item.primary_zone("districts") == min(owners, key=districts.ids.index)
+
+
+# -- CRS ---------------------------------------------------------------------------------------
+
+
+def test_a_gcj02_layer_is_converted_to_wgs84_at_load() -> None:
+    gcj = [wgs84_to_gcj02(x, y) for x, y in WGS_SQUARE]
+    layer = Layer.from_features("fence", [_square_feature("F", gcj)], crs=CRS.GCJ02)
+    got = shapely.get_coordinates(layer.geoms[0])
+    assert np.abs(got - np.array(WGS_SQUARE)).max() < 1e-9
+    # The GCJ-02 square sits ~500 m east of the true one: a WGS-84 point there is outside the fence.
+    assert layer.locate(np.array([114.305, 114.3145]), np.array([30.605, 30.605])) == [["F"], []]
+
+
+def test_a_gcj02_layer_read_as_wgs84_would_be_several_hundred_metres_off() -> None:
+    gcj = [wgs84_to_gcj02(x, y) for x, y in WGS_SQUARE]
+    wrong = Layer.from_features("fence", [_square_feature("F", gcj)], crs=CRS.WGS84)
+    assert wrong.locate(np.array([114.3002]), np.array([30.605])) == [[]]
+    assert shapely.get_coordinates(wrong.geoms[0])[0, 0] - WGS_SQUARE[0][0] > 0.004
+
+
+def test_a_bd09_layer_is_converted_to_wgs84_at_load() -> None:
+    bd = [wgs84_to_bd09(x, y) for x, y in WGS_SQUARE]
+    layer = Layer.from_features("fence", [_square_feature("F", bd)], crs=CRS.BD09)
+    assert np.abs(shapely.get_coordinates(layer.geoms[0]) - np.array(WGS_SQUARE)).max() < 1e-9
+
+
+def test_a_gcj02_layer_declared_in_a_file_is_converted_by_from_file(tmp_path: Path) -> None:
+    gcj = [wgs84_to_gcj02(x, y) for x, y in WGS_SQUARE]
+    path = tmp_path / "fence.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [_square_feature("F", gcj)]}))
+    layer = Layer.from_file("fence", path, crs=CRS.GCJ02)
+    assert layer.locate(np.array([114.3001]), np.array([30.6001])) == [["F"]]
+
+
+# -- layer building ----------------------------------------------------------------------------
+
+
+def test_the_wuhan_layer_has_13_named_valid_districts(districts: Layer) -> None:
+    assert len(districts.ids) == 13
+    assert districts.name_of("420106") == "武昌区"
+    assert districts.name_of("999999") == "999999"
+    assert all(bool(g.is_valid) for g in districts.geoms)
+
+
+def test_to_geojson_round_trips_through_from_features(districts: Layer) -> None:
+    again = Layer.from_features("again", districts.to_geojson()["features"])
+    assert again.ids == districts.ids
+    assert again.names == districts.names
+    assert all(bool(a.equals(b)) for a, b in zip(again.geoms, districts.geoms, strict=True))
+
+
+def test_a_feature_without_an_id_is_a_layer_error() -> None:
+    feature = _square_feature("F", WGS_SQUARE)
+    feature["properties"] = {"name": "no id"}
+    with pytest.raises(LayerError, match=r"feature #0 has no 'zone_id' property"):
+        Layer.from_features("fence", [feature])
+
+
+def test_duplicate_zone_ids_are_a_layer_error() -> None:
+    with pytest.raises(LayerError, match=r"duplicate zone ids \['F'\]"):
+        Layer.from_features("fence", [_square_feature("F", WGS_SQUARE), _square_feature("F", WGS_SQUARE)])
+
+
+def test_a_feature_without_geometry_is_a_layer_error() -> None:
+    feature = _square_feature("F", WGS_SQUARE)
+    del feature["geometry"]
+    with pytest.raises(LayerError, match=r"zone 'F' has no valid geometry"):
+        Layer.from_features("fence", [feature])
+
+
+def test_an_invalid_polygon_is_repaired_at_load() -> None:
+    bowtie = [(0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (0.0, 0.0)]
+    layer = Layer.from_features("fence", [_square_feature("X", bowtie)])
+    assert bool(layer.geoms[0].is_valid)
+    assert layer.locate(np.array([0.2, 0.8, 0.5]), np.array([0.5, 0.5, 0.2])) == [["X"], ["X"], []]
