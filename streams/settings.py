@@ -62,8 +62,24 @@ class KafkaSettings(BaseModel):
     def deadletter_topic(self) -> str:
         return self.topic("deadletter")
 
+    @property
+    def actions_topic(self) -> str:
+        """Operator actions (ack, assign, comment, resolve, close, reopen)."""
+        return self.topic("actions")
+
+    @property
+    def updates_topic(self) -> str:
+        """Incident transitions: the audit trail, published by the store writer."""
+        return self.topic("incident-updates")
+
+    @property
+    def rules_topic(self) -> str:
+        """Published rule packs (compacted: the latest pack per pack id)."""
+        return self.topic("rules")
+
     def all_topics(self) -> list[str]:
-        return [self.raw_topic, self.events_topic, self.incidents_topic, self.deadletter_topic]
+        return [self.raw_topic, self.events_topic, self.incidents_topic, self.deadletter_topic,
+                self.actions_topic, self.updates_topic, self.rules_topic]
 
     def client_options(self) -> dict[str, Any]:
         """kafka-python options for this cluster (security included)."""
