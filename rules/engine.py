@@ -1,35 +1,34 @@
 """The rule engine: enrich a batch of events with zones, fold it into state, emit incidents.
 
 Pure and synchronous. The same class serves the live worker (state in a Faust table), replay
-and backtests (state in a dict). Time is event time only, so the same events give the same
-incidents in every mode.
+and backtests (state in a dict). Time is event time: windows, ``for`` durations and silence
+timers advance with the event-time watermark (the newest event time seen), so the same events
+give the same incidents in every mode.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from rules.kinds.base import Kind
-from rules.kinds.threshold import Threshold
-from rules.kinds.window import Window
-from rules.model import Enriched, Evidence, Incident, Reading, Report, Track
-from rules.pack import LoadedPack, ThresholdRule, WindowRule
-from rules.state import Entry, add_event, already_applied, from_ms, mark_applied, new_entry, to_ms
+from rules.kinds import Kind, PackContext, evaluator
+from rules.kinds.base import OPS, Scope, incident_id
+from rules.model import Enriched, Incident, Reading, Report, Track, event_value
+from rules.pack import LoadedPack
+from rules.spec import WEEKDAYS, RuleBase, Schedule
+from rules.state import from_ms, to_ms
 
 logger = logging.getLogger(__name__)
 
 AnyEvent = Reading | Report | Track
 
-
-def incident_id(pack: str, rule_id: str, subject: str, start_ms: int) -> str:
-    """Deterministic incident id: the same rule, subject and window always give the same id."""
-    return hashlib.sha256(f"{pack}|{rule_id}|{subject}|{start_ms}".encode()).hexdigest()[:24]
+__all__ = ["AnyEvent", "Engine", "Outcome", "incident_id", "run"]
 
 
 @dataclass
@@ -40,10 +39,33 @@ class Outcome:
     late: list[tuple[Enriched, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+class _ScheduleCheck:
+    def __init__(self, schedule: Schedule, default_tz: str) -> None:
+        self.tz = ZoneInfo(schedule.timezone or default_tz)
+        self.ranges = []
+        for text in schedule.hours:
+            a, b = text.split("-")
+            self.ranges.append((time.fromisoformat(a), time.fromisoformat(b) if b != "24:00" else time.max))
+        self.days = {WEEKDAYS.index(d) for d in schedule.weekdays}
+        self.holidays = set(schedule.holidays)
+
+    def active(self, ts: datetime) -> bool:
+        local = ts.astimezone(self.tz)
+        if local.date() in self.holidays:
+            return False
+        if self.days and local.weekday() not in self.days:
+            return False
+        if not self.ranges:
+            return True
+        now = local.time()
+        return any((a <= now < b) if a < b else (now >= a or now < b) for a, b in self.ranges)
+
+
+@dataclass
 class _Compiled:
-    rule: ThresholdRule | WindowRule
+    rule: RuleBase
     kind: Kind
+    schedule: _ScheduleCheck | None
 
 
 class Engine:
@@ -51,14 +73,18 @@ class Engine:
 
     def __init__(self, pack: LoadedPack) -> None:
         self.pack = pack
-        self.lateness_ms = int(pack.spec.allowed_lateness.total_seconds() * 1000)
+        spec = pack.spec
+        self.lateness_ms = int(spec.allowed_lateness.total_seconds() * 1000)
+        self.ctx = PackContext(spec.pack, spec.version, spec.timezone, self.lateness_ms, pack.layers)
         self.watermark_ms: int | None = None
+        self.compiled = [
+            _Compiled(r, evaluator(r, self.ctx), _ScheduleCheck(r.schedule, spec.timezone) if r.schedule else None)
+            for r in spec.rules
+        ]
         self._by_kind: dict[str, list[_Compiled]] = {"reading": [], "report": [], "track": []}
-        for rule in pack.spec.rules:
-            kind: Kind = Threshold(rule) if isinstance(rule, ThresholdRule) else Window(rule)
-            kinds = [rule.match.kind] if rule.match.kind else list(self._by_kind)
-            for k in kinds:
-                self._by_kind[k].append(_Compiled(rule, kind))
+        for c in self.compiled:
+            for k in [c.rule.match.kind] if c.rule.match.kind else list(self._by_kind):
+                self._by_kind[k].append(c)
 
     # -- enrichment -------------------------------------------------------------------------
     def enrich(self, events: Sequence[AnyEvent]) -> list[Enriched]:
@@ -74,19 +100,28 @@ class Engine:
         ]
 
     # -- evaluation -------------------------------------------------------------------------
-    def _matches(self, compiled: _Compiled, item: Enriched) -> bool:
-        match = compiled.rule.match
-        # Each filter compares the event's own field: a report has no metric, so `metric` never matches it.
-        filters = (("metric", match.metric), ("category", match.category), ("object_type", match.object_type))
-        for name, wanted in filters:
-            if wanted is not None and getattr(item.event, name, None) != wanted:
-                return False
-        layer = compiled.rule.layer
-        if layer is not None:
-            zone = item.primary_zone(layer)
+    @staticmethod
+    def _matches(c: _Compiled, item: Enriched) -> bool:
+        # Each filter compares the event's own field of that name, so a category filter never
+        # matches a reading whose metric happens to have the same name.
+        rule, match, event = c.rule, c.rule.match, item.event
+        if match.metric is not None and getattr(event, "metric", None) != match.metric:
+            return False
+        if match.category is not None and getattr(event, "category", None) != match.category:
+            return False
+        if match.categories is not None and getattr(event, "category", None) not in match.categories:
+            return False
+        if match.object_type is not None and getattr(event, "object_type", None) != match.object_type:
+            return False
+        if rule.layer is not None:
+            zone = item.primary_zone(rule.layer)
             if zone is None or (match.zones is not None and zone not in match.zones):
                 return False
-        return True
+        for cond in rule.when:
+            value = event_value(event, cond.field)
+            if value is None or not OPS[cond.op](value, cond.value):
+                return False
+        return c.schedule is None or c.schedule.active(event.ts)
 
     def process(
         self,
@@ -97,7 +132,7 @@ class Engine:
         """Fold a batch into ``state`` and return the incidents it created or updated.
 
         Args:
-            batch: enriched events, in any order.
+            batch: enriched events, in any order (they are evaluated in event-time order).
             state: rule state; entries are re-assigned (never mutated in place) so that a
                 changelog-backed table records every change.
             position: (partition, offset) of the source message; when given, a message that
@@ -105,95 +140,61 @@ class Engine:
         """
         outcome = Outcome()
         floor = None if self.watermark_ms is None else self.watermark_ms - self.lateness_ms
-        touched: dict[str, tuple[_Compiled, Entry]] = {}
-        skipped: set[str] = set()
+        stamped = sorted(((to_ms(i.event.ts), i.event.id, n) for n, i in enumerate(batch)))
+        per_rule: dict[int, tuple[list[Enriched], list[int]]] = {}
         batch_max: int | None = None
-        for item in batch:
-            event = item.event
-            ts_ms = to_ms(event.ts)
-            if floor is not None and ts_ms < floor:
-                outcome.late.append(
-                    (
-                        item,
-                        f"event time {event.ts.isoformat()} is older than the watermark "
-                        f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed "
-                        f"lateness {self.pack.spec.allowed_lateness}",
-                    )
-                )
+        for ts, _, n in stamped:
+            item = batch[n]
+            if floor is not None and ts < floor:
+                outcome.late.append((item, (
+                    f"event time {item.event.ts.isoformat()} is older than the watermark "
+                    f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed lateness "
+                    f"{self.pack.spec.allowed_lateness}"
+                )))
                 continue
-            batch_max = ts_ms if batch_max is None else max(batch_max, ts_ms)
-            for compiled in self._by_kind[event.kind]:
-                if not self._matches(compiled, item):
-                    continue
-                slot = compiled.kind.slot(item, ts_ms)
-                if slot is None or slot.key in skipped:
-                    continue
-                if slot.key in touched:
-                    entry = touched[slot.key][1]
-                else:
-                    stored = state.get(slot.key)
-                    entry = _copy(stored) if stored else new_entry(slot.subject, slot.zone, slot.start_ms, slot.end_ms)
-                    if already_applied(entry, position):
-                        skipped.add(slot.key)
-                        touched_again = self._snapshot(compiled, slot.key, entry)
-                        if touched_again is not None:
-                            outcome.incidents.append(touched_again)
-                        continue
-                    touched[slot.key] = (compiled, entry)
-                add_event(entry, ts_ms, event.id, slot.value, event.lon, event.lat, prefer_max=compiled.kind.prefer_max)
-                if entry["ev"][0][:2] == [ts_ms, event.id]:
-                    # The zone of the earliest event (like lon/lat), not of the first to arrive: a subject
-                    # that moves between zones within one bucket must not depend on arrival order.
-                    entry["zone"] = slot.zone
-        for key, (compiled, entry) in touched.items():
-            mark_applied(entry, position)
-            state[key] = entry
-            snapshot = self._snapshot(compiled, key, entry)
-            if snapshot is not None:
-                outcome.incidents.append(snapshot)
+            batch_max = ts
+            for c in self._by_kind[item.event.kind]:
+                if self._matches(c, item):
+                    items, stamps = per_rule.setdefault(id(c), ([], []))
+                    items.append(item)
+                    stamps.append(ts)
+        scope = Scope(state, position)
+        for c in self.compiled:
+            if id(c) in per_rule:
+                items, stamps = per_rule[id(c)]
+                c.kind.feed(items, stamps, scope)
+        scope.commit()
         if batch_max is not None and (self.watermark_ms is None or batch_max > self.watermark_ms):
             self.watermark_ms = batch_max
+        outcome.incidents = list(scope.incidents.values())
         return outcome
 
-    def _snapshot(self, compiled: _Compiled, key: str, entry: Entry) -> Incident | None:
-        if not compiled.kind.fires(entry["n"], entry["x"]):
-            return None
-        rule = compiled.rule
-        spec = self.pack.spec
-        first = entry["ev"][0]
-        zone = entry["zone"]
-        layer = self.pack.layers.get(rule.layer) if rule.layer else None
-        return Incident(
-            id=incident_id(spec.pack, rule.id, entry["subj"], entry["start"]),
-            revision=entry["n"],
-            pack=spec.pack,
-            pack_version=spec.version,
-            rule_id=rule.id,
-            rule_version=rule.version,
-            kind=rule.kind,
-            title=rule.title,
-            severity=rule.severity,
-            category=rule.category,
-            subject=entry["subj"],
-            layer=rule.layer,
-            zone_id=zone,
-            zone_name=layer.name_of(zone) if (layer is not None and zone is not None) else None,
-            window_start=from_ms(entry["start"]),
-            window_end=from_ms(entry["end"]),
-            first_event_at=from_ms(first[0]),
-            last_event_at=from_ms(entry["last"]),
-            lon=first[3],
-            lat=first[4],
-            value=float(entry["n"]) if isinstance(rule, WindowRule) else float(entry["x"]),
-            threshold=rule.value,
-            op=rule.op,
-            evidence=Evidence(
-                event_ids=[e[1] for e in entry["ev"]], values=[e[2] for e in entry["ev"]], count=entry["n"]
-            ),
-        )
+    def tick(
+        self, state: MutableMapping[str, Any], *, clock_ms: int | None = None, partition: int | None = None
+    ) -> list[Incident]:
+        """Advance time-driven rules (silence, windows judged at close) to the watermark.
+
+        ``clock_ms`` (live mode: the wall clock) may push the watermark forward when no events
+        arrive. With ``partition``, only entries whose home is that partition are touched.
+        """
+        if clock_ms is not None and (self.watermark_ms is None or clock_ms > self.watermark_ms):
+            self.watermark_ms = clock_ms
+        timed = [c for c in self.compiled if c.kind.time_driven]
+        if self.watermark_ms is None or not timed:
+            return []
+        keys: dict[str, list[str]] = {c.rule.id: [] for c in timed}
+        for key, value in list(state.items()):
+            rid = key.split("|", 1)[0]
+            if rid in keys and value and (partition is None or _home(value) in (None, partition)):
+                keys[rid].append(key)
+        scope = Scope(state, None)
+        for c in timed:
+            c.kind.tick(scope, self.watermark_ms, keys[c.rule.id])
+        scope.commit()
+        return list(scope.incidents.values())
 
     def expire(self, state: MutableMapping[str, Any], *, partition: int | None = None) -> int:
-        """Delete entries whose bucket can no longer receive events. Returns how many.
+        """Delete bucket entries that can no longer receive events. Returns how many.
 
         With ``partition``, only entries whose home (lowest source partition) is that partition
         are touched, so that a changelog tombstone lands where the entry was written.
@@ -203,20 +204,21 @@ class Engine:
         floor = self.watermark_ms - self.lateness_ms
         dead = []
         for key, value in list(state.items()):
-            if not value or int(value["end"]) > floor:
+            if not value or "end" not in value or int(value["end"]) > floor:
                 continue
-            if partition is not None:
-                homes = [int(p) for p in value.get("pos", {})]
-                if homes and min(homes) != partition:
-                    continue
+            if value.get("closed") is False:
+                continue
+            if partition is not None and _home(value) not in (None, partition):
+                continue
             dead.append(key)
         for key in dead:
             del state[key]
         return len(dead)
 
 
-def _copy(entry: Entry) -> Entry:
-    return {**entry, "ev": [list(e) for e in entry["ev"]], "pos": dict(entry["pos"])}
+def _home(entry: dict[str, Any]) -> int | None:
+    homes = [int(p) for p in entry.get("pos", {})]
+    return min(homes) if homes else None
 
 
 def run(engine: Engine, events: Iterable[AnyEvent], *, batch_size: int = 1000) -> dict[str, Incident]:
@@ -225,11 +227,15 @@ def run(engine: Engine, events: Iterable[AnyEvent], *, batch_size: int = 1000) -
     latest: dict[str, Incident] = {}
     chunk: list[AnyEvent] = []
 
-    def flush() -> None:
-        for incident in engine.process(engine.enrich(chunk), state).incidents:
+    def keep(incidents: Iterable[Incident]) -> None:
+        for incident in incidents:
             prev = latest.get(incident.id)
             if prev is None or incident.revision >= prev.revision:
                 latest[incident.id] = incident
+
+    def flush() -> None:
+        keep(engine.process(engine.enrich(chunk), state).incidents)
+        keep(engine.tick(state))
         chunk.clear()
 
     for event in events:

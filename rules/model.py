@@ -145,7 +145,7 @@ class Incident(BaseModel):
     title: str
     severity: Literal["info", "low", "medium", "high", "critical"]
     category: str
-    status: Literal["open"] = "open"
+    status: Literal["open", "resolved"] = Field(default="open", description="The rule's view: resolved = condition cleared.")
     subject: str = Field(description="What the incident is about: a sensor, zone or object id.")
     layer: str | None = None
     zone_id: str | None = None
@@ -159,6 +159,11 @@ class Incident(BaseModel):
     value: float = Field(description="The observed value (max reading, or aggregate).")
     threshold: float
     op: str
+    certainty: Literal["observed", "likely", "possible"] = Field(
+        default="likely", description="observed = corroborated by independent sources (correlation rules)."
+    )
+    resolved_at: datetime | None = Field(default=None, description="Event time the condition cleared.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Kind-specific facts (nearest feature, ...).")
     evidence: Evidence
 
 

@@ -8,23 +8,26 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from rules.crs import CRS
+from rules.kinds import KIND_NAMES, Rule
+from rules.kinds.threshold import ThresholdRule
+from rules.kinds.window import WindowRule
+from rules.spec import Match
+from rules.spec import RuleId, Severity
 from rules.duration import Duration
 from rules.errors import LayerError, PackError
 from rules.geo import Layer
 
 logger = logging.getLogger(__name__)
 
-RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="Stable rule id.")]
-Severity = Literal["info", "low", "medium", "high", "critical"]
-Op = Literal[">", ">=", "<", "<=", "==", "!="]
 
 
 class _Strict(BaseModel):
@@ -38,64 +41,6 @@ class LayerSpec(_Strict):
     id_property: str = "zone_id"
     name_property: str = "name"
     crs: CRS = Field(default=CRS.WGS84, description="Coordinate system of the file; converted once at load.")
-
-
-class Match(_Strict):
-    """Which events a rule looks at. Every given field must equal the event's."""
-
-    kind: Literal["reading", "report", "track"] | None = None
-    metric: str | None = None
-    category: str | None = None
-    object_type: str | None = None
-    zones: list[str] | None = Field(default=None, description="Only events in these zone ids of the rule's layer.")
-
-
-class _RuleBase(_Strict):
-    id: RuleId
-    version: int = Field(default=1, ge=1)
-    title: str = Field(min_length=1, max_length=200)
-    description: str = ""
-    severity: Severity = "medium"
-    category: str = Field(min_length=1, max_length=64)
-    match: Match = Field(default_factory=Match)
-    layer: str | None = Field(default=None, description="Zone layer the rule is scoped to and reports.")
-    op: Op = ">"
-    value: float = Field(description="Threshold the observed value is compared with.")
-
-
-class ThresholdRule(_RuleBase):
-    """Fires when a single event's numeric field compares true with ``value``.
-
-    Matching events of one subject within one ``dedup`` bucket form one incident; repeats are
-    counted on it.
-    """
-
-    kind: Literal["threshold"]
-    field: str = Field(default="value", description="Numeric event field, e.g. value or alt_m.")
-    # validate_default: without it the default stays the string "10m" and the engine gets a str.
-    dedup: Duration = Field(  # type: ignore[assignment]
-        default="10m", validate_default=True, description="Tumbling bucket that groups repeats into one incident."
-    )
-
-
-class WindowRule(_RuleBase):
-    """Counts matching events per zone in tumbling event-time windows; fires when ``count op value``."""
-
-    kind: Literal["window"]
-    aggregate: Literal["count"] = "count"
-    window: Duration = Field(description="Tumbling window length, aligned to the epoch in UTC.")
-    op: Literal[">", ">="] = ">="
-
-    @model_validator(mode="after")
-    def _needs_layer(self) -> WindowRule:
-        if self.layer is None:
-            raise ValueError("a window rule groups by zone, so it needs a 'layer'")
-        if self.value < 0:
-            raise ValueError(f"a count threshold of {self.value} can never be crossed upwards")
-        return self
-
-
-Rule = Annotated[ThresholdRule | WindowRule, Field(discriminator="kind")]
 
 
 class ExpectedIncident(_Strict):
@@ -138,11 +83,21 @@ class Pack(_Strict):
             if rule.id in seen:
                 raise _reference_error(f"rule id '{rule.id}' is used twice", ("rules", index, "id"))
             seen.add(rule.id)
-            if rule.layer is not None and rule.layer not in self.layers:
-                known = ", ".join(sorted(self.layers)) or "none"
+            for attr in ("layer", "fences", "near"):
+                name = getattr(rule, attr, None)
+                if name is not None and name not in self.layers:
+                    known = ", ".join(sorted(self.layers)) or "none"
+                    raise _reference_error(
+                        f"rule '{rule.id}' uses unknown layer '{name}' (known: {known})", ("rules", index, attr)
+                    )
+            zone = (rule.schedule.timezone if rule.schedule else None) or self.timezone
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
                 raise _reference_error(
-                    f"rule '{rule.id}' uses unknown layer '{rule.layer}' (known: {known})", ("rules", index, "layer")
-                )
+                    f"rule '{rule.id}': unknown timezone '{zone}' (use an IANA name such as Asia/Shanghai)",
+                    ("rules", index, "schedule") if rule.schedule and rule.schedule.timezone else ("timezone",),
+                ) from None
         for t, test in enumerate(self.tests):
             for e, exp in enumerate(test.expect):
                 if exp.rule not in seen:
@@ -195,7 +150,7 @@ def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     The tag must go by position: ``window`` is both a rule kind (tag) and a field of window rules.
     """
     parts = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
-    if len(parts) >= 3 and parts[0] == "rules" and isinstance(parts[1], int) and parts[2] in ("threshold", "window"):
+    if len(parts) >= 3 and parts[0] == "rules" and isinstance(parts[1], int) and parts[2] in KIND_NAMES:
         del parts[2]
     return tuple(parts)
 
@@ -217,8 +172,8 @@ def _rule_id_at(data: Any, loc: tuple[int | str, ...]) -> str | None:
 
 
 _KIND_MESSAGES = {
-    "union_tag_invalid": "unknown rule kind '{tag}' (expected threshold or window)",
-    "union_tag_not_found": "missing 'kind' (expected threshold or window)",
+    "union_tag_invalid": "unknown rule kind '{tag}' (expected one of: {kinds})",
+    "union_tag_not_found": "missing 'kind' (expected one of: {kinds})",
 }
 
 
@@ -244,7 +199,7 @@ def parse_pack(text: str, origin: str) -> Pack:
             rule_id = _rule_id_at(data, loc) if err["type"] != "pack_reference" else None
             head = " ".join(p for p in (f"rule '{rule_id}'" if rule_id else "", _format_loc(loc)) if p)
             template = _KIND_MESSAGES.get(err["type"])
-            msg = template.format(**ctx) if template else err["msg"].removeprefix("Value error, ")
+            msg = template.format(**ctx, kinds=", ".join(KIND_NAMES)) if template else err["msg"].removeprefix("Value error, ")
             problems.append(f"{origin}:{_line_of(root, line_loc)}: " + (f"{head}: {msg}" if head else msg))
         raise PackError(problems) from exc
 
@@ -288,3 +243,7 @@ def load_pack(path: Path | str) -> LoadedPack:
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     logger.info("pack loaded pack=%s version=%s rules=%d digest=%s", spec.pack, spec.version, len(spec.rules), digest)
     return LoadedPack(spec=spec, path=path, layers=layers, digest=digest)
+
+
+__all__ = ["ExpectedIncident", "LayerSpec", "LoadedPack", "Match", "Pack", "PackTest", "Rule", "ThresholdRule",
+           "WindowRule", "load_pack", "parse_pack"]

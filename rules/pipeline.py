@@ -53,10 +53,26 @@ def encode_enriched(items: list[Enriched]) -> bytes:
     return orjson.dumps({"v": 1, "items": [i.model_dump(mode="json", exclude_none=True) for i in items]})
 
 
+def encode_tick(clock_ms: int) -> bytes:
+    """A time tick for one partition of the events topic: lets silence timers fire when no events come."""
+    return orjson.dumps({"v": 1, "tick": clock_ms})
+
+
+def tick_of(raw: bytes) -> int | None:
+    """The clock of a tick message, or None for an events envelope."""
+    if not raw.startswith(b'{"v":1,"tick":'):
+        return None
+    doc = orjson.loads(raw)
+    return int(doc["tick"]) if isinstance(doc, dict) and isinstance(doc.get("tick"), int) else None
+
+
 def decode_enriched(raw: bytes) -> list[Enriched]:
+    """Events of an enriched envelope; a tick message has none."""
     doc = orjson.loads(raw)
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise ValueError("not a cityops enriched-events envelope (v=1)")
+    if "tick" in doc:
+        return []
     return _ENRICHED_LIST.validate_python(doc.get("items"))
 
 
@@ -79,8 +95,9 @@ class Detected:
 class Pipeline:
     """Ingest and detect for one engine (one loaded pack)."""
 
-    def __init__(self, engine: Engine, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, engine: Engine, *, max_bytes: int = DEFAULT_MAX_BYTES, wall_clock: bool = False) -> None:
         self.engine = engine
+        self.wall_clock = wall_clock
         self.max_bytes = max_bytes
         layers = list(engine.pack.layers)
         self.routing_layer = layers[0] if layers else None
@@ -110,6 +127,10 @@ class Pipeline:
     def detect(self, raw: bytes, state: MutableMapping[str, Any], topic: str, partition: int, offset: int) -> Detected:
         out = Detected()
         source = source_label(topic, partition, offset)
+        clock = tick_of(raw)
+        if clock is not None:
+            out.incidents = self.engine.tick(state, clock_ms=clock if self.wall_clock else None, partition=partition)
+            return out
         try:
             items = decode_enriched(raw)
         except (orjson.JSONDecodeError, ValueError, ValidationError) as exc:
@@ -117,7 +138,7 @@ class Pipeline:
             out.dead.append(dead_letter(f"not a valid enriched-events envelope: {exc}", "poison", source, raw))
             return out
         outcome = self.engine.process(items, state, position=(partition, offset))
-        out.incidents = outcome.incidents
+        out.incidents = outcome.incidents + self.engine.tick(state, partition=partition)
         for item, reason in outcome.late:
             out.dead.append(
                 dead_letter(reason, "late", f"{source}:{item.event.id}", item.event.model_dump_json().encode())

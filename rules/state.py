@@ -44,14 +44,29 @@ def new_entry(subject: str, zone: str | None, start_ms: int, end_ms: int) -> Ent
     }
 
 
+_UNSET: Any = object()
+
+
 def add_event(
-    entry: Entry, ts_ms: int, event_id: str, value: float, lon: float, lat: float, *, prefer_max: bool = True
-) -> None:
-    """Fold one event into an entry (mutates it). Duplicate event ids are ignored."""
+    entry: Entry,
+    ts_ms: int,
+    event_id: str,
+    value: float,
+    lon: float,
+    lat: float,
+    *,
+    prefer_max: bool = True,
+    zone: Any = _UNSET,
+) -> bool:
+    """Fold one event into an entry (mutates it); False when it was a duplicate.
+
+    ``zone``, when given, becomes the entry's zone if this event is the earliest one: a subject
+    that moves between zones within one bucket must not depend on arrival order.
+    """
     evidence: list[list[Any]] = entry["ev"]
     item = [ts_ms, event_id, value, lon, lat]
     if any(e[1] == event_id and e[0] == ts_ms for e in evidence):
-        return
+        return False
     entry["n"] += 1
     current = entry["x"]
     if current is None or (value > current if prefer_max else value < current):
@@ -61,6 +76,9 @@ def add_event(
         evidence.append(item)
         evidence.sort(key=lambda e: (e[0], e[1]))
         del evidence[EVIDENCE_CAP:]
+    if zone is not _UNSET and evidence and evidence[0][1] == event_id and evidence[0][0] == ts_ms:
+        entry["zone"] = zone
+    return True
 
 
 def already_applied(entry: Entry, position: tuple[int, int] | None) -> bool:

@@ -34,6 +34,8 @@ INCIDENT_COLUMNS = (
     "threshold, op, evidence_count, evidence"
 )
 
+POINT_COLUMNS = "id, title, severity, category, zone_id, zone_name, last_event_at, lon, lat"
+
 
 def _incident_filters(
     severities: Sequence[str], categories: Sequence[str], zones: Sequence[str], since: datetime | None
@@ -130,8 +132,8 @@ class StoreReader:
         where.append("status = 'open'")
         params["limit"] = max(1, min(int(limit), 50_000))
         sql = (
-            "SELECT id, title, severity, category, zone_id, zone_name, last_event_at, lon, lat FROM incidents "
-            f"WHERE {' AND '.join(where)} ORDER BY last_event_at DESC, id LIMIT $limit"
+            f"SELECT {POINT_COLUMNS} FROM incidents WHERE {' AND '.join(where)} "  # noqa: S608 - allow-listed
+            "ORDER BY last_event_at DESC, id LIMIT $limit"
         )
         return self.rows(sql, params)
 

@@ -61,4 +61,64 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "lifecycle, history (audit + outbox), evidence, actions, silences",
+        """
+        ALTER TABLE incidents ADD COLUMN rule_status VARCHAR DEFAULT 'open';
+        ALTER TABLE incidents ADD COLUMN certainty VARCHAR DEFAULT 'likely';
+        ALTER TABLE incidents ADD COLUMN resolved_at TIMESTAMPTZ;
+        ALTER TABLE incidents ADD COLUMN details JSON DEFAULT '{}';
+        ALTER TABLE incidents ADD COLUMN silenced BOOLEAN DEFAULT false;
+        ALTER TABLE incidents ADD COLUMN silences JSON DEFAULT '[]';
+        ALTER TABLE incidents ADD COLUMN assignee VARCHAR;
+        ALTER TABLE incidents ADD COLUMN opened_at TIMESTAMPTZ;
+        ALTER TABLE incidents ADD COLUMN acknowledged_at TIMESTAMPTZ;
+        ALTER TABLE incidents ADD COLUMN closed_at TIMESTAMPTZ;
+        ALTER TABLE incidents ADD COLUMN status_changed_at TIMESTAMPTZ;
+        CREATE TABLE incident_history (
+            update_id VARCHAR PRIMARY KEY,
+            incident_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            from_status VARCHAR,
+            to_status VARCHAR NOT NULL,
+            actor VARCHAR NOT NULL,
+            happened_at TIMESTAMPTZ NOT NULL,
+            note VARCHAR NOT NULL,
+            revision INTEGER NOT NULL,
+            severity VARCHAR,
+            seq BIGINT NOT NULL,
+            published_at TIMESTAMPTZ
+        );
+        CREATE TABLE evidence (
+            incident_id VARCHAR NOT NULL,
+            event_id VARCHAR NOT NULL,
+            value DOUBLE,
+            PRIMARY KEY (incident_id, event_id)
+        );
+        CREATE TABLE actions (
+            action_id VARCHAR PRIMARY KEY,
+            incident_id VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            actor VARCHAR NOT NULL,
+            acted_at TIMESTAMPTZ NOT NULL,
+            note VARCHAR NOT NULL,
+            assignee VARCHAR,
+            outcome VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            stored_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE silences (
+            silence_id VARCHAR PRIMARY KEY,
+            payload JSON NOT NULL,
+            starts_at TIMESTAMPTZ NOT NULL,
+            ends_at TIMESTAMPTZ NOT NULL,
+            expired BOOLEAN NOT NULL,
+            created_by VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            stored_at TIMESTAMPTZ NOT NULL
+        );
+        UPDATE incidents SET opened_at = stored_at, status_changed_at = stored_at WHERE opened_at IS NULL;
+        """,
+    ),
 ]

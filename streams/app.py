@@ -74,7 +74,9 @@ def build_runtime(settings: Settings) -> Runtime:
         incidents=_topic(app, kafka.incidents_topic, kafka.partitions),
         deadletter=_topic(app, kafka.deadletter_topic, kafka.partitions),
         state=state,
-        pipeline=Pipeline(Engine(pack), max_bytes=settings.worker.max_message_bytes),
+        pipeline=Pipeline(
+            Engine(pack), max_bytes=settings.worker.max_message_bytes, wall_clock=settings.worker.clock == "wall"
+        ),
     )
     from streams.agents import detect, ingest  # agents attach themselves to the runtime's app
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
+from streams.gateways.cli import gateway
 from streams.logs import setup_logging
 from streams.settings import Settings
 
-_SERVICES = {"demo", "worker", "store", "broker", "dashboard"}
+_SERVICES = {"demo", "worker", "store", "broker", "dashboard", "alerts", "gateway"}
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -125,6 +126,17 @@ def worker(ctx: click.Context) -> None:
     run_worker(_settings(ctx))
 
 
+@main.command()
+@click.pass_context
+def alerts(ctx: click.Context) -> None:
+    """Publish incidents to the alert routes (topics, CloudEvents, CAP, SDM) and webhooks."""
+    from streams.alerting import AlertRunner
+
+    runner = AlertRunner(_settings(ctx))
+    runner.install_signal_handlers()
+    runner.run()
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 def store(ctx: click.Context) -> None:
@@ -178,15 +190,29 @@ def store_query(ctx: click.Context, sql: str, fmt: str) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Write the events as JSONL instead of sending them."
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "open311", "sensorthings-mqtt", "cloudevents", "gcj02-app"]),
+    default="json",
+    show_default=True,
+    help="Ingest path: json = Kafka; the others go through `cityops gateway http|mqtt` (docs/gateways.md).",
+)
 @click.pass_context
 def simulate(
-    ctx: click.Context, duration: float, speed: float, start: datetime | None, seed: int, out: Path | None
+    ctx: click.Context, duration: float, speed: float, start: datetime | None, seed: int, out: Path | None, fmt: str
 ) -> None:
-    """Stream the scripted Wuhan scenario to the raw topic."""
+    """Stream the scripted Wuhan scenario to the raw topic (or through a gateway, see --format)."""
     from streams.simulate import build_scenario, now_utc, produce
 
     s = _settings(ctx)
     messages = build_scenario(s, start or now_utc(), duration, seed)
+    if fmt != "json" and out is None:
+        from streams.gateways.emit import emit
+
+        counts = emit(s, messages, fmt, speed=speed)
+        click.echo(f"sent {counts} ({fmt})")
+        return
     if out is not None:
         with out.open("wb") as fh:
             for m in messages:
@@ -296,6 +322,9 @@ def dashboard(ctx: click.Context) -> None:
     s = _settings(ctx)
     argv = _dashboard_argv(s)
     os.execvpe(argv[0], argv, {**os.environ, **s.to_env()})
+
+
+main.add_command(gateway)
 
 
 def run() -> Any:

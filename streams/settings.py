@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
+from pydantic_core import to_json
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sinks.alerts.settings import AlertsSettings
 from sinks.settings import StoreSettings
+from streams.gateways.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +80,14 @@ class KafkaSettings(BaseModel):
         """Published rule packs (compacted: the latest pack per pack id)."""
         return self.topic("rules")
 
+    @property
+    def silences_topic(self) -> str:
+        """Geo-scoped silences and maintenance windows (compacted, keyed by silence id)."""
+        return self.topic("silences")
+
     def all_topics(self) -> list[str]:
         return [self.raw_topic, self.events_topic, self.incidents_topic, self.deadletter_topic,
-                self.actions_topic, self.updates_topic, self.rules_topic]
+                self.actions_topic, self.updates_topic, self.rules_topic, self.silences_topic]
 
     def client_options(self) -> dict[str, Any]:
         """kafka-python options for this cluster (security included)."""
@@ -100,6 +108,12 @@ class WorkerSettings(BaseModel):
     max_message_bytes: int = Field(default=1_048_576, ge=1024, description="Larger raw messages are dead-lettered.")
     data_dir: Path = Field(default=Path("var/faust"), description="Faust's local data directory.")
     expire_interval_s: float = Field(default=30.0, gt=0, description="How often old rule state is dropped.")
+    tick_s: float = Field(default=5.0, gt=0, description="How often each partition gets a time tick.")
+    clock: Literal["wall", "event"] = Field(
+        default="wall",
+        description="wall: ticks also advance the watermark with the wall clock (live); event: only event time "
+        "moves it (replays, tests), so the live pipeline gives exactly replay's incidents.",
+    )
 
 
 class RulesSettings(BaseModel):
@@ -131,6 +145,8 @@ class Settings(BaseSettings):
     rules: RulesSettings = Field(default_factory=RulesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
@@ -148,6 +164,8 @@ class Settings(BaseSettings):
                 env[f"CITYOPS_{prefix}"] = value.get_secret_value()
             elif isinstance(value, bool):
                 env[f"CITYOPS_{prefix}"] = "true" if value else "false"
+            elif isinstance(value, list | dict):  # JSON, as pydantic-settings parses it (secrets revealed)
+                env[f"CITYOPS_{prefix}"] = to_json(value, context={"reveal_secrets": True}).decode()
             else:
                 env[f"CITYOPS_{prefix}"] = str(value)
 

@@ -33,7 +33,7 @@ def create_topics(kafka: KafkaSettings, *, timeout: float = 20.0) -> list[str]:
         wanted = [t for t in kafka.all_topics() if t not in existing]
         for name in wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
-                configs = {"cleanup.policy": "compact"} if name == kafka.rules_topic else {}
+                configs = {"cleanup.policy": "compact"} if name in (kafka.rules_topic, kafka.silences_topic) else {}
                 admin.create_topics([NewTopic(name, kafka.partitions, kafka.replication_factor, topic_configs=configs)])
             logger.info("topic created name=%s partitions=%d", name, kafka.partitions)
         return wanted

@@ -10,15 +10,18 @@ import base64
 import logging
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 from types import FrameType
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
+from rules.lifecycle import Action
 from rules.model import DeadLetterRecord, Incident
 from rules.pipeline import decode_enriched, source_label
+from rules.silences import Silence
 from sinks.store import Batch, DeadLetter, Store
 from streams.settings import Settings
 
@@ -50,6 +53,10 @@ def collect(settings: Settings, records: dict[TopicPartition, list[object]]) -> 
                     batch.incidents.append(Incident.model_validate_json(raw))
                 elif tp.topic == kafka.events_topic:
                     batch.events.extend(decode_enriched(raw))
+                elif tp.topic == kafka.actions_topic:
+                    batch.actions.append(Action.model_validate_json(raw))
+                elif tp.topic == kafka.silences_topic:
+                    batch.silences.append(Silence.model_validate_json(raw))
                 elif tp.topic == kafka.deadletter_topic:
                     d = DeadLetterRecord.model_validate_json(raw)
                     batch.dead_letters.append(
@@ -68,13 +75,15 @@ class Writer:
         self.stop_event = threading.Event()
         self.store = Store(settings.store.path)
 
+    def topics(self) -> list[str]:
+        k = self.settings.kafka
+        return [k.incidents_topic, k.events_topic, k.deadletter_topic, k.actions_topic, k.silences_topic]
+
     def run(self) -> None:
         s = self.settings
         uri = self.store.serve(s.store.quack_host, s.store.quack_port, s.store.token.get_secret_value())
         consumer = KafkaConsumer(
-            s.kafka.incidents_topic,
-            s.kafka.events_topic,
-            s.kafka.deadletter_topic,
+            *self.topics(),
             group_id=f"{s.kafka.app_id}-store",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -84,30 +93,40 @@ class Writer:
             client_id="cityops-store",
             **s.kafka.client_options(),
         )
-        logger.info(
-            "store writer running path=%s quack=%s topics=%s",
-            self.store.path,
-            uri,
-            [s.kafka.incidents_topic, s.kafka.events_topic, s.kafka.deadletter_topic],
-        )
+        producer = KafkaProducer(client_id="cityops-store", acks="all", linger_ms=5, **s.kafka.client_options())
+        logger.info("store writer running path=%s quack=%s topics=%s", self.store.path, uri, self.topics())
+        last_prune = 0.0
         try:
+            self.publish_updates(producer)  # whatever a previous run stored but did not publish
             while not self.stop_event.is_set():
                 records = consumer.poll(timeout_ms=s.store.poll_timeout_ms, max_records=s.store.batch_max_records)
-                if not records:
-                    continue
-                batch = collect(s, records)
-                self.store.apply(batch)
-                consumer.commit()
-                logger.debug(
-                    "store batch incidents=%d events=%d dead=%d",
-                    len(batch.incidents),
-                    len(batch.events),
-                    len(batch.dead_letters),
-                )
+                if records:
+                    batch = collect(s, records)
+                    self.store.apply(batch)
+                    self.publish_updates(producer)
+                    consumer.commit()
+                if time.monotonic() - last_prune > 600:
+                    last_prune = time.monotonic()
+                    self.store.prune_events(s.store.event_retention_days)
         finally:
+            producer.close(timeout=5)
             consumer.close(autocommit=False)
             self.store.close()
             logger.info("store writer stopped")
+
+    def publish_updates(self, producer: KafkaProducer) -> int:
+        """Publish the history outbox on the incident-updates topic (keyed by incident id), then mark it."""
+        total = 0
+        while True:
+            pending = self.store.pending_updates()
+            if not pending:
+                return total
+            for t in pending:
+                producer.send(self.settings.kafka.updates_topic, key=t.incident_id.encode(),
+                              value=t.model_dump_json().encode())
+            producer.flush()
+            self.store.mark_published([t.update_id for t in pending])
+            total += len(pending)
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

@@ -29,6 +29,7 @@ def make_settings(broker: DevBroker, tmp: Path, name: str) -> Settings:
     s.store.quack_port = free_port()
     s.store.token = s.store.token.__class__("test-token-1234")
     s.worker.data_dir = tmp / "faust"
+    s.worker.clock = "event"  # parity with replay: only event time moves the watermark
     return s
 
 

@@ -1,13 +1,25 @@
-"""What every rule kind provides to the engine."""
+"""What every rule kind is given, and what it gives back.
+
+A kind receives the events that match its rule, sorted by (event time, id), together with a
+``Scope``: the rule state of this batch. It folds the events into state entries and emits the
+latest snapshot of every incident it touched. Time-driven kinds also get ``tick`` calls with the
+event-time watermark.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from rules.model import Enriched
+from rules.geo import Layer
+from rules.model import Enriched, Evidence, Incident
+from rules.spec import SEVERITIES, RuleBase, Severity, Step
+from rules.state import Entry, already_applied, from_ms, mark_applied
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -17,32 +29,208 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
+EARTH_M = 6_371_008.8
+
+
+def incident_id(pack: str, rule_id: str, subject: str, start_ms: int) -> str:
+    """Deterministic incident id: the same rule, subject and window always give the same id."""
+    return hashlib.sha256(f"{pack}|{rule_id}|{subject}|{start_ms}".encode()).hexdigest()[:24]
+
+
+def metres_between(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def metres_to_degrees(metres: float, lat: float) -> float:
+    """A conservative (larger) degree distance covering ``metres`` in any direction at ``lat``."""
+    return metres / (111_320.0 * max(0.1, math.cos(math.radians(lat))))
 
 
 @dataclass(frozen=True)
-class Slot:
-    """Where one event lands for one rule: the state key and the entry's identity."""
+class PackContext:
+    """What kinds may know about their pack."""
 
-    key: str
-    subject: str
-    zone: str | None
-    start_ms: int
-    end_ms: int
-    value: float
+    pack: str
+    version: str
+    timezone: str
+    lateness_ms: int
+    layers: dict[str, Layer]
+
+
+@dataclass
+class Scope:
+    """Rule state for one batch: copy-on-touch entries, idempotent per source position."""
+
+    state: MutableMapping[str, Any]
+    position: tuple[int, int] | None
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    touched: dict[str, Entry] = field(default_factory=dict)
+    replayed: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+
+    def get(self, key: str) -> Entry | None:
+        """The current entry (a private copy), or None."""
+        if key in self.touched:
+            return self.touched[key]
+        stored = self.state.get(key)
+        return _copy(stored) if stored else None
+
+    def load(self, key: str, factory: Callable[[], Entry]) -> tuple[Entry, bool]:
+        """The entry to update and whether this batch may change it.
+
+        False means the source message was applied to this entry before (a re-delivery): the
+        kind must not change it, only re-emit its snapshot.
+        """
+        if key in self.touched:
+            return self.touched[key], True
+        if key in self.replayed:
+            entry = self.get(key)
+            return (entry if entry is not None else factory()), False
+        entry = self.get(key) or factory()
+        if already_applied(entry, self.position):
+            self.replayed.add(key)
+            return entry, False
+        self.touched[key] = entry
+        return entry, True
+
+    def put(self, key: str, entry: Entry) -> None:
+        """Mark an entry changed (time-driven updates that did not come through ``load``)."""
+        self.touched[key] = entry
+
+    def delete(self, key: str) -> None:
+        self.touched.pop(key, None)
+        self.deleted.add(key)
+
+    def emit(self, incident: Incident) -> None:
+        prev = self.incidents.get(incident.id)
+        if prev is None or incident.revision >= prev.revision:
+            self.incidents[incident.id] = incident
+
+    def commit(self) -> None:
+        for key, entry in self.touched.items():
+            mark_applied(entry, self.position)
+            self.state[key] = entry
+        for key in self.deleted:
+            if key in self.state:
+                del self.state[key]
+
+
+def _copy(entry: Entry) -> Entry:
+    out = dict(entry)
+    for k, v in entry.items():
+        if isinstance(v, list):
+            out[k] = [list(x) if isinstance(x, list) else x for x in v]
+        elif isinstance(v, dict):
+            out[k] = {kk: (list(vv) if isinstance(vv, list) else vv) for kk, vv in v.items()}
+    return out
+
+
+def escalate(rule: RuleBase, steps: Sequence[Step], *, value: float | None, count: int, duration_ms: int,
+             distance_m: float | None = None, higher_is_worse: bool = True) -> Severity:
+    """Severity after escalation: the highest step whose every condition holds (never below the rule's)."""
+    level = SEVERITIES.index(rule.severity)
+    for step in steps:
+        if step.value is not None and (
+            value is None or (value < step.value if higher_is_worse else value > step.value)
+        ):
+            continue
+        if step.count is not None and count < step.count:
+            continue
+        if step.after is not None and duration_ms < step.after.total_seconds() * 1000:
+            continue
+        if step.within_m is not None and (distance_m is None or distance_m > step.within_m):
+            continue
+        level = max(level, SEVERITIES.index(step.severity))
+    return SEVERITIES[level]
+
+
+def build_incident(
+    ctx: PackContext,
+    rule: RuleBase,
+    *,
+    subject: str,
+    start_ms: int,
+    end_ms: int,
+    entry: Entry,
+    value: float,
+    threshold: float,
+    op: str,
+    zone: str | None = None,
+    layer: str | None = None,
+    status: str = "open",
+    resolved_ms: int | None = None,
+    distance_m: float | None = None,
+    higher_is_worse: bool = True,
+    certainty: str = "likely",
+    details: dict[str, Any] | None = None,
+    id_subject: str | None = None,
+) -> Incident:
+    """An incident snapshot from a state entry holding ``n``, ``last`` and ``ev`` (evidence)."""
+    evidence = entry["ev"]
+    first = evidence[0]
+    count = int(entry["n"])
+    layer = layer if layer is not None else rule.layer
+    zone_layer = ctx.layers.get(layer) if layer else None
+    severity = escalate(rule, rule.escalate, value=value, count=count, duration_ms=int(entry["last"]) - int(first[0]),
+                        distance_m=distance_m, higher_is_worse=higher_is_worse)
+    return Incident(
+        id=incident_id(ctx.pack, rule.id, id_subject or subject, start_ms),
+        revision=count + (1 if status == "resolved" else 0),
+        pack=ctx.pack,
+        pack_version=ctx.version,
+        rule_id=rule.id,
+        rule_version=rule.version,
+        kind=getattr(rule, "kind", "unknown"),
+        title=rule.title,
+        severity=severity,
+        category=rule.category,
+        status="resolved" if status == "resolved" else "open",
+        subject=subject,
+        layer=layer,
+        zone_id=zone,
+        zone_name=zone_layer.name_of(zone) if (zone_layer is not None and zone is not None) else None,
+        window_start=from_ms(start_ms),
+        window_end=from_ms(end_ms),
+        first_event_at=from_ms(int(first[0])),
+        last_event_at=from_ms(int(entry["last"])),
+        resolved_at=from_ms(resolved_ms) if resolved_ms is not None else None,
+        lon=float(first[3]),
+        lat=float(first[4]),
+        value=float(value),
+        threshold=float(threshold),
+        op=op,
+        certainty=certainty,  # type: ignore[arg-type]
+        details=details or {},
+        evidence=Evidence(event_ids=[str(e[1]) for e in evidence], values=[float(e[2]) for e in evidence], count=count),
+    )
 
 
 class Kind(ABC):
-    """A rule kind: decides whether an event counts, and when an entry fires."""
+    """A rule kind's evaluator for one rule."""
+
+    rule: RuleBase
+
+    def __init__(self, rule: RuleBase, ctx: PackContext) -> None:
+        self.rule = rule
+        self.ctx = ctx
 
     @abstractmethod
-    def slot(self, item: Enriched, ts_ms: int) -> Slot | None:
-        """The state slot this event updates, or None when the event does not count."""
+    def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
+        """Fold matching events (sorted by time, then id) into state, emitting incident snapshots."""
 
-    @abstractmethod
-    def fires(self, count: int, extreme: float | None) -> bool:
-        """Whether an entry with this aggregate is an incident."""
+    def tick(self, scope: Scope, watermark_ms: int, keys: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Advance time-driven state to ``watermark_ms``; ``keys`` are this rule's state keys."""
 
     @property
-    @abstractmethod
-    def prefer_max(self) -> bool:
-        """Whether the reported value is the maximum (else the minimum) of the events."""
+    def time_driven(self) -> bool:
+        return type(self).tick is not Kind.tick
+
+    def key(self, *parts: object) -> str:
+        return "|".join([self.rule.id, *(str(p) for p in parts)])
+
+    def zone_of(self, item: Enriched) -> str | None:
+        return item.primary_zone(self.rule.layer) if self.rule.layer else None

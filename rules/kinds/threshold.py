@@ -1,31 +1,65 @@
-"""threshold: one event's numeric field compared with a value; repeats grouped per dedup bucket."""
+"""threshold: one event's numeric field compared with a value; repeats grouped per dedup bucket.
+
+Matching events of one subject (or zone, with ``group_by: zone``) inside one tumbling ``dedup``
+bucket form one incident; repeats are counted on it. The state is order-independent.
+"""
 
 from __future__ import annotations
 
-from rules.kinds.base import OPS, Kind, Slot
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
+
+from rules.duration import Duration
+from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched, event_value
-from rules.pack import ThresholdRule
-from rules.state import bucket_of
+from rules.spec import Op, RuleBase
+from rules.state import add_event, bucket_of, new_entry
+
+
+class ThresholdRule(RuleBase):
+    """Fires when a single event's numeric ``field`` compares true with ``value``."""
+
+    kind: Literal["threshold"]
+    field: str = Field(default="value", description="Numeric event field, e.g. value or alt_m.")
+    op: Op = ">"
+    value: float = Field(description="Threshold the observed value is compared with.")
+    group_by: Literal["subject", "zone"] = Field(default="subject", description="One incident per subject or zone.")
+    # validate_default: without it the default stays the string "10m" and the engine gets a str.
+    dedup: Duration = Field(  # type: ignore[assignment]
+        default="10m", validate_default=True, description="Tumbling bucket that groups repeats into one incident."
+    )
 
 
 class Threshold(Kind):
-    def __init__(self, rule: ThresholdRule) -> None:
-        self.rule = rule
+    rule: ThresholdRule
+
+    def __init__(self, rule: ThresholdRule, ctx: object) -> None:
+        super().__init__(rule, ctx)  # type: ignore[arg-type]
         self.size_ms = int(rule.dedup.total_seconds() * 1000)
         self.compare = OPS[rule.op]
+        self.higher_is_worse = rule.op not in ("<", "<=")
 
-    def slot(self, item: Enriched, ts_ms: int) -> Slot | None:
-        value = event_value(item.event, self.rule.field)
-        if value is None or not self.compare(value, self.rule.value):
-            return None
-        subject = item.event.subject
-        zone = item.primary_zone(self.rule.layer) if self.rule.layer else None
-        start = bucket_of(ts_ms, self.size_ms)
-        return Slot(f"{self.rule.id}|{subject}|{start}", subject, zone, start, start + self.size_ms, value)
+    def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
+        rule = self.rule
+        for item, ts in zip(items, ts_ms, strict=True):
+            value = event_value(item.event, rule.field)
+            if value is None or not self.compare(value, rule.value):
+                continue
+            zone = self.zone_of(item)
+            subject = zone if (rule.group_by == "zone" and zone) else item.event.subject
+            start = bucket_of(ts, self.size_ms)
+            entry, fresh = scope.load(self.key(subject, start), lambda: new_entry(subject, zone, start, start + self.size_ms))
+            if fresh:
+                add_event(entry, ts, item.event.id, value, item.event.lon, item.event.lat, prefer_max=self.higher_is_worse,
+                          zone=zone)
+            scope.emit(self.snapshot(entry))
 
-    def fires(self, count: int, extreme: float | None) -> bool:
-        return count >= 1
-
-    @property
-    def prefer_max(self) -> bool:
-        return self.rule.op not in ("<", "<=")
+    def snapshot(self, entry: dict[str, object]) -> object:
+        rule = self.rule
+        return build_incident(
+            self.ctx, rule, subject=str(entry["subj"]), start_ms=int(entry["start"]), end_ms=int(entry["end"]),  # type: ignore[call-overload]
+            entry=entry, value=float(entry["x"]), threshold=rule.value, op=rule.op,  # type: ignore[arg-type]
+            zone=entry.get("zone"), higher_is_worse=self.higher_is_worse,  # type: ignore[arg-type]
+        )

@@ -1,34 +1,172 @@
-"""window: count of matching events per zone in tumbling event-time windows."""
+"""window: an aggregate of matching events per group in tumbling or sliding event-time windows.
+
+Aggregates: count, sum, avg, min, max, distinct (count of distinct ``distinct_field`` values).
+Groups: zone (of ``layer``), sensor/subject, or H3 cell. Sliding windows are hopping windows of
+length ``window`` every ``slide``. Sums use integer micro-units, so they do not depend on order.
+
+Monotone aggregates (count, distinct and max going up, min going down) fire as soon as they cross;
+the others (sum, avg, or a falling count) are judged when the window closes: once the watermark
+passes the window end plus the allowed lateness. Both give the same result in replay and stream.
+"""
 
 from __future__ import annotations
 
-from rules.kinds.base import OPS, Kind, Slot
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import h3
+from pydantic import Field, model_validator
+
+from rules.duration import Duration
+from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched, event_value
-from rules.pack import WindowRule
-from rules.state import bucket_of
+from rules.spec import Op, RuleBase
+from rules.state import EVIDENCE_CAP, bucket_of
+
+DISTINCT_CAP = 10_000
+
+
+class WindowRule(RuleBase):
+    """Fires when ``aggregate(field) op value`` over a window of one group."""
+
+    kind: Literal["window"]
+    aggregate: Literal["count", "sum", "avg", "min", "max", "distinct"] = "count"
+    field: str = Field(default="value", description="Numeric field for sum/avg/min/max.")
+    distinct_field: str = Field(default="subject", description="For distinct: which field's values are counted.")
+    window: Duration = Field(description="Window length; windows are aligned to the UTC epoch.")
+    slide: Duration | None = Field(default=None, description="Hop of a sliding window (divides window).")
+    group_by: Literal["zone", "sensor", "cell"] = "zone"
+    h3_resolution: int = Field(default=8, ge=0, le=15, description="For group_by: cell.")
+    min_events: int = Field(default=1, ge=1, description="Windows with fewer events never fire (for avg).")
+    op: Op = ">="
+    value: float
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowRule:
+        if self.group_by == "zone" and self.layer is None:
+            raise ValueError("a window rule grouped by zone needs a 'layer'")
+        if self.aggregate in ("count", "distinct") and self.op in (">", ">=") and self.value < 0:
+            raise ValueError(f"a count threshold of {self.value} is always crossed")
+        if self.slide is not None:
+            w, s = self.window.total_seconds(), self.slide.total_seconds()
+            if s > w or (w * 1000) % (s * 1000):
+                raise ValueError(f"slide {self.slide} must divide the window {self.window}")
+        return self
+
+    @property
+    def monotone(self) -> bool:
+        up = self.op in (">", ">=")
+        return (self.aggregate in ("count", "distinct", "max") and up) or (self.aggregate == "min" and not up)
 
 
 class Window(Kind):
-    def __init__(self, rule: WindowRule) -> None:
-        assert rule.layer is not None
-        self.rule = rule
-        self.layer = rule.layer
+    rule: WindowRule
+
+    def __init__(self, rule: WindowRule, ctx: Any) -> None:
+        super().__init__(rule, ctx)
         self.size_ms = int(rule.window.total_seconds() * 1000)
+        self.hop_ms = int(rule.slide.total_seconds() * 1000) if rule.slide else self.size_ms
         self.compare = OPS[rule.op]
 
-    def slot(self, item: Enriched, ts_ms: int) -> Slot | None:
-        zone = item.primary_zone(self.layer)
-        if zone is None:
-            return None
-        start = bucket_of(ts_ms, self.size_ms)
-        value = event_value(item.event, "value")
-        return Slot(
-            f"{self.rule.id}|{zone}|{start}", zone, zone, start, start + self.size_ms, 1.0 if value is None else value
-        )
+    def _group(self, item: Enriched) -> tuple[str, str | None] | None:
+        zone = self.zone_of(item)
+        if self.rule.group_by == "zone":
+            return (zone, zone) if zone else None
+        if self.rule.group_by == "sensor":
+            return item.event.subject, zone
+        cell = h3.latlng_to_cell(item.event.lat, item.event.lon, self.rule.h3_resolution)
+        return str(cell), zone
 
-    def fires(self, count: int, extreme: float | None) -> bool:
-        return self.compare(float(count), self.rule.value)
+    def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
+        rule = self.rule
+        for item, ts in zip(items, ts_ms, strict=True):
+            group = self._group(item)
+            if group is None:
+                continue
+            subject, zone = group
+            raw = event_value(item.event, rule.field)
+            if raw is None and rule.aggregate in ("sum", "avg", "min", "max"):
+                continue
+            raw = 1.0 if raw is None else raw  # counts keep the event's value as evidence when it has one
+            distinct = str(getattr(item.event, rule.distinct_field, item.event.subject)) if rule.aggregate == "distinct" else None
+            last_start = bucket_of(ts, self.hop_ms)
+            for start in range(last_start, last_start - self.size_ms, -self.hop_ms):
+                if ts >= start + self.size_ms:
+                    continue
+                entry, fresh = scope.load(self.key(subject, start), lambda s=start: _new(subject, zone, s, s + self.size_ms))
+                if fresh and _fold(entry, ts, item, raw, distinct, zone):
+                    scope.put(self.key(subject, start), entry)
+                snap = self._evaluate(entry, closing=False)
+                if snap is not None:
+                    scope.emit(snap)
 
     @property
-    def prefer_max(self) -> bool:
-        return True
+    def time_driven(self) -> bool:
+        return not self.rule.monotone
+
+    def tick(self, scope: Scope, watermark_ms: int, keys: Sequence[str]) -> None:
+        for key in keys:
+            entry = scope.get(key)
+            if entry is None or entry.get("closed") or int(entry["end"]) + self.ctx.lateness_ms > watermark_ms:
+                continue
+            entry["closed"] = True
+            scope.put(key, entry)
+            snap = self._evaluate(entry, closing=True)
+            if snap is not None:
+                scope.emit(snap)
+
+    def value_of(self, entry: dict[str, Any]) -> float:
+        agg = self.rule.aggregate
+        if agg == "count":
+            return float(entry["n"])
+        if agg == "distinct":
+            return float(len(entry["d"]))
+        if agg == "sum":
+            return int(entry["sum"]) / 1e6
+        if agg == "avg":
+            return round(int(entry["sum"]) / 1e6 / max(1, int(entry["n"])), 6)
+        return float(entry["min"] if agg == "min" else entry["max"])
+
+    def _evaluate(self, entry: dict[str, Any], *, closing: bool) -> Any:
+        rule = self.rule
+        if int(entry["n"]) < rule.min_events or not entry["ev"]:
+            return None
+        if not rule.monotone and not (closing or entry.get("closed")):
+            return None
+        value = self.value_of(entry)
+        if not self.compare(value, rule.value):
+            return None
+        return build_incident(
+            self.ctx, rule, subject=str(entry["subj"]), start_ms=int(entry["start"]), end_ms=int(entry["end"]),
+            entry=entry, value=value, threshold=rule.value, op=rule.op, zone=entry.get("zone"),
+            higher_is_worse=rule.op in (">", ">="),
+            details={"aggregate": rule.aggregate, "group_by": rule.group_by, "window_ms": self.size_ms},
+        )
+
+
+def _new(subject: str, zone: str | None, start: int, end: int) -> dict[str, Any]:
+    return {"n": 0, "sum": 0, "min": None, "max": None, "d": [], "ev": [], "start": start, "end": end,
+            "subj": subject, "zone": zone, "last": start, "pos": {}, "x": None}
+
+
+def _fold(entry: dict[str, Any], ts: int, item: Enriched, value: float, distinct: str | None, zone: str | None) -> bool:
+    event = item.event
+    evidence: list[list[Any]] = entry["ev"]
+    if any(e[1] == event.id and e[0] == ts for e in evidence):
+        return False
+    entry["n"] += 1
+    entry["sum"] += round(value * 1e6)
+    entry["min"] = value if entry["min"] is None else min(entry["min"], value)
+    entry["max"] = value if entry["max"] is None else max(entry["max"], value)
+    if distinct is not None and distinct not in entry["d"] and len(entry["d"]) < DISTINCT_CAP:
+        entry["d"].append(distinct)
+        entry["d"].sort()
+    entry["last"] = max(int(entry["last"]), ts)
+    record = [ts, event.id, value, event.lon, event.lat]
+    if len(evidence) < EVIDENCE_CAP or (ts, event.id) < (evidence[-1][0], evidence[-1][1]):
+        evidence.append(record)
+        evidence.sort(key=lambda e: (e[0], e[1]))
+        del evidence[EVIDENCE_CAP:]
+        if evidence[0][1] == event.id and zone is not None:
+            entry["zone"] = zone
+    return True

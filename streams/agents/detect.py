@@ -6,6 +6,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from rules.pipeline import encode_tick
+
 if TYPE_CHECKING:
     from streams.app import Runtime
 
@@ -16,6 +18,13 @@ def attach(rt: Runtime) -> None:
     topic_name = rt.settings.kafka.events_topic
     every = rt.settings.worker.expire_interval_s
     last_expiry: dict[int, float] = {}
+
+    @rt.app.timer(interval=rt.settings.worker.tick_s)  # type: ignore[untyped-decorator]
+    async def ticks() -> None:
+        """A tick to every partition, so time-driven rules fire when no events arrive."""
+        clock = int(time.time() * 1000)
+        for partition in range(rt.settings.kafka.partitions):
+            await rt.events.send(value=encode_tick(clock), partition=partition)
 
     @rt.app.agent(rt.events, name="detect")  # type: ignore[untyped-decorator]
     async def detect(stream: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from rules.formats.cloudevents_in import CloudEventContext, ingest_record
+from rules.formats.sensorthings import LocationCache
 from rules.pipeline import encode_enriched
 
 if TYPE_CHECKING:
@@ -15,13 +17,18 @@ logger = logging.getLogger(__name__)
 
 def attach(rt: Runtime) -> None:
     topic_name = rt.settings.kafka.raw_topic
+    gw = rt.settings.gateway
+    ce_ctx = CloudEventContext(gw.crs.cloudevents, rt.pipeline.max_bytes, LocationCache(gw.datastream_cache_size),
+                               gw.sensorthings_metrics)  # fmt: skip
 
     @rt.app.agent(rt.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
             try:
-                out = rt.pipeline.ingest(msg.value or b"", topic_name, msg.partition, msg.offset)
+                # CloudEvents (binary ce_* headers or structured) are unwrapped; plain JSON goes on as is
+                out = ingest_record(rt.pipeline, msg.value or b"", msg.headers, topic_name, msg.partition, msg.offset,
+                                    ctx=ce_ctx)  # fmt: skip
             except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
                 logger.exception("ingest failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
                 from rules.pipeline import dead_letter, source_label

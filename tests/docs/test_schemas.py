@@ -24,7 +24,14 @@ from rules.replay import replay_events
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 SCHEMAS = DOCS / "schemas"
-NAMES = ["deadletter.schema.json", "event.schema.json", "incident.schema.json", "pack.schema.json"]
+NAMES = [
+    "alert-payload.schema.json",
+    "alert-settings.schema.json",
+    "deadletter.schema.json",
+    "event.schema.json",
+    "incident.schema.json",
+    "pack.schema.json",
+]
 WUHAN = ROOT / "rules" / "packs" / "wuhan" / "pack.yaml"
 FIX = "run `make schemas` (scripts/gen_schemas.py) and commit the result"
 

@@ -182,15 +182,15 @@ def test_a_too_long_duration_is_a_pack_error_not_a_crash() -> None:
 
 
 def test_an_unknown_rule_kind_is_reported_on_the_kind_line() -> None:
-    text = HEAD + THRESHOLD.format(rid="water.high").replace("kind: threshold", "kind: silence")
+    text = HEAD + THRESHOLD.format(rid="water.high").replace("kind: threshold", "kind: parade")
     assert _problems(text) == [
-        "demo.yaml:8: rule 'water.high' rules[0]: unknown rule kind 'silence' (expected threshold or window)"
+        "demo.yaml:8: rule 'water.high' rules[0]: unknown rule kind 'parade' (expected one of: threshold, window, sustained, geofence, proximity, silence)"
     ]
 
 
 def test_a_missing_rule_kind_is_reported_on_the_rule_line() -> None:
     text = HEAD + THRESHOLD.format(rid="water.high").replace("    kind: threshold\n", "")
-    assert _problems(text) == ["demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' (expected threshold or window)"]
+    assert _problems(text) == ["demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' (expected one of: threshold, window, sustained, geofence, proximity, silence)"]
 
 
 def test_an_unknown_field_in_a_threshold_rule_is_reported_on_its_line() -> None:
@@ -241,7 +241,7 @@ def test_a_window_rule_without_a_layer_is_reported_on_the_rule_line() -> None:
         )
     )
     assert _problems(text) == [
-        "demo.yaml:13: rule 'dumping' rules[1]: a window rule groups by zone, so it needs a 'layer'"
+        "demo.yaml:13: rule 'dumping' rules[1]: a window rule grouped by zone needs a 'layer'"
     ]
 
 

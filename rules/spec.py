@@ -1,0 +1,93 @@
+"""What every rule has in common: identity, matching, schedule, escalation."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rules.duration import Duration
+
+RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="Stable rule id.")]
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+Op = Literal[">", ">=", "<", "<=", "==", "!="]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Match(Strict):
+    """Which events a rule looks at. Every given field must equal the event's own field."""
+
+    kind: Literal["reading", "report", "track"] | None = None
+    metric: str | None = None
+    category: str | None = None
+    categories: list[str] | None = Field(default=None, description="Any of these report categories.")
+    object_type: str | None = None
+    zones: list[str] | None = Field(default=None, description="Only events in these zone ids of the rule's layer.")
+
+
+class Condition(Strict):
+    """A comparison of a numeric event field, e.g. ``{field: speed_mps, op: "<", value: 0.5}``."""
+
+    field: str = "value"
+    op: Op = ">"
+    value: float
+
+
+class Schedule(Strict):
+    """When a rule is active, in the pack's timezone (or ``timezone``). Events outside are ignored."""
+
+    timezone: str | None = None
+    hours: list[str] = Field(
+        default_factory=list, description="Local time ranges 'HH:MM-HH:MM'; a range may wrap midnight (22:00-06:00)."
+    )
+    weekdays: list[Weekday] = Field(default_factory=list, description="Active weekdays (empty: every day).")
+    holidays: list[date] = Field(default_factory=list, description="Dates on which the rule is not active.")
+
+    @field_validator("hours")
+    @classmethod
+    def _check_hours(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _HOURS.match(item):
+                raise ValueError(f"{item!r} is not a time range like '22:00-06:00'")
+            start, end = item.split("-")
+            if start == end:
+                raise ValueError(f"time range {item!r} is empty")
+        return value
+
+
+class Step(Strict):
+    """An escalation step: the severity rises to ``severity`` once every given condition holds."""
+
+    severity: Severity
+    value: float | None = Field(default=None, description="The observed value passes this (in the rule's direction).")
+    count: int | None = Field(default=None, ge=1, description="At least this many contributing events.")
+    after: Duration | None = Field(default=None, description="The incident has lasted this long (event time).")
+    within_m: float | None = Field(default=None, gt=0, description="proximity: the nearest feature is this close.")
+
+
+class RuleBase(Strict):
+    id: RuleId
+    version: int = Field(default=1, ge=1)
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    severity: Severity = "medium"
+    category: str = Field(min_length=1, max_length=64)
+    match: Match = Field(default_factory=Match)
+    when: list[Condition] = Field(default_factory=list, description="Extra conditions every event must meet.")
+    layer: str | None = Field(default=None, description="Zone layer the rule is scoped to and reports.")
+    schedule: Schedule | None = None
+    escalate: list[Step] = Field(default_factory=list, description="Severity steps, checked in order.")
+
+    @property
+    def needs_zone(self) -> bool:
+        """Whether an event must lie in a zone of ``layer`` to count."""
+        return self.layer is not None

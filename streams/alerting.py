@@ -1,0 +1,232 @@
+"""The alerts process (``cityops alerts``): incidents topic -> routes -> alert topics and webhooks.
+
+One kafka-python consumer in group ``<app_id>-alerts`` reads ``<prefix>.incidents``; each snapshot
+goes through ``sinks.alerts.AlertPublisher``; the records are produced (key = incident id, one
+request in flight, so one incident's messages stay in order), flushed, then sent to webhooks, and
+only then are the offsets committed. A crash before the commit re-sends the batch with the same
+deterministic message ids. Unreadable incidents and undeliverable webhooks go to the dead-letter
+topic, never silently away.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from pydantic import ValidationError
+
+from rules.model import DeadLetterRecord, Incident
+from rules.pipeline import source_label
+from sinks.alerts import AlertPublisher, RouteTable, WebhookDeadLetter, WebhookSink
+from sinks.alerts.publisher import ZoneLookup
+from sinks.alerts.zones import ZoneOutlines
+from streams.errors import BrokerError
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_topics(settings: Settings, topics: list[str], *, timeout: float = 20.0) -> list[str]:
+    """Create ``topics`` with the declared partitions (existing ones are left alone); returns those created."""
+    kafka = settings.kafka
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            admin = KafkaAdminClient(client_id="cityops-alerts-admin", request_timeout_ms=5000, **kafka.client_options())
+            break
+        except KafkaError as exc:
+            last = exc
+            if time.monotonic() > deadline:
+                raise BrokerError(f"cannot reach the broker at {kafka.bootstrap}: {last}") from exc
+            time.sleep(0.3)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+        for name in wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, kafka.partitions, kafka.replication_factor)])
+            logger.info("topic created name=%s partitions=%d", name, kafka.partitions)
+        return wanted
+    finally:
+        admin.close()
+
+
+def zone_lookup(settings: Settings) -> ZoneLookup | None:
+    """Zone outlines from the configured pack, or None (CAP then draws a box around the point)."""
+    if not settings.alerts.zone_outlines:
+        return None
+    from rules.errors import RulesError
+    from rules.pack import load_pack
+
+    try:
+        pack = load_pack(settings.rules.pack)
+    except (RulesError, OSError) as exc:
+        logger.warning("alerts: no zone outlines, pack %s did not load: %s", settings.rules.pack, exc)
+        return None
+    return ZoneOutlines(pack.layers)
+
+
+def dead_letter(source: str, kind: str, reason: str, original: bytes) -> DeadLetterRecord:
+    """A dead-letter record for the dead-letter topic (the store writer keeps them)."""
+    return DeadLetterRecord(
+        reason=reason,
+        kind=kind,
+        source=source,
+        original_b64=base64.b64encode(original).decode(),
+        original_size=len(original),
+        original_sha256=hashlib.sha256(original).hexdigest(),
+        failed_at=datetime.now(UTC),
+    )
+
+
+class AlertRunner:
+    """Consume incidents, publish alerts, deliver webhooks, commit; until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        zones: ZoneLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        alerts, kafka = settings.alerts, settings.kafka
+        self.stop_event = threading.Event()
+        self.table = RouteTable(alerts.routes, kafka.topic_prefix)
+        self.publisher = AlertPublisher(
+            self.table,
+            alerts.format_options(),
+            zones=zones if zones is not None else zone_lookup(settings),
+            max_tracked=alerts.max_tracked_incidents,
+        )
+        self.deadletter_topic = alerts.deadletter_topic_name(kafka.topic_prefix)
+        self.counters: Counter[str] = Counter()
+        self.webhooks = WebhookSink(alerts.webhooks, dead_letter=self._webhook_failed, sleep=sleep)
+        self._producer: KafkaProducer | None = None
+        self._futures: list[Any] = []
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    def _send_dead(self, record: DeadLetterRecord, key: bytes | None) -> None:
+        assert self._producer is not None, "dead letters are produced from inside run()"
+        self._futures.append(self._producer.send(self.deadletter_topic, key=key, value=record.model_dump_json().encode()))
+        self.counters["dead_letters"] += 1
+
+    def _webhook_failed(self, dead: WebhookDeadLetter) -> None:
+        reason = f"webhook '{dead.endpoint}' ({dead.url}) gave up after {dead.attempts} attempt(s): {dead.reason}"
+        self._send_dead(dead_letter(f"webhook:{dead.endpoint}#{dead.message_id}", "webhook", reason, dead.body), None)
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def handle(self, records: Mapping[Any, list[Any]]) -> None:
+        """Publish one polled batch: produce, flush, webhooks, flush. Raises if a send failed."""
+        assert self._producer is not None
+        producer = self._producer
+        to_webhooks = []
+        for tp, recs in records.items():
+            for rec in recs:
+                raw: bytes = rec.value or b""
+                self.counters["consumed"] += 1
+                try:
+                    incident = Incident.model_validate_json(raw)
+                except (ValidationError, ValueError) as exc:
+                    source = source_label(tp.topic, tp.partition, rec.offset)
+                    logger.warning("alerts: unreadable incident source=%s error=%s", source, exc)
+                    self.counters["invalid"] += 1
+                    self._send_dead(dead_letter(source, "poison", f"alerts: unreadable incident: {exc}", raw), rec.key)
+                    continue
+                pub = self.publisher.publish(incident)
+                if pub.kind is None or pub.payload is None:
+                    self.counters["unchanged"] += 1
+                    continue
+                self.counters[f"kind:{pub.kind}"] += 1
+                for out in pub.records:
+                    self._futures.append(producer.send(out.topic, key=out.key, value=out.value, headers=out.headers))
+                    self.counters[f"route:{out.route}"] += 1
+                if self.webhooks.endpoints:
+                    to_webhooks.append((pub.payload, pub.routes))
+        self._flush()
+        for payload, routes in to_webhooks:
+            self.webhooks.deliver(payload, routes)
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self._producer is not None
+        self._producer.flush()
+        futures, self._futures = self._futures, []
+        for future in futures:
+            future.get(timeout=30)  # raises the send error: the batch is not committed
+        self.counters["produced"] += len(futures)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters so far, webhook counters included."""
+        hooks = {name: vars(c) for name, c in self.webhooks.counters.items()}
+        return {**dict(sorted(self.counters.items())), "tracked": len(self.publisher), "webhooks": hooks}
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        s = self.settings
+        kafka, alerts = s.kafka, s.alerts
+        ensure_topics(s, [kafka.incidents_topic, self.deadletter_topic, *self.table.enabled_topics()])
+        consumer = KafkaConsumer(
+            kafka.incidents_topic,
+            group_id=f"{kafka.app_id}-alerts",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(kafka.session_timeout_s * 1000),
+            heartbeat_interval_ms=1000,
+            max_poll_records=alerts.batch_max_records,
+            client_id="cityops-alerts",
+            **kafka.client_options(),
+        )
+        self._producer = KafkaProducer(
+            client_id="cityops-alerts",
+            acks="all",
+            linger_ms=5,
+            max_in_flight_requests_per_connection=1,
+            **kafka.client_options(),
+        )
+        logger.info(
+            "alerts running source=%s routes=%s webhooks=%s deadletter=%s",
+            kafka.incidents_topic,
+            {r.name: f"{self.table.topic(r)} ({r.format})" for r in self.table.routes if r.enabled},
+            [f"{w.name} ({w.safe_url()})" for w in alerts.webhooks if w.enabled],
+            self.deadletter_topic,
+        )
+        last_stats = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                records = consumer.poll(timeout_ms=alerts.poll_timeout_ms, max_records=alerts.batch_max_records)
+                if records:
+                    self.handle(records)
+                    consumer.commit()
+                if time.monotonic() - last_stats >= alerts.stats_interval_s:
+                    logger.info("alerts stats %s", self.stats())
+                    last_stats = time.monotonic()
+        finally:
+            consumer.close(autocommit=False)
+            self._producer.close(timeout=10)
+            logger.info("alerts stopped stats %s", self.stats())
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            logger.info("alerts stopping signal=%d", signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
