@@ -21,11 +21,19 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-# Debian's chromium for the browser tests (playwright-core cannot download browsers here).
+# Debian's chromium for the browser tests (playwright-core cannot download browsers here),
+# kcat for the documented alert-subscriber command line (tests/examples), and mosquitto for the MQTT
+# bridge tests.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v kcat >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
 demo: venv
 	$(BIN)/cityops demo
@@ -45,6 +53,7 @@ test: venv node system-deps lint typecheck pack-tests
 
 bench: venv
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/gateways.py
 
 schemas: venv
 	$(BIN)/python scripts/gen_schemas.py

@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -21,7 +19,8 @@ from rules.kinds import Kind, PackContext, evaluator
 from rules.kinds.base import OPS, Scope, incident_id
 from rules.model import Enriched, Incident, Reading, Report, Track, event_value
 from rules.pack import LoadedPack
-from rules.spec import WEEKDAYS, RuleBase, Schedule
+from rules.schedule import ScheduleCheck as _ScheduleCheck
+from rules.spec import RuleBase
 from rules.state import from_ms, to_ms
 
 logger = logging.getLogger(__name__)
@@ -37,28 +36,6 @@ class Outcome:
 
     incidents: list[Incident] = field(default_factory=list)
     late: list[tuple[Enriched, str]] = field(default_factory=list)
-
-
-class _ScheduleCheck:
-    def __init__(self, schedule: Schedule, default_tz: str) -> None:
-        self.tz = ZoneInfo(schedule.timezone or default_tz)
-        self.ranges = []
-        for text in schedule.hours:
-            a, b = text.split("-")
-            self.ranges.append((time.fromisoformat(a), time.fromisoformat(b) if b != "24:00" else time.max))
-        self.days = {WEEKDAYS.index(d) for d in schedule.weekdays}
-        self.holidays = set(schedule.holidays)
-
-    def active(self, ts: datetime) -> bool:
-        local = ts.astimezone(self.tz)
-        if local.date() in self.holidays:
-            return False
-        if self.days and local.weekday() not in self.days:
-            return False
-        if not self.ranges:
-            return True
-        now = local.time()
-        return any((a <= now < b) if a < b else (now >= a or now < b) for a, b in self.ranges)
 
 
 @dataclass
@@ -117,6 +94,8 @@ class Engine:
             zone = item.primary_zone(rule.layer)
             if zone is None or (match.zones is not None and zone not in match.zones):
                 return False
+        if c.kind.gates_itself:  # sequence kinds judge ``when`` and the schedule on every event themselves
+            return True
         for cond in rule.when:
             value = event_value(event, cond.field)
             if value is None or not OPS[cond.op](value, cond.value):

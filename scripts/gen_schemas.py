@@ -18,6 +18,8 @@ from pydantic import TypeAdapter
 
 from rules.model import DeadLetterRecord, Event, Incident
 from rules.pack import Pack
+from sinks.alerts.payload import AlertPayload
+from sinks.alerts.settings import AlertsSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "schemas"
@@ -34,6 +36,8 @@ def schemas() -> dict[str, dict[str, Any]]:
         "incident.schema.json": Incident.model_json_schema(),
         "deadletter.schema.json": DeadLetterRecord.model_json_schema(),
         "pack.schema.json": Pack.model_json_schema(),
+        "alert-payload.schema.json": AlertPayload.model_json_schema(),
+        "alert-settings.schema.json": AlertsSettings.model_json_schema(),
     }
     return {name: {"$schema": DIALECT, **schema} for name, schema in found.items()}
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from rules.lifecycle import ACTIVE
 from sinks.errors import QueryError, StoreUnavailableError
 from sinks.quack import load_quack
 from sinks.sql import Param, bind
@@ -92,7 +93,8 @@ class StoreReader:
         """Headline counts: events stored, incidents (all and open), dead letters."""
         row = self.rows(
             "SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM incidents) AS incidents, "
-            "(SELECT count(*) FROM incidents WHERE status = 'open') AS open_incidents, "
+            "(SELECT count(*) FROM incidents WHERE status IN ('open', 'acknowledged', 'in_progress', 'cleared')) "
+            "AS open_incidents, "
             "(SELECT count(*) FROM dead_letters) AS dead_letters"
         )[0]
         return {k: int(v) for k, v in row.items()}
@@ -126,10 +128,11 @@ class StoreReader:
         zones: Sequence[str] = (),
         limit: int = 5_000,
     ) -> list[dict[str, Any]]:
-        """The newest open incidents, only the columns a map needs (id, title, severity, category,
-        zone, time, position), at most ``limit`` of them (capped at 50,000)."""
+        """The newest active incidents (open, acknowledged, in progress, cleared: the ``open_incidents``
+        of ``counts()``), only the columns a map needs, at most ``limit`` of them (capped at 50,000)."""
         where, params = _incident_filters(severities, categories, zones, None)
-        where.append("status = 'open'")
+        where.append("list_contains($active, status)")
+        params["active"] = sorted(ACTIVE)
         params["limit"] = max(1, min(int(limit), 50_000))
         sql = (
             f"SELECT {POINT_COLUMNS} FROM incidents WHERE {' AND '.join(where)} "  # noqa: S608 - allow-listed
@@ -160,3 +163,42 @@ class StoreReader:
             return bool(self.scalar("SELECT 1") == 1)
         except (StoreUnavailableError, QueryError):
             return False
+
+    # -- one incident, its history and actions (lifecycle) --------------------------------------
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        """One incident with its lifecycle columns, or None."""
+        rows = self.rows(
+            "SELECT * EXCLUDE (evidence), evidence FROM incidents WHERE id = $id", {"id": incident_id}
+        )
+        return rows[0] if rows else None
+
+    def history(self, incident_id: str) -> list[dict[str, Any]]:
+        """The audit trail of an incident, oldest first."""
+        return self.rows(
+            "SELECT update_id, kind, from_status, to_status, actor, happened_at, note, revision, severity "
+            "FROM incident_history WHERE incident_id = $id ORDER BY seq",
+            {"id": incident_id},
+        )
+
+    def evidence_events(self, incident_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The archived events that contributed to an incident (as far as the archive keeps them)."""
+        return self.rows(
+            "SELECT e.id, e.kind, e.ts, e.subject, e.topic_label, e.value, e.lon, e.lat FROM evidence v "
+            "JOIN events e ON e.id = v.event_id WHERE v.incident_id = $id ORDER BY e.ts, e.id LIMIT $n",
+            {"id": incident_id, "n": int(limit)},
+        )
+
+    def action(self, action_id: str) -> dict[str, Any] | None:
+        """How the store handled one operator action (outcome applied/rejected and reason), or None."""
+        rows = self.rows("SELECT * FROM actions WHERE action_id = $id", {"id": action_id})
+        return rows[0] if rows else None
+
+    def silences(self, *, active_only: bool = False) -> list[dict[str, Any]]:
+        """Silences, newest first; with counts of the incidents each one covers."""
+        where = "WHERE NOT expired AND ends_at > now()" if active_only else ""
+        return self.rows(
+            "SELECT s.silence_id, s.starts_at, s.ends_at, s.expired, s.created_by, s.reason, s.payload, "
+            "(SELECT count(*) FROM incidents i WHERE list_contains(CAST(i.silences AS VARCHAR[]), s.silence_id)) "
+            f"AS incidents FROM silences s {where} ORDER BY s.starts_at DESC"  # noqa: S608 - fixed text
+        )
+

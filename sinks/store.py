@@ -29,11 +29,12 @@ from sinks.schema import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-# Only statements that start like a read are served over Quack, and no write keyword may appear.
+# Only statements that start like a read are served over Quack, and no write keyword may appear outside
+# string literals (so a category named 'load' can still be queried).
 _READ_ONLY_MACRO = r"""
 CREATE OR REPLACE MACRO cityops_read_only(sid, query) AS (
     regexp_matches(upper(trim(query)), '^(SELECT|FROM|WITH|DESCRIBE|SHOW|SUMMARIZE|EXPLAIN|PRAGMA TABLE_INFO)\b')
-    AND NOT regexp_matches(upper(query),
+    AND NOT regexp_matches(upper(regexp_replace(query, '''[^'']*''', '''''', 'g')),
         '\b(INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|ATTACH|DETACH|COPY|EXPORT|IMPORT|INSTALL|LOAD|SET|RESET|CALL|CHECKPOINT|VACUUM|TRUNCATE|GRANT|MERGE)\b')
 )
 """
@@ -324,9 +325,13 @@ class Store:
                          [datetime.now(UTC), update_ids])
 
     def prune_events(self, retention_days: int) -> int:
-        """Delete archived events older than the retention (by event time)."""
+        """Delete archived events stored longer ago than the retention.
+
+        By storage time, not event time: a backfill of last year's readings stays available for
+        backtests for the whole retention period.
+        """
         cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-        row = self.con.execute("DELETE FROM events WHERE ts < ? RETURNING id", [cutoff]).fetchall()
+        row = self.con.execute("DELETE FROM events WHERE stored_at < ? RETURNING id", [cutoff]).fetchall()
         if row:
             logger.info("events pruned rows=%d before=%s", len(row), cutoff.isoformat())
         return len(row)

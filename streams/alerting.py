@@ -46,7 +46,7 @@ def ensure_topics(settings: Settings, topics: list[str], *, timeout: float = 20.
     last: Exception | None = None
     while True:
         try:
-            admin = KafkaAdminClient(client_id="cityops-alerts-admin", request_timeout_ms=5000, **kafka.client_options())
+            admin = KafkaAdminClient(client_id="cityops-alerts", request_timeout_ms=5000, **kafka.client_options())
             break
         except KafkaError as exc:
             last = exc
@@ -123,7 +123,8 @@ class AlertRunner:
 
     def _send_dead(self, record: DeadLetterRecord, key: bytes | None) -> None:
         assert self._producer is not None, "dead letters are produced from inside run()"
-        self._futures.append(self._producer.send(self.deadletter_topic, key=key, value=record.model_dump_json().encode()))
+        value = record.model_dump_json().encode()
+        self._futures.append(self._producer.send(self.deadletter_topic, key=key, value=value))
         self.counters["dead_letters"] += 1
 
     def _webhook_failed(self, dead: WebhookDeadLetter) -> None:

@@ -129,7 +129,11 @@ def worker(ctx: click.Context) -> None:
 @main.command()
 @click.pass_context
 def alerts(ctx: click.Context) -> None:
-    """Publish incidents to the alert routes (topics, CloudEvents, CAP, SDM) and webhooks."""
+    """Publish incidents to the alert routes (topics, CloudEvents, CAP, SDM) and webhooks.
+
+    Configured by CITYOPS_ALERTS__ROUTES, CITYOPS_ALERTS__WEBHOOKS (JSON lists), CITYOPS_ALERTS__TIMEZONE
+    and the other CITYOPS_ALERTS__* variables; see docs/alerts.md.
+    """
     from streams.alerting import AlertRunner
 
     runner = AlertRunner(_settings(ctx))
@@ -175,6 +179,24 @@ def store_query(ctx: click.Context, sql: str, fmt: str) -> None:
     click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         click.echo("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+@store.command("export")
+@click.option("--table", default="incidents", show_default=True, help="incidents, incident_history, events, ...")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--since", default=None, help="ISO time or a duration back from now (e.g. 7d).")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.pass_context
+def store_export(ctx: click.Context, table: str, fmt: str, since: str | None, out: Path) -> None:
+    """Export history from the running store (read-only, through Quack) for other tools."""
+    from sinks.errors import SinkError
+    from streams.cli_incidents import export, since_option
+
+    try:
+        n = export(_settings(ctx), table, fmt, since_option(since), out)
+    except SinkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"exported {n} rows of {table} to {out}")
 
 
 @main.command()
@@ -325,6 +347,12 @@ def dashboard(ctx: click.Context) -> None:
 
 
 main.add_command(gateway)
+
+
+from streams.cli_incidents import incident, silence  # noqa: E402 - registered after main is defined
+
+main.add_command(incident)
+main.add_command(silence)
 
 
 def run() -> Any:

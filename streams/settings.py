@@ -6,13 +6,14 @@ Example: ``CITYOPS_KAFKA__BOOTSTRAP=127.0.0.1:9092 CITYOPS_STORE__PATH=var/city.
 from __future__ import annotations
 
 import importlib.resources
+import json
 import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_core import to_json
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sinks.alerts.settings import AlertsSettings
@@ -86,8 +87,16 @@ class KafkaSettings(BaseModel):
         return self.topic("silences")
 
     def all_topics(self) -> list[str]:
-        return [self.raw_topic, self.events_topic, self.incidents_topic, self.deadletter_topic,
-                self.actions_topic, self.updates_topic, self.rules_topic, self.silences_topic]
+        return [
+            self.raw_topic,
+            self.events_topic,
+            self.incidents_topic,
+            self.deadletter_topic,
+            self.actions_topic,
+            self.updates_topic,
+            self.rules_topic,
+            self.silences_topic,
+        ]
 
     def client_options(self) -> dict[str, Any]:
         """kafka-python options for this cluster (security included)."""
@@ -151,25 +160,14 @@ class Settings(BaseSettings):
     log_json: bool = False
 
     def to_env(self) -> dict[str, str]:
-        """These settings as CITYOPS_* variables, to hand to child processes (secrets included)."""
+        """These settings as CITYOPS_* variables for child processes: one JSON value per section.
+
+        Secrets are included (children need them); never log the result.
+        """
         env: dict[str, str] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, BaseModel):
-                for name in type(value).model_fields:
-                    walk(f"{prefix}__{name.upper()}" if prefix else name.upper(), getattr(value, name))
-            elif value is None:
-                return
-            elif isinstance(value, SecretStr):
-                env[f"CITYOPS_{prefix}"] = value.get_secret_value()
-            elif isinstance(value, bool):
-                env[f"CITYOPS_{prefix}"] = "true" if value else "false"
-            elif isinstance(value, list | dict):  # JSON, as pydantic-settings parses it (secrets revealed)
-                env[f"CITYOPS_{prefix}"] = to_json(value, context={"reveal_secrets": True}).decode()
-            else:
-                env[f"CITYOPS_{prefix}"] = str(value)
-
-        walk("", self)
+        for name in type(self).model_fields:
+            value = _plain(getattr(self, name))
+            env[f"CITYOPS_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
 
     def masked(self) -> dict[str, Any]:
@@ -183,3 +181,18 @@ def get_settings() -> Settings:
     settings = Settings()
     logger.info("settings %s", settings.masked())
     return settings
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able copy of a settings value with secrets revealed."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {k: _plain(getattr(value, k)) for k in type(value).model_fields if getattr(value, k) is not None}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return to_jsonable_python(value)

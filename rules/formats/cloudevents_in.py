@@ -63,6 +63,7 @@ class CloudEvent:
     extensions: Mapping[str, str] = field(default_factory=dict)
     data: Any = None
     data_bytes: bytes | None = None
+    original: bytes = b""  # what to dead-letter: the event as sent (structured) or its body (binary)
 
 
 @dataclass
@@ -125,6 +126,7 @@ def _attributes(attrs: Mapping[str, Any], raw: bytes, index: int | None) -> Clou
         time=when if isinstance(when, datetime) else None,
         subject=subject if isinstance(subject, str) else None,
         extensions=extensions,
+        original=raw,
     )
 
 
@@ -250,7 +252,7 @@ def events_from_cloudevents(
         if isinstance(item, Rejected):
             rejected.append(item)
             continue
-        raw = item.data_bytes if item.data_bytes is not None else _reencode(item.data, b"")
+        raw = item.original
         if not _is_json(item.datacontenttype):
             rejected.append(
                 Rejected(f"datacontenttype {snippet(item.datacontenttype)} is not JSON", "invalid", raw, index)

@@ -14,10 +14,14 @@ import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from rules.geo import Layer
-from rules.model import Enriched, Evidence, Incident
+from rules.model import Enriched, Evidence, Incident, event_value
+from rules.schedule import ScheduleCheck
 from rules.spec import SEVERITIES, RuleBase, Severity, Step
 from rules.state import Entry, already_applied, from_ms, mark_applied
 
@@ -43,6 +47,16 @@ def metres_between(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def metres_between_arrays(
+    lon1: NDArray[np.float64], lat1: NDArray[np.float64], lon2: NDArray[np.float64], lat2: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``metres_between`` for arrays, element by element."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    out: NDArray[np.float64] = 2 * EARTH_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    return out
 
 
 def metres_to_degrees(metres: float, lat: float) -> float:
@@ -71,6 +85,14 @@ class Scope:
     touched: dict[str, Entry] = field(default_factory=dict)
     replayed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
+
+    def peek(self, key: str) -> Entry | None:
+        """The current entry without copying it: read only, never mutate what this returns."""
+        if key in self.touched:
+            return self.touched[key]
+        if key in self.deleted:
+            return None
+        return self.state.get(key) or None
 
     def get(self, key: str) -> Entry | None:
         """The current entry (a private copy), or None."""
@@ -129,8 +151,16 @@ def _copy(entry: Entry) -> Entry:
     return out
 
 
-def escalate(rule: RuleBase, steps: Sequence[Step], *, value: float | None, count: int, duration_ms: int,
-             distance_m: float | None = None, higher_is_worse: bool = True) -> Severity:
+def escalate(
+    rule: RuleBase,
+    steps: Sequence[Step],
+    *,
+    value: float | None,
+    count: int,
+    duration_ms: int,
+    distance_m: float | None = None,
+    higher_is_worse: bool = True,
+) -> Severity:
     """Severity after escalation: the highest step whose every condition holds (never below the rule's)."""
     level = SEVERITIES.index(rule.severity)
     for step in steps:
@@ -175,8 +205,15 @@ def build_incident(
     count = int(entry["n"])
     layer = layer if layer is not None else rule.layer
     zone_layer = ctx.layers.get(layer) if layer else None
-    severity = escalate(rule, rule.escalate, value=value, count=count, duration_ms=int(entry["last"]) - int(first[0]),
-                        distance_m=distance_m, higher_is_worse=higher_is_worse)
+    severity = escalate(
+        rule,
+        rule.escalate,
+        value=value,
+        count=count,
+        duration_ms=int(entry["last"]) - int(first[0]),
+        distance_m=distance_m,
+        higher_is_worse=higher_is_worse,
+    )
     return Incident(
         id=incident_id(ctx.pack, rule.id, id_subject or subject, start_ms),
         revision=count + (1 if status == "resolved" else 0),
@@ -213,10 +250,23 @@ class Kind(ABC):
     """A rule kind's evaluator for one rule."""
 
     rule: RuleBase
+    #: Sequence kinds (sustained, geofence) set this: the engine then hands them the events that fail
+    #: ``when`` or the schedule too, and the kind calls ``gate`` itself. A failing event breaks a
+    #: sequence (a pending condition, a dwell) instead of leaving a silent gap in it.
+    gates_itself: ClassVar[bool] = False
 
     def __init__(self, rule: RuleBase, ctx: PackContext) -> None:
         self.rule = rule
         self.ctx = ctx
+        self.schedule = ScheduleCheck(rule.schedule, ctx.timezone) if rule.schedule else None
+
+    def gate(self, item: Enriched) -> bool:
+        """Whether an event meets the rule's ``when`` conditions and schedule (what the engine checks)."""
+        for cond in self.rule.when:
+            value = event_value(item.event, cond.field)
+            if value is None or not OPS[cond.op](value, cond.value):
+                return False
+        return self.schedule is None or self.schedule.active(item.event.ts)
 
     @abstractmethod
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:

@@ -1,5 +1,9 @@
 """proximity: an event within ``distance_m`` of a feature of a point-of-interest layer.
 
+Distances are haversine metres from the event to the feature (for polygon or line features, to
+the point of the feature nearest in degrees). The nearest feature is the one at the smallest
+distance in metres, ties broken by feature id: every feature within reach is measured, since the
+nearest in degrees need not be the nearest on the ground (a degree of longitude is shorter).
 The incident carries the nearest feature and its distance (the minimum over its events), and
 ``escalate`` steps with ``within_m`` raise the severity the closer it gets. Events of one subject
 within one ``dedup`` bucket form one incident, like threshold rules. Combine with ``when`` for a
@@ -13,11 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 import shapely
-import shapely.ops
 from pydantic import Field
 
 from rules.duration import Duration
-from rules.kinds.base import Kind, Scope, build_incident, metres_between, metres_to_degrees
+from rules.kinds.base import Kind, Scope, build_incident, metres_between_arrays, metres_to_degrees
 from rules.model import Enriched, event_value
 from rules.spec import RuleBase
 from rules.state import add_event, bucket_of, new_entry
@@ -45,25 +48,35 @@ class Proximity(Kind):
         lon = np.array([i.event.lon for i in items])
         lat = np.array([i.event.lat for i in items])
         points = shapely.points(lon, lat)
-        reach = metres_to_degrees(self.rule.distance_m, float(np.max(np.abs(lat))))
-        idx_pt, idx_feat = self.layer.tree.query_nearest(points, max_distance=reach, all_matches=False)
-        for p, f in zip(idx_pt.tolist(), idx_feat.tolist(), strict=True):
-            item, ts = items[p], ts_ms[p]
-            near_pt = shapely.ops.nearest_points(self.layer.geoms[f], points[p])[0]
-            dist = metres_between(item.event.lon, item.event.lat, near_pt.x, near_pt.y)
-            if dist > self.rule.distance_m:
-                continue
-            self._add(scope, item, ts, self.layer.ids[f], round(dist, 1))
+        reach = metres_to_degrees(self.rule.distance_m, float(np.max(np.abs(lat)))) * 1.01
+        idx_pt, idx_feat = self.layer.tree.query(points, predicate="dwithin", distance=reach)
+        if not len(idx_pt):
+            return
+        # the point of each candidate feature nearest to the event: the start of the shortest line
+        ends = shapely.get_coordinates(shapely.shortest_line(self.layer.geoms[idx_feat], points[idx_pt]))
+        dist = metres_between_arrays(lon[idx_pt], lat[idx_pt], ends[0::2, 0], ends[0::2, 1])
+        best: dict[int, tuple[float, str]] = {}
+        for p, f, d in zip(idx_pt.tolist(), idx_feat.tolist(), dist.tolist(), strict=True):
+            if d <= self.rule.distance_m:
+                candidate = (d, self.layer.ids[f])
+                if p not in best or candidate < best[p]:
+                    best[p] = candidate
+        for p in sorted(best):
+            d, feature = best[p]
+            self._add(scope, items[p], ts_ms[p], feature, round(d, 1))
 
     def _add(self, scope: Scope, item: Enriched, ts: int, feature: str, dist: float) -> None:
         subject = item.event.subject
         start = bucket_of(ts, self.size_ms)
         zone = self.zone_of(item)
-        entry, fresh = scope.load(self.key(subject, start), lambda: new_entry(subject, zone, start, start + self.size_ms))
+        entry, fresh = scope.load(
+            self.key(subject, start), lambda: new_entry(subject, zone, start, start + self.size_ms)
+        )
         if fresh:
             value = event_value(item.event, self.rule.field)
-            add_event(entry, ts, item.event.id, dist if value is None else value, item.event.lon, item.event.lat,
-                      zone=zone)
+            add_event(
+                entry, ts, item.event.id, dist if value is None else value, item.event.lon, item.event.lat, zone=zone
+            )
             best = entry.get("near")
             if best is None or (dist, feature) < (best[1], best[0]):
                 entry["near"] = [feature, dist]
@@ -72,9 +85,21 @@ class Proximity(Kind):
     def _snapshot(self, entry: dict[str, Any]) -> Any:
         feature, dist = entry["near"]
         return build_incident(
-            self.ctx, self.rule, subject=str(entry["subj"]), start_ms=int(entry["start"]), end_ms=int(entry["end"]),
-            entry=entry, value=float(entry["x"]), threshold=self.rule.distance_m, op="within", zone=entry.get("zone"),
+            self.ctx,
+            self.rule,
+            subject=str(entry["subj"]),
+            start_ms=int(entry["start"]),
+            end_ms=int(entry["end"]),
+            entry=entry,
+            value=float(entry["x"]),
+            threshold=self.rule.distance_m,
+            op="within",
+            zone=entry.get("zone"),
             distance_m=float(dist),
-            details={"nearest_feature": feature, "nearest_name": self.layer.name_of(feature), "distance_m": dist,
-                     "layer": self.rule.near},
+            details={
+                "nearest_feature": feature,
+                "nearest_name": self.layer.name_of(feature),
+                "distance_m": dist,
+                "layer": self.rule.near,
+            },
         )

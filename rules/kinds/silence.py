@@ -1,25 +1,37 @@
 """silence: no event from a subject for at least ``for`` (sensor offline); zones going blind.
 
 A subject is silent once the event-time watermark is ``for`` past its last event; its incident
-(one per silence episode, keyed by that last event) resolves when it speaks again. A gap found
-inside the data (two events further apart than ``for``) is reported too, already resolved, so
-replay and stream agree whatever the tick timing. With ``zone_share``, a zone in which at least
-that share of its known subjects is silent gets a "zone blind" incident: rules relying on those
-sensors cannot say "all clear" there (see ``Engine.blind_zones``).
+(one per silence episode, keyed by that last event) opens at the tick that sees it and resolves
+when the subject speaks again. A gap found inside the data (two events further apart than
+``for``) is reported too, already resolved, so replay and stream agree whatever the tick timing.
+
+With ``zone_share``, a zone in which at least that share of its known subjects (every subject
+seen there) is silent gets a "zone blind" incident: rules relying on those sensors cannot say
+"all clear" there. Its window starts when the share was reached (the moment the last subject
+needed went silent), and it resolves at the event that brings the share below ``zone_share``.
+Blindness is judged at every event of the zone and at every tick, from the subjects' last
+events, so a blind spell inside the data is found by replay just as by a live tick. Its revision
+is the largest number of silent subjects seen during the episode (plus one once resolved).
+
+Silence is judged against the watermark, which every subject shares: replay equals stream when
+events arrive in event-time order, batched in any way. An event that arrives after the watermark
+is already ``for`` past its subject's previous event opens an episode that replay would not have
+(it resolves at that event); per-subject order alone is not enough.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from rules.duration import Duration
 from rules.kinds.base import Kind, Scope, build_incident
 from rules.model import Enriched
 from rules.spec import RuleBase
+from rules.state import Entry
 
 OUTSIDE = "_none"
 
@@ -29,7 +41,7 @@ class SilenceRule(RuleBase):
     for_: Duration = Field(alias="for", description="Silence longer than this is an incident.")
     zone_share: float | None = Field(default=None, gt=0, le=1, description="Share of silent subjects: zone blind.")
 
-    model_config = {"populate_by_name": True, "extra": "forbid", "frozen": True}
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
 
 class Silence(Kind):
@@ -43,22 +55,25 @@ class Silence(Kind):
         for item, ts in zip(items, ts_ms, strict=True):
             zone = self.zone_of(item) or OUTSIDE
             key = self.key("zone", zone)
-            entry, fresh = scope.load(key, lambda z=zone: {"zone": z, "last": {}, "where": {}, "silent": {},
-                                                            "blind": None, "pos": {}})
+            entry, fresh = scope.load(key, _factory(zone))
             if not fresh:
                 continue
             sid = item.event.subject
             prev = entry["last"].get(sid)
-            if prev is not None and ts > prev and ts - prev >= self.for_ms:
-                # a gap inside the data: a silence episode that already ended
-                self._episode(scope, entry, sid, int(prev), resolved=ts)
-            elif sid in entry["silent"] and ts > int(entry["silent"][sid]):
-                self._episode(scope, entry, sid, int(entry["silent"][sid]), resolved=ts)
-            if sid in entry["silent"] and ts > int(entry["silent"][sid]):
-                del entry["silent"][sid]
+            # The zone just before this event, then just after it: every event is a point at which
+            # blindness is judged, whatever the batching, so replay finds what live ticks find.
+            self._blind(scope, entry, ts)
+            if prev is not None and ts > prev:
+                if ts - prev >= self.for_ms:
+                    # a gap inside the data: a silence episode that already ended (a tick may have opened it)
+                    self._episode(scope, entry, sid, int(prev), resolved=ts)
+                elif sid in entry["silent"]:  # opened by a tick, then an older event came: out of order
+                    self._episode(scope, entry, sid, int(entry["silent"][sid]), resolved=ts)
+                entry["silent"].pop(sid, None)
             if prev is None or ts > prev:
                 entry["last"][sid] = ts
                 entry["where"][sid] = [item.event.lon, item.event.lat]
+            self._blind(scope, entry, ts)
             scope.put(key, entry)
 
     def tick(self, scope: Scope, watermark_ms: int, keys: Sequence[str]) -> None:
@@ -79,45 +94,81 @@ class Silence(Kind):
     def _episode(self, scope: Scope, entry: dict[str, Any], sid: str, last: int, *, resolved: int | None) -> None:
         lon, lat = entry["where"].get(sid, [0.0, 0.0])
         start = last + self.for_ms
-        ep = {"n": 1, "last": resolved if resolved is not None else start, "ev": [[last, f"{sid}@last", 0.0, lon, lat]]}
+        end = resolved if resolved is not None else start
+        ep = {"n": 1, "last": end, "ev": [[last, f"{sid}@last", 0.0, lon, lat]]}
         zone = None if entry["zone"] == OUTSIDE else entry["zone"]
-        scope.emit(build_incident(
-            self.ctx, self.rule, subject=sid, start_ms=last, end_ms=resolved if resolved is not None else start,
-            entry=ep, value=float(((resolved or start) - last) / 1000.0), threshold=self.for_ms / 1000.0, op=">=",
-            zone=zone, status="resolved" if resolved is not None else "open", resolved_ms=resolved,
-            details={"silent_since": last, "scope": "subject"},
-        ))
+        scope.emit(
+            build_incident(
+                self.ctx,
+                self.rule,
+                subject=sid,
+                start_ms=last,
+                end_ms=end,
+                entry=ep,
+                value=float((end - last) / 1000.0),
+                threshold=self.for_ms / 1000.0,
+                op=">=",
+                zone=zone,
+                status="resolved" if resolved is not None else "open",
+                resolved_ms=resolved,
+                details={"silent_since": last, "scope": "subject"},
+            )
+        )
 
-    def _blind(self, scope: Scope, entry: dict[str, Any], watermark_ms: int) -> bool:
+    def _blind(self, scope: Scope, entry: dict[str, Any], now_ms: int) -> bool:
+        """Judge the zone at ``now_ms``; emit when a blind episode starts, grows or ends."""
         share = self.rule.zone_share
         known = len(entry["last"])
         if share is None or entry["zone"] == OUTSIDE or known == 0:
             return False
-        silent = sorted(int(v) + self.for_ms for v in entry["silent"].values())
+        silent = sorted(int(v) + self.for_ms for v in entry["last"].values() if now_ms - int(v) >= self.for_ms)
         needed = max(1, math.ceil(share * known))
-        blind_now = len(silent) >= needed
         zone = entry["zone"]
-        if blind_now and entry["blind"] is None:
-            entry["blind"] = silent[needed - 1]  # the moment the share was reached
-        elif not blind_now and entry["blind"] is not None:
-            start = int(entry["blind"])
-            entry["blind"] = None
-            self._emit_blind(scope, zone, start, len(silent), known, resolved=watermark_ms)
+        if len(silent) >= needed:
+            if entry["blind"] is None:
+                entry["blind"] = silent[needed - 1]  # the moment the share was reached
+                entry["peak"] = len(silent)
+            elif len(silent) > int(entry.get("peak", 0)):
+                entry["peak"] = len(silent)
+            else:
+                return False
+            self._emit_blind(scope, zone, int(entry["blind"]), int(entry["peak"]), known, resolved=None)
             return True
-        else:
-            return False
-        self._emit_blind(scope, zone, int(entry["blind"]), len(silent), known, resolved=None)
-        return True
+        if entry["blind"] is not None:
+            start, peak = int(entry["blind"]), int(entry.get("peak", needed))
+            entry["blind"] = None
+            self._emit_blind(scope, zone, start, peak, known, resolved=now_ms)
+            return True
+        return False
 
-    def _emit_blind(self, scope: Scope, zone: str, start: int, silent: int, known: int, *, resolved: int | None) -> None:
+    def _emit_blind(self, scope: Scope, zone: str, start: int, peak: int, known: int, *, resolved: int | None) -> None:
         layer = self.ctx.layers.get(self.rule.layer or "")
         geom = layer.geoms[layer.ids.index(zone)] if layer is not None and zone in layer.ids else None
         point = geom.representative_point() if geom is not None else None
-        ep = {"n": silent, "last": resolved or start,
-              "ev": [[start, f"{zone}@blind", float(silent), point.x if point else 0.0, point.y if point else 0.0]]}
-        scope.emit(build_incident(
-            self.ctx, self.rule, subject=f"zone:{zone}", start_ms=start, end_ms=resolved or start, entry=ep,
-            value=round(silent / known, 4), threshold=float(self.rule.zone_share or 0), op=">=", zone=zone,
-            status="resolved" if resolved is not None else "open", resolved_ms=resolved,
-            details={"scope": "zone", "blind": resolved is None, "silent": silent, "known": known},
-        ))
+        end = resolved if resolved is not None else start
+        ep = {
+            "n": peak,
+            "last": end,
+            "ev": [[start, f"{zone}@blind", float(peak), point.x if point else 0.0, point.y if point else 0.0]],
+        }
+        scope.emit(
+            build_incident(
+                self.ctx,
+                self.rule,
+                subject=f"zone:{zone}",
+                start_ms=start,
+                end_ms=end,
+                entry=ep,
+                value=round(peak / known, 4),
+                threshold=float(self.rule.zone_share or 0),
+                op=">=",
+                zone=zone,
+                status="resolved" if resolved is not None else "open",
+                resolved_ms=resolved,
+                details={"scope": "zone", "blind": resolved is None, "silent": peak, "known": known},
+            )
+        )
+
+
+def _factory(zone: str) -> Callable[[], Entry]:
+    return lambda: {"zone": zone, "last": {}, "where": {}, "silent": {}, "blind": None, "peak": 0, "pos": {}}

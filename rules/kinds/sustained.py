@@ -9,20 +9,26 @@ Between the two the incident stays open and the close timer restarts.
 A reading older than the subject's newest one cannot rewrite the past: it is counted in
 ``details.out_of_order`` and otherwise ignored. Keep per-subject order (one producer per sensor,
 messages keyed by source) for replay to equal stream.
+
+``when`` and ``schedule`` are judged here, not by the engine: a reading that fails them breaks
+the sequence. A pending condition starts again, and an open incident resolves at that reading
+(``details.ended_by_gate``). So a night-noise rule (``22:00-06:00``) resolves at the first reading
+after 06:00, and a noisy reading the next evening does not continue last night's episode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched, event_value
 from rules.spec import Condition, Op, RuleBase
-from rules.state import EVIDENCE_CAP
+from rules.state import EVIDENCE_CAP, Entry
 
 
 class SustainedRule(RuleBase):
@@ -32,15 +38,17 @@ class SustainedRule(RuleBase):
     value: float
     for_: Duration = Field(alias="for", description="How long the open condition must hold.")
     close: Condition | None = Field(default=None, description="Resolve condition (default: not the open condition).")
-    resolve_after: Duration = Field(  # type: ignore[assignment]
-        default="0s", validate_default=True, description="How long the close condition must hold."
+    # A timedelta default: parse_duration rejects "0s", so a string default failed every rule that omitted it.
+    resolve_after: Duration = Field(
+        default=timedelta(0), json_schema_extra={"default": "0s"}, description="How long the close condition must hold."
     )
 
-    model_config = {"populate_by_name": True, "extra": "forbid", "frozen": True}
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
 
 class Sustained(Kind):
     rule: SustainedRule
+    gates_itself = True
 
     def __init__(self, rule: SustainedRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -63,9 +71,7 @@ class Sustained(Kind):
                 continue
             subject = item.event.subject
             key = self.key(subject)
-            entry, fresh = scope.load(
-                key, lambda: {"phase": "idle", "since": None, "t": -1, "pos": {}, "ooo": 0, "subj": subject}
-            )
+            entry, fresh = scope.load(key, _factory(subject))
             if not fresh:
                 if entry.get("ep"):
                     scope.emit(self._snapshot(entry))
@@ -74,18 +80,26 @@ class Sustained(Kind):
                 entry["ooo"] = int(entry.get("ooo", 0)) + 1
                 continue
             entry["t"] = ts
+            if not self.gate(item):
+                self._break(entry, ts)
+                scope.put(key, entry)
+                if entry.get("ep"):
+                    scope.emit(self._snapshot(entry))
+                continue
             opens = self.open_cmp(value, rule.value)
             record = [ts, item.event.id, value, item.event.lon, item.event.lat]
             phase = entry["phase"]
             if phase in ("idle", "resolved"):
                 if opens:
-                    entry.update(phase="pending", since=ts, buf=[record], zone=self.zone_of(item))
+                    entry.update(phase="pending", since=ts, buf=[record], bn=1, bx=value, zone=self.zone_of(item))
                     phase = "pending"
                     if self.for_ms == 0:
                         self._open(entry, ts)
             elif phase == "pending":
                 if opens:
                     entry["buf"] = (entry["buf"] + [record])[:EVIDENCE_CAP]
+                    entry["bn"] = int(entry.get("bn", len(entry["buf"]) - 1)) + 1
+                    entry["bx"] = self._worse(float(entry.get("bx", value)), value)
                     if ts - int(entry["since"]) >= self.for_ms:
                         self._open(entry, ts)
                 else:
@@ -94,7 +108,7 @@ class Sustained(Kind):
                 ep = entry["ep"]
                 ep["n"] += 1
                 ep["last"] = ts
-                ep["x"] = max(float(ep["x"]), value) if rule.op in (">", ">=") else min(float(ep["x"]), value)
+                ep["x"] = self._worse(float(ep["x"]), value)
                 if len(ep["ev"]) < EVIDENCE_CAP:
                     ep["ev"].append(record)
                 if self._closes(item, value):
@@ -109,21 +123,64 @@ class Sustained(Kind):
             if entry.get("ep"):
                 scope.emit(self._snapshot(entry))
 
+    @staticmethod
+    def _break(entry: dict[str, Any], ts: int) -> None:
+        """A reading outside ``when`` or the schedule: drop a pending condition, resolve an open incident."""
+        phase = entry["phase"]
+        if phase == "pending":
+            entry.update(phase="idle", since=None, buf=[])
+        elif phase in ("open", "closing"):
+            entry["ep"]["resolved"] = ts
+            entry["ep"]["gated"] = True
+            entry.update(phase="resolved", since=None, close_since=None)
+
+    def _worse(self, a: float, b: float) -> float:
+        return max(a, b) if self.rule.op in (">", ">=") else min(a, b)
+
     def _open(self, entry: dict[str, Any], ts: int) -> None:
         buf = entry.pop("buf")
+        # bn/bx count every pending reading; the evidence buffer keeps only the first EVIDENCE_CAP
+        count = int(entry.pop("bn", len(buf)))
+        extreme = float(entry.pop("bx", buf[0][2]))
+        for record in buf:
+            extreme = self._worse(extreme, float(record[2]))
         entry["phase"] = "open"
-        entry["ep"] = {"start": int(entry["since"]), "n": len(buf), "last": ts, "ev": buf,
-                       "x": max(b[2] for b in buf) if self.rule.op in (">", ">=") else min(b[2] for b in buf),
-                       "resolved": None, "zone": entry.get("zone")}
+        entry["ep"] = {
+            "start": int(entry["since"]),
+            "n": count,
+            "last": ts,
+            "ev": buf,
+            "x": extreme,
+            "resolved": None,
+            "zone": entry.get("zone"),
+        }
 
     def _snapshot(self, entry: dict[str, Any]) -> Any:
         ep = entry["ep"]
         rule = self.rule
         resolved = ep.get("resolved")
         return build_incident(
-            self.ctx, rule, subject=str(entry["subj"]), start_ms=int(ep["start"]),
-            end_ms=int(resolved if resolved is not None else ep["last"]), entry=ep, value=float(ep["x"]),
-            threshold=rule.value, op=rule.op, zone=ep.get("zone"), status="resolved" if resolved is not None else "open",
-            resolved_ms=resolved, higher_is_worse=rule.op in (">", ">="),
-            details={"for_ms": self.for_ms, "resolve_after_ms": self.resolve_ms, "out_of_order": int(entry.get("ooo", 0))},
+            self.ctx,
+            rule,
+            subject=str(entry["subj"]),
+            start_ms=int(ep["start"]),
+            end_ms=int(resolved if resolved is not None else ep["last"]),
+            entry=ep,
+            value=float(ep["x"]),
+            threshold=rule.value,
+            op=rule.op,
+            zone=ep.get("zone"),
+            status="resolved" if resolved is not None else "open",
+            resolved_ms=resolved,
+            higher_is_worse=rule.op in (">", ">="),
+            details={
+                "for_ms": self.for_ms,
+                "resolve_after_ms": self.resolve_ms,
+                "out_of_order": int(entry.get("ooo", 0)),
+                "ended_by_gate": bool(ep.get("gated")),
+            },
         )
+
+
+def _factory(subject: str) -> Callable[[], Entry]:
+    return lambda: {"phase": "idle", "since": None, "t": -1, "pos": {}, "ooo": 0, "subj": subject}

@@ -6,16 +6,16 @@ bucket form one incident; repeats are counted on it. The state is order-independ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from pydantic import Field
 
 from rules.duration import Duration
-from rules.kinds.base import OPS, Kind, Scope, build_incident
-from rules.model import Enriched, event_value
+from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
+from rules.model import Enriched, Incident, event_value
 from rules.spec import Op, RuleBase
-from rules.state import add_event, bucket_of, new_entry
+from rules.state import Entry, add_event, bucket_of, new_entry
 
 
 class ThresholdRule(RuleBase):
@@ -35,8 +35,8 @@ class ThresholdRule(RuleBase):
 class Threshold(Kind):
     rule: ThresholdRule
 
-    def __init__(self, rule: ThresholdRule, ctx: object) -> None:
-        super().__init__(rule, ctx)  # type: ignore[arg-type]
+    def __init__(self, rule: ThresholdRule, ctx: PackContext) -> None:
+        super().__init__(rule, ctx)
         self.size_ms = int(rule.dedup.total_seconds() * 1000)
         self.compare = OPS[rule.op]
         self.higher_is_worse = rule.op not in ("<", "<=")
@@ -50,16 +50,36 @@ class Threshold(Kind):
             zone = self.zone_of(item)
             subject = zone if (rule.group_by == "zone" and zone) else item.event.subject
             start = bucket_of(ts, self.size_ms)
-            entry, fresh = scope.load(self.key(subject, start), lambda: new_entry(subject, zone, start, start + self.size_ms))
+            entry, fresh = scope.load(self.key(subject, start), _factory(subject, zone, start, self.size_ms))
             if fresh:
-                add_event(entry, ts, item.event.id, value, item.event.lon, item.event.lat, prefer_max=self.higher_is_worse,
-                          zone=zone)
+                add_event(
+                    entry,
+                    ts,
+                    item.event.id,
+                    value,
+                    item.event.lon,
+                    item.event.lat,
+                    prefer_max=self.higher_is_worse,
+                    zone=zone,
+                )
             scope.emit(self.snapshot(entry))
 
-    def snapshot(self, entry: dict[str, object]) -> object:
+    def snapshot(self, entry: Entry) -> Incident:
         rule = self.rule
         return build_incident(
-            self.ctx, rule, subject=str(entry["subj"]), start_ms=int(entry["start"]), end_ms=int(entry["end"]),  # type: ignore[call-overload]
-            entry=entry, value=float(entry["x"]), threshold=rule.value, op=rule.op,  # type: ignore[arg-type]
-            zone=entry.get("zone"), higher_is_worse=self.higher_is_worse,  # type: ignore[arg-type]
+            self.ctx,
+            rule,
+            subject=str(entry["subj"]),
+            start_ms=int(entry["start"]),
+            end_ms=int(entry["end"]),
+            entry=entry,
+            value=float(entry["x"]),
+            threshold=rule.value,
+            op=rule.op,
+            zone=entry.get("zone"),
+            higher_is_worse=self.higher_is_worse,
         )
+
+
+def _factory(subject: str, zone: str | None, start: int, size_ms: int) -> Callable[[], Entry]:
+    return lambda: new_entry(subject, zone, start, start + size_ms)

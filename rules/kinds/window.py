@@ -11,7 +11,7 @@ passes the window end plus the allowed lateness. Both give the same result in re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import h3
@@ -21,7 +21,7 @@ from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched, event_value
 from rules.spec import Op, RuleBase
-from rules.state import EVIDENCE_CAP, bucket_of
+from rules.state import EVIDENCE_CAP, Entry, bucket_of
 
 DISTINCT_CAP = 10_000
 
@@ -88,17 +88,26 @@ class Window(Kind):
             if raw is None and rule.aggregate in ("sum", "avg", "min", "max"):
                 continue
             raw = 1.0 if raw is None else raw  # counts keep the event's value as evidence when it has one
-            distinct = str(getattr(item.event, rule.distinct_field, item.event.subject)) if rule.aggregate == "distinct" else None
+            distinct = (
+                str(getattr(item.event, rule.distinct_field, item.event.subject))
+                if rule.aggregate == "distinct"
+                else None
+            )
             last_start = bucket_of(ts, self.hop_ms)
             for start in range(last_start, last_start - self.size_ms, -self.hop_ms):
                 if ts >= start + self.size_ms:
                     continue
-                entry, fresh = scope.load(self.key(subject, start), lambda s=start: _new(subject, zone, s, s + self.size_ms))
+                entry, fresh = scope.load(self.key(subject, start), self._factory(subject, zone, start))
                 if fresh and _fold(entry, ts, item, raw, distinct, zone):
                     scope.put(self.key(subject, start), entry)
                 snap = self._evaluate(entry, closing=False)
                 if snap is not None:
                     scope.emit(snap)
+
+    def _factory(self, subject: str, zone: str | None, start: int) -> Callable[[], Entry]:
+        # A window judged at close is marked closed=False until then, so Engine.expire keeps it.
+        closing = self.time_driven
+        return lambda: _new(subject, zone, start, start + self.size_ms, closing=closing)
 
     @property
     def time_driven(self) -> bool:
@@ -137,16 +146,40 @@ class Window(Kind):
         if not self.compare(value, rule.value):
             return None
         return build_incident(
-            self.ctx, rule, subject=str(entry["subj"]), start_ms=int(entry["start"]), end_ms=int(entry["end"]),
-            entry=entry, value=value, threshold=rule.value, op=rule.op, zone=entry.get("zone"),
+            self.ctx,
+            rule,
+            subject=str(entry["subj"]),
+            start_ms=int(entry["start"]),
+            end_ms=int(entry["end"]),
+            entry=entry,
+            value=value,
+            threshold=rule.value,
+            op=rule.op,
+            zone=entry.get("zone"),
             higher_is_worse=rule.op in (">", ">="),
             details={"aggregate": rule.aggregate, "group_by": rule.group_by, "window_ms": self.size_ms},
         )
 
 
-def _new(subject: str, zone: str | None, start: int, end: int) -> dict[str, Any]:
-    return {"n": 0, "sum": 0, "min": None, "max": None, "d": [], "ev": [], "start": start, "end": end,
-            "subj": subject, "zone": zone, "last": start, "pos": {}, "x": None}
+def _new(subject: str, zone: str | None, start: int, end: int, *, closing: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "n": 0,
+        "sum": 0,
+        "min": None,
+        "max": None,
+        "d": [],
+        "ev": [],
+        "start": start,
+        "end": end,
+        "subj": subject,
+        "zone": zone,
+        "last": start,
+        "pos": {},
+        "x": None,
+    }
+    if closing:
+        entry["closed"] = False
+    return entry
 
 
 def _fold(entry: dict[str, Any], ts: int, item: Enriched, value: float, distinct: str | None, zone: str | None) -> bool:

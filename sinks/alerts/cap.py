@@ -200,7 +200,7 @@ def to_cap(
     _sub(info, "senderName", opts.sender_name)
     where = inc.zone_name or inc.zone_id or inc.subject
     _sub(info, "headline", f"{inc.title} ({where})"[:160])
-    verb = "Resolved" if resolved else "Observed"
+    verb = "Resolved" if resolved else "Rule fired"
     _sub(
         info,
         "description",

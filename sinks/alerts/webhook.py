@@ -26,8 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator
-from pydantic import SerializationInfo as _Info
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from sinks.alerts.payload import AlertPayload
 
@@ -61,11 +60,6 @@ class WebhookEndpoint(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"webhook url {value!r} must be an http:// or https:// URL with a host")
         return value
-
-    @field_serializer("headers")
-    def _dump_headers(self, headers: dict[str, SecretStr], info: _Info) -> dict[str, str]:
-        reveal = isinstance(info.context, dict) and info.context.get("reveal_secrets") is True
-        return {k: (v.get_secret_value() if reveal else "**********") for k, v in headers.items()}
 
     def safe_url(self) -> str:
         """The URL without credentials or query string, for logs."""

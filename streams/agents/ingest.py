@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 def attach(rt: Runtime) -> None:
     topic_name = rt.settings.kafka.raw_topic
     gw = rt.settings.gateway
-    ce_ctx = CloudEventContext(gw.crs.cloudevents, rt.pipeline.max_bytes, LocationCache(gw.datastream_cache_size),
-                               gw.sensorthings_metrics)  # fmt: skip
+    ce_ctx = CloudEventContext(
+        gw.crs.cloudevents, rt.pipeline.max_bytes, LocationCache(gw.datastream_cache_size), gw.sensorthings_metrics
+    )
 
     @rt.app.agent(rt.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
@@ -27,8 +28,9 @@ def attach(rt: Runtime) -> None:
             msg = event.message
             try:
                 # CloudEvents (binary ce_* headers or structured) are unwrapped; plain JSON goes on as is
-                out = ingest_record(rt.pipeline, msg.value or b"", msg.headers, topic_name, msg.partition, msg.offset,
-                                    ctx=ce_ctx)  # fmt: skip
+                out = ingest_record(
+                    rt.pipeline, msg.value or b"", msg.headers, topic_name, msg.partition, msg.offset, ctx=ce_ctx
+                )
             except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
                 logger.exception("ingest failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
                 from rules.pipeline import dead_letter, source_label

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,12 +22,14 @@ from rules.formats.open311 import (
     service_definition,
 )
 from rules.formats.sensorthings import parse_observation
-from sinks.errors import SinkError
+from sinks.errors import QueryError, StoreUnavailableError
 from streams.gateways.http import Call, HttpGateway, Refusal, json_response
 
 logger = logging.getLogger(__name__)
 
 MAX_FORM_FIELDS = 200
+#: The ids this gateway issues (``o311-`` and 20 hex digits); other ids are never looked up.
+REQUEST_ID = re.compile(r"^o311-[0-9a-f]{20}$")
 
 
 def install(gw: HttpGateway, app: web.Application) -> None:
@@ -138,6 +141,8 @@ async def _get_request(gw: HttpGateway, request: web.Request) -> web.Response:
     if wait > 0:
         raise Refusal("rate_limited", "rate limit exceeded", retry_after=int(wait) + 1)
     record = gw.requests.get(request_id)
+    if record is None and not REQUEST_ID.match(request_id):
+        raise Refusal("unknown_service", f"service_request_id {request_id[:100]!r} was not found")
     if gw.status is None:
         if record is None:
             raise Refusal("unknown_service", f"service_request_id {request_id!r} was not found")
@@ -148,10 +153,13 @@ async def _get_request(gw: HttpGateway, request: web.Request) -> web.Response:
         if record is None:
             raise Refusal("unknown_service", f"service_request_id {request_id!r} was not found")
         status = await gw.blocking(gw.status.status, request_id)
-    except SinkError as exc:
+    except StoreUnavailableError as exc:
         raise Refusal(
             "overloaded", f"the incident store is unreachable ({exc})", retry_after=gw.g.retry_after_s
         ) from exc
+    except QueryError as exc:
+        logger.warning("status lookup failed id=%r error=%s", request_id, exc)
+        raise Refusal("invalid", f"service_request_id {request_id!r} could not be looked up") from exc
     return json_response([request_view(record, status.status, status_notes=status.notes, updated=status.updated)])
 
 

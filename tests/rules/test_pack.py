@@ -184,13 +184,13 @@ def test_a_too_long_duration_is_a_pack_error_not_a_crash() -> None:
 def test_an_unknown_rule_kind_is_reported_on_the_kind_line() -> None:
     text = HEAD + THRESHOLD.format(rid="water.high").replace("kind: threshold", "kind: parade")
     assert _problems(text) == [
-        "demo.yaml:8: rule 'water.high' rules[0]: unknown rule kind 'parade' (expected one of: threshold, window, sustained, geofence, proximity, silence)"
+        "demo.yaml:8: rule 'water.high' rules[0]: unknown rule kind 'parade' (expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"
     ]
 
 
 def test_a_missing_rule_kind_is_reported_on_the_rule_line() -> None:
     text = HEAD + THRESHOLD.format(rid="water.high").replace("    kind: threshold\n", "")
-    assert _problems(text) == ["demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' (expected one of: threshold, window, sustained, geofence, proximity, silence)"]
+    assert _problems(text) == ["demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' (expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"]
 
 
 def test_an_unknown_field_in_a_threshold_rule_is_reported_on_its_line() -> None:

@@ -1,0 +1,194 @@
+"""The dashboard's cached access to the store (through ``sinks.read``) and to the pack's zone layers.
+
+One ``StoreReader`` per store address lives in ``st.cache_resource``; query results live in
+``st.cache_data`` for a short TTL, so many open browser tabs cost the store one query per TTL.
+Errors are never cached: a store that comes back is seen on the next refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, cast
+
+import numpy as np
+import shapely
+import streamlit as st
+from numpy.typing import NDArray
+
+from rules.pack import load_pack
+from sinks.read import StoreReader
+from streams.logs import setup_logging
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+LIVE_TTL_S = 1.0
+"""How long live numbers are shared between sessions (well under any sensible refresh interval)."""
+LIST_TTL_S = 30.0
+"""How long slow-moving lists (categories) are cached."""
+LABEL_MIN_AREA_KM2 = 110.0
+"""Zones smaller than this get no name on the map (their names would overlap at city zoom; the
+tooltip still names them)."""
+MAP_POINT_LIMIT = 5_000
+"""Newest incidents drawn on the map; keeps the pydeck JSON small (about 150 bytes a point)."""
+TABLE_LIMIT = 500
+"""Newest incidents listed in the table."""
+
+
+def cache_data(ttl: float) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``st.cache_data(ttl=...)`` with the signature kept for the type checker."""
+    return cast("Callable[[Callable[P, R]], Callable[P, R]]", st.cache_data(ttl=ttl, show_spinner=False))
+
+
+def cache_resource() -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``st.cache_resource`` with the signature kept for the type checker."""
+    return cast("Callable[[Callable[P, R]], Callable[P, R]]", st.cache_resource(show_spinner=False))
+
+
+def approx_area_km2(geoms: NDArray[np.object_]) -> NDArray[np.float64]:
+    """Areas of WGS-84 polygons in km², scaled at each one's centroid latitude (plenty for labels)."""
+    lat = shapely.get_y(shapely.centroid(geoms))
+    km_per_deg = 111.32
+    return np.asarray(shapely.area(geoms) * km_per_deg**2 * np.cos(np.radians(lat)), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class StoreAddress:
+    """Where the store's Quack endpoint is, and the token to use. Hashable: a cache key."""
+
+    uri: str
+    token: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StoreAddress:
+        return cls(settings.store.quack_uri, settings.store.token.get_secret_value())
+
+    def __repr__(self) -> str:  # keeps the token out of logs and tracebacks
+        return f"StoreAddress(uri={self.uri!r}, token='********')"
+
+
+@dataclass(frozen=True)
+class ZoneLayer:
+    """A pack layer prepared for the map: WGS-84 GeoJSON plus zone names in both languages."""
+
+    name: str
+    ids: tuple[str, ...]
+    names_zh: dict[str, str]
+    names_en: dict[str, str]
+    geojson: dict[str, Any]
+    label_points: dict[str, tuple[float, float]]
+    categories: tuple[str, ...]
+
+    def zone_name(self, zone_id: str | None, lang: str, fallback: str | None = None) -> str:
+        """The zone's name in ``lang`` (English falls back to the pack's name, then the id)."""
+        if zone_id is None:
+            return fallback or "—"
+        names = self.names_en if lang == "en" else self.names_zh
+        return names.get(zone_id) or fallback or zone_id
+
+
+@cache_resource()
+def configure_logging(level: str, json: bool) -> bool:
+    """Structured logging for the Streamlit process, once per process.
+
+    Under ``AppTest`` the app runs inside the test process, whose logging belongs to pytest.
+    """
+    if st.get_option("global.appTest"):
+        return False
+    setup_logging(level, json=json)
+    logging.getLogger("streamlit").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logger.info("dashboard logging configured level=%s json=%s", level, json)
+    return True
+
+
+@cache_resource()
+def reader(address: StoreAddress) -> StoreReader:
+    """The process-wide Quack client for one store address."""
+    logger.info("dashboard store reader created uri=%s", address.uri)
+    return StoreReader(address.uri, address.token)
+
+
+@cache_resource()
+def zone_layer(pack_path: str, preferred: str = "districts") -> ZoneLayer:
+    """The pack's ``preferred`` layer (or its first one) as map-ready GeoJSON.
+
+    Raises:
+        rules.errors.PackError: when the pack or its layers cannot be loaded.
+        LookupError: when the pack has no layer at all.
+    """
+    pack = load_pack(Path(pack_path))
+    if not pack.layers:
+        raise LookupError(f"rule pack {pack_path} declares no layers")
+    name = preferred if preferred in pack.layers else next(iter(pack.layers))
+    layer = pack.layers[name]
+    names_en = {zid: str(props.get("name_en") or "") for zid, props in zip(layer.ids, layer.properties, strict=True)}
+    categories = tuple(sorted({rule.category for rule in pack.spec.rules}))
+    inside = shapely.point_on_surface(layer.geoms)
+    big = approx_area_km2(layer.geoms) >= LABEL_MIN_AREA_KM2
+    labels = {
+        zid: (round(float(p.x), 5), round(float(p.y), 5))
+        for zid, p, keep in zip(layer.ids, inside, big, strict=True)
+        if keep
+    }
+    logger.info("dashboard layer loaded pack=%s layer=%s zones=%d", pack_path, name, len(layer.ids))
+    return ZoneLayer(
+        name=name,
+        ids=layer.ids,
+        names_zh=dict(zip(layer.ids, layer.names, strict=True)),
+        names_en={k: v for k, v in names_en.items() if v},
+        geojson=layer.to_geojson(),
+        label_points=labels,
+        categories=categories,
+    )
+
+
+@cache_data(LIVE_TTL_S)
+def counts(address: StoreAddress) -> dict[str, int]:
+    """``StoreReader.counts()``: events, incidents, open_incidents, dead_letters."""
+    return reader(address).counts()
+
+
+@cache_data(LIVE_TTL_S)
+def incidents_by_zone(address: StoreAddress) -> dict[str, int]:
+    """Open incidents per zone id."""
+    return reader(address).incidents_by_zone()
+
+
+@cache_data(LIVE_TTL_S)
+def incidents(
+    address: StoreAddress,
+    severities: Sequence[str] = (),
+    categories: Sequence[str] = (),
+    zones: Sequence[str] = (),
+    limit: int = TABLE_LIMIT,
+) -> list[dict[str, Any]]:
+    """The newest incidents matching the filters (``StoreReader.incidents``)."""
+    return reader(address).incidents(
+        severities=tuple(severities), categories=tuple(categories), zones=tuple(zones), limit=limit
+    )
+
+
+@cache_data(LIVE_TTL_S)
+def incident_points(
+    address: StoreAddress,
+    severities: Sequence[str] = (),
+    categories: Sequence[str] = (),
+    zones: Sequence[str] = (),
+    limit: int = MAP_POINT_LIMIT,
+) -> list[dict[str, Any]]:
+    """The newest open incidents for the map (``StoreReader.incident_points``)."""
+    return reader(address).incident_points(
+        severities=tuple(severities), categories=tuple(categories), zones=tuple(zones), limit=limit
+    )
+
+
+@cache_data(LIST_TTL_S)
+def categories(address: StoreAddress) -> list[str]:
+    """Categories present in the store."""
+    return reader(address).categories()

@@ -1,0 +1,231 @@
+"""correlation: an IoT condition corroborated by citizen reports becomes one "observed" incident.
+
+A water-level alarm and two waterlogging reports nearby are one flood, seen by two independent
+sources: its incident has ``certainty: observed``, where single-source incidents say ``likely``.
+The semantics are a function of the *set* of events, so the result does not depend on arrival
+order or batching (within the allowed lateness):
+
+- A **qualifying reading** is a reading of ``iot.metric`` whose ``iot.field`` compares true with
+  ``iot.value``. A **qualifying report** is a report whose category is one of ``categories``.
+- A qualifying reading at time ``t`` is **corroborated** when at least ``min_reports`` qualifying
+  reports lie within ``radius_m`` of it (haversine, inclusive) and in ``[t − within, t + within]``:
+  the reports may come before or after the reading.
+- The corroborated readings of one sensor in one tumbling ``within`` bucket (aligned to the epoch,
+  by reading time) form one incident, keyed (rule, sensor, bucket). It holds those readings and
+  the union of their reports. ``value`` is the most extreme corroborated reading (the highest for
+  ``>``/``>=``, the lowest for ``<``/``<=``), ``evidence`` lists readings and reports together,
+  earliest first (a report's value is 1.0), ``count`` is readings plus reports, and ``lon``/``lat``
+  and the zone are those of the sensor's earliest corroborated reading.
+
+The rule's ``match`` must leave ``kind``, ``metric``, ``category`` and ``categories`` unset (``iot``
+and ``categories`` choose the two sources), and ``when`` must be empty: a condition on ``value``
+would drop every report. State: one entry per (rule, sensor, bucket) with the sensor's first
+``READINGS_CAP`` qualifying readings, and one per (rule, grid cell of ``radius_m``) with the
+recent qualifying readings and reports there, pruned at ``newest − allowed_lateness − 3·within``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rules.duration import Duration
+from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident, metres_between
+from rules.kinds.grid import Grid
+from rules.model import Enriched, Incident, event_value
+from rules.spec import Op, RuleBase, Strict
+from rules.state import EVIDENCE_CAP, Entry, bucket_of
+
+CELL_CAP = 2000
+READINGS_CAP = 50
+
+
+class IotCondition(Strict):
+    """The sensor side of a correlation, e.g. ``{metric: water_level_cm, op: ">", value: 30}``."""
+
+    metric: str = Field(min_length=1, description="Metric of the readings.")
+    field: str = Field(default="value", description="Numeric reading field compared.")
+    op: Op = ">"
+    value: float
+
+
+class CorrelationRule(RuleBase):
+    """Fires when a reading meeting ``iot`` has ``min_reports`` reports of ``categories`` nearby."""
+
+    kind: Literal["correlation"]
+    iot: IotCondition
+    categories: list[str] = Field(min_length=1, description="Report categories that corroborate.")
+    min_reports: int = Field(default=1, ge=1, description="Reports needed near one reading.")
+    radius_m: float = Field(gt=0, le=50_000, description="Greatest report distance from the reading, in metres.")
+    within: Duration = Field(description="Greatest time between reading and report, either way; also the bucket.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CorrelationRule:
+        taken = [
+            name
+            for name in ("kind", "metric", "category", "categories", "object_type")
+            if getattr(self.match, name) is not None
+        ]
+        if taken:
+            raise ValueError(
+                f"a correlation rule takes readings and reports: leave match.{taken[0]} unset "
+                "(iot.metric and categories choose them)"
+            )
+        if self.when:
+            raise ValueError("a correlation rule cannot have 'when' (it would drop the reports): use iot")
+        return self
+
+
+class Correlation(Kind):
+    rule: CorrelationRule
+
+    def __init__(self, rule: CorrelationRule, ctx: PackContext) -> None:
+        super().__init__(rule, ctx)
+        self.grid = Grid(rule.radius_m)
+        self.t_ms = int(rule.within.total_seconds() * 1000)
+        self.compare = OPS[rule.iot.op]
+        self.higher_is_worse = rule.iot.op not in ("<", "<=")
+        self.categories = frozenset(rule.categories)
+
+    def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
+        if not items:
+            return
+        batch_floor = ts_ms[0]
+        affected: set[tuple[str, int]] = set()
+        reports: list[list[Any]] = []
+        iot = self.rule.iot
+        for item, ts in zip(items, ts_ms, strict=True):
+            event = item.event
+            if event.kind == "reading" and event.metric == iot.metric:
+                value = event_value(event, iot.field)
+                if value is None or not self.compare(value, iot.value):
+                    continue
+                sensor, bucket = event.sensor_id, bucket_of(ts, self.t_ms)
+                entry, fresh = scope.load(self.key("s", sensor, bucket), self._sensor_entry(sensor, bucket))
+                if fresh:
+                    _add(
+                        entry["rd"],
+                        [ts, event.id, value, event.lon, event.lat, self.zone_of(item)],
+                        READINGS_CAP,
+                        keep="earliest",
+                    )
+                self._to_cell(scope, "rd", [ts, event.id, sensor, event.lon, event.lat], batch_floor)
+                affected.add((sensor, bucket))
+            elif event.kind == "report" and event.category in self.categories:
+                record = [ts, event.id, event.lon, event.lat]
+                self._to_cell(scope, "rp", record, batch_floor)
+                reports.append(record)
+        view = _View(scope, self)
+        for report in reports:
+            for reading in view.near(report[2], report[3], "rd"):
+                if abs(int(reading[0]) - int(report[0])) <= self.t_ms:
+                    affected.add((str(reading[2]), bucket_of(int(reading[0]), self.t_ms)))
+        for sensor, bucket in sorted(affected):
+            incident = self._incident(view, sensor, bucket)
+            if incident is not None:
+                scope.emit(incident)
+
+    def _sensor_entry(self, sensor: str, bucket: int) -> Callable[[], Entry]:
+        # a reading can change the incident until the bucket end plus ``within`` (a late report)
+        return lambda: {"rd": [], "subj": sensor, "start": bucket, "end": bucket + 2 * self.t_ms + 1, "pos": {}}
+
+    def _to_cell(self, scope: Scope, what: str, record: list[Any], batch_floor: int) -> None:
+        entry, fresh = scope.load(
+            self.key("c", *self.grid.cell(record[-2], record[-1])), lambda: {"rd": [], "rp": [], "end": 0, "pos": {}}
+        )
+        if not fresh:
+            return
+        _add(entry[what], record, CELL_CAP, keep="latest")
+        newest = max(int(e[0]) for e in entry["rd"] + entry["rp"])
+        cut = min(batch_floor, newest - self.ctx.lateness_ms) - 3 * self.t_ms
+        for name in ("rd", "rp"):
+            entry[name] = [e for e in entry[name] if e[0] >= cut]
+        entry["end"] = newest + 3 * self.t_ms + 1  # Engine.expire drops the cell once nothing in it matters
+
+    def _incident(self, view: _View, sensor: str, bucket: int) -> Incident | None:
+        entry = view.scope.peek(self.key("s", sensor, bucket))
+        if not entry:
+            return None
+        readings: list[list[Any]] = []
+        found: dict[tuple[int, str], list[Any]] = {}
+        for reading in entry["rd"]:
+            ts, lon, lat = int(reading[0]), reading[3], reading[4]
+            near = [r for r in view.near(lon, lat, "rp") if abs(int(r[0]) - ts) <= self.t_ms]
+            if len(near) >= self.rule.min_reports:
+                readings.append(reading)
+                found.update(((int(r[0]), str(r[1])), r) for r in near)
+        if not readings:
+            return None
+        members = sorted(
+            [[r[0], r[1], float(r[2]), r[3], r[4]] for r in readings]
+            + [[r[0], r[1], 1.0, r[2], r[3]] for r in found.values()],
+            key=lambda e: (e[0], e[1]),
+        )
+        values = [float(r[2]) for r in readings]
+        value = max(values) if self.higher_is_worse else min(values)
+        first = readings[0]
+        state = {"n": len(members), "last": members[-1][0], "ev": members[:EVIDENCE_CAP]}
+        iot = self.rule.iot
+        incident = build_incident(
+            self.ctx,
+            self.rule,
+            subject=sensor,
+            start_ms=bucket,
+            end_ms=bucket + self.t_ms,
+            entry=state,
+            value=value,
+            threshold=iot.value,
+            op=iot.op,
+            zone=first[5],
+            higher_is_worse=self.higher_is_worse,
+            certainty="observed",
+            details={
+                "metric": iot.metric,
+                "readings": len(readings),
+                "reports": len(found),
+                "report_ids": sorted(str(r[1]) for r in found.values())[:EVIDENCE_CAP],
+                "radius_m": self.rule.radius_m,
+                "within_ms": self.t_ms,
+                "min_reports": self.rule.min_reports,
+            },
+        )
+        return incident.model_copy(update={"lon": float(first[3]), "lat": float(first[4])})
+
+
+def _add(records: list[list[Any]], record: list[Any], cap: int, *, keep: str) -> None:
+    """Insert a record (once) into a list kept sorted by (time, id) and capped."""
+    if any(r[0] == record[0] and r[1] == record[1] for r in records):
+        return
+    records.append(record)
+    records.sort(key=lambda r: (r[0], r[1]))
+    if len(records) > cap:
+        if keep == "earliest":
+            del records[cap:]
+        else:
+            del records[: len(records) - cap]
+
+
+class _View:
+    """Read-only, cached access to one rule's grid cells during one batch."""
+
+    def __init__(self, scope: Scope, kind: Correlation) -> None:
+        self.scope = scope
+        self.kind = kind
+        self.cache: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def cell(self, cell: tuple[int, int]) -> dict[str, Any]:
+        if cell not in self.cache:
+            self.cache[cell] = self.scope.peek(self.kind.key("c", *cell)) or {"rd": [], "rp": []}
+        return self.cache[cell]
+
+    def near(self, lon: float, lat: float, what: str) -> list[list[Any]]:
+        """Stored readings (``rd``) or reports (``rp``) within ``radius_m`` of a point."""
+        radius = self.kind.rule.radius_m
+        return [
+            r
+            for cell in self.kind.grid.cells_near(lon, lat)
+            for r in self.cell(cell)[what]
+            if metres_between(lon, lat, r[-2], r[-1]) <= radius
+        ]

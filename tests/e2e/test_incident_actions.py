@@ -1,0 +1,56 @@
+"""Operators from the CLI: an ack goes through the actions topic and lands in DuckDB and the audit trail."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from stack import Stack, read_topic
+
+from rules.lifecycle import Transition
+from streams.scenario import Message
+from streams.simulate import produce
+
+pytestmark = pytest.mark.integration
+
+
+def cityops(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**stack.settings.to_env(), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_cli_actions_change_the_state_record_the_user_and_publish_transitions(
+    stack: Stack, scenario: list[Message]
+) -> None:
+    stack.start("store")
+    stack.start("worker")
+    produce(stack.settings, scenario, speed=0)
+    stack.wait_for("incidents", lambda: stack.reader.scalar("SELECT count(*) FROM incidents") >= 6)
+    target = stack.reader.scalar("SELECT id FROM incidents WHERE rule_id = 'flood.water-level-high' ORDER BY id LIMIT 1")
+
+    ack = cityops(stack, "incident", "ack", target, "--actor", "zhang.san", "--note", "crew on the way")
+    assert ack.returncode == 0, ack.stderr
+    assert f"ack: {target} -> acknowledged" in ack.stdout
+    assign = cityops(stack, "incident", "assign", target, "--to", "li.wei", "--actor", "zhang.san")
+    assert assign.returncode == 0, assign.stderr
+    row = stack.reader.incident(target)
+    assert row is not None and (row["status"], row["assignee"]) == ("in_progress", "li.wei")
+
+    illegal = cityops(stack, "incident", "close", target, "--actor", "zhang.san")
+    assert illegal.returncode != 0
+    assert "cannot close an incident that is in_progress" in illegal.stderr
+    unknown = cityops(stack, "incident", "ack", "no-such-incident")
+    assert unknown.returncode != 0 and "unknown incident no-such-incident" in unknown.stderr
+
+    trail = stack.reader.history(target)
+    assert [(h["kind"], h["to_status"], h["actor"]) for h in trail][-2:] == [
+        ("transition", "acknowledged", "user:zhang.san"), ("transition", "in_progress", "user:zhang.san")]
+
+    def published() -> bool:
+        records = read_topic(stack.settings, stack.settings.kafka.updates_topic, timeout_s=2)
+        mine = [Transition.model_validate_json(r.value) for r in records if r.key == target.encode()]
+        return [t.to_status for t in mine][-2:] == ["acknowledged", "in_progress"]
+
+    stack.wait_for("the transitions on the incident-updates topic", published, timeout=30)
