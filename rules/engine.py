@@ -125,11 +125,16 @@ class Engine:
         for ts, _, n in stamped:
             item = batch[n]
             if floor is not None and ts < floor:
-                outcome.late.append((item, (
-                    f"event time {item.event.ts.isoformat()} is older than the watermark "
-                    f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed lateness "
-                    f"{self.pack.spec.allowed_lateness}"
-                )))
+                outcome.late.append(
+                    (
+                        item,
+                        (
+                            f"event time {item.event.ts.isoformat()} is older than the watermark "
+                            f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed lateness "
+                            f"{self.pack.spec.allowed_lateness}"
+                        ),
+                    )
+                )
                 continue
             batch_max = ts
             for c in self._by_kind[item.event.kind]:

@@ -23,8 +23,12 @@ ACTIVE: frozenset[str] = frozenset({"open", "acknowledged", "in_progress", "clea
 # action -> {from status: to status}
 _OPERATOR: dict[str, dict[str, Status]] = {
     "ack": {"open": "acknowledged", "cleared": "cleared"},
-    "assign": {"open": "in_progress", "acknowledged": "in_progress", "in_progress": "in_progress",
-               "cleared": "in_progress"},
+    "assign": {
+        "open": "in_progress",
+        "acknowledged": "in_progress",
+        "in_progress": "in_progress",
+        "cleared": "in_progress",
+    },
     "resolve": {"open": "resolved", "acknowledged": "resolved", "in_progress": "resolved", "cleared": "resolved"},
     "close": {"resolved": "closed"},
     "reopen": {"resolved": "open", "closed": "open", "cleared": "open"},

@@ -145,7 +145,9 @@ class Incident(BaseModel):
     title: str
     severity: Literal["info", "low", "medium", "high", "critical"]
     category: str
-    status: Literal["open", "resolved"] = Field(default="open", description="The rule's view: resolved = condition cleared.")
+    status: Literal["open", "resolved"] = Field(
+        default="open", description="The rule's view: resolved = condition cleared."
+    )
     subject: str = Field(description="What the incident is about: a sensor, zone or object id.")
     layer: str | None = None
     zone_id: str | None = None

@@ -8,26 +8,24 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from rules.crs import CRS
-from rules.kinds import KIND_NAMES, Rule
-from rules.kinds.threshold import ThresholdRule
-from rules.kinds.window import WindowRule
-from rules.spec import Match
-from rules.spec import RuleId, Severity
 from rules.duration import Duration
 from rules.errors import LayerError, PackError
 from rules.geo import Layer
+from rules.kinds import KIND_NAMES, Rule
+from rules.kinds.threshold import ThresholdRule
+from rules.kinds.window import WindowRule
+from rules.spec import Match, RuleId, Severity
 
 logger = logging.getLogger(__name__)
-
 
 
 class _Strict(BaseModel):
@@ -199,7 +197,11 @@ def parse_pack(text: str, origin: str) -> Pack:
             rule_id = _rule_id_at(data, loc) if err["type"] != "pack_reference" else None
             head = " ".join(p for p in (f"rule '{rule_id}'" if rule_id else "", _format_loc(loc)) if p)
             template = _KIND_MESSAGES.get(err["type"])
-            msg = template.format(**ctx, kinds=", ".join(KIND_NAMES)) if template else err["msg"].removeprefix("Value error, ")
+            msg = (
+                template.format(**ctx, kinds=", ".join(KIND_NAMES))
+                if template
+                else err["msg"].removeprefix("Value error, ")
+            )
             problems.append(f"{origin}:{_line_of(root, line_loc)}: " + (f"{head}: {msg}" if head else msg))
         raise PackError(problems) from exc
 
@@ -245,5 +247,16 @@ def load_pack(path: Path | str) -> LoadedPack:
     return LoadedPack(spec=spec, path=path, layers=layers, digest=digest)
 
 
-__all__ = ["ExpectedIncident", "LayerSpec", "LoadedPack", "Match", "Pack", "PackTest", "Rule", "ThresholdRule",
-           "WindowRule", "load_pack", "parse_pack"]
+__all__ = [
+    "ExpectedIncident",
+    "LayerSpec",
+    "LoadedPack",
+    "Match",
+    "Pack",
+    "PackTest",
+    "Rule",
+    "ThresholdRule",
+    "WindowRule",
+    "load_pack",
+    "parse_pack",
+]

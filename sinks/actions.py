@@ -27,9 +27,18 @@ class ActionError(SinkError):
     """An action was refused: unknown incident, illegal transition, or the store rejected it."""
 
 
-def new_action(incident_id: str, action: ActionName, actor: str, *, note: str = "", assignee: str | None = None) -> Action:
-    return Action(action_id=uuid.uuid4().hex, incident_id=incident_id, action=action, actor=actor,
-                  at=datetime.now(UTC), note=note, assignee=assignee)
+def new_action(
+    incident_id: str, action: ActionName, actor: str, *, note: str = "", assignee: str | None = None
+) -> Action:
+    return Action(
+        action_id=uuid.uuid4().hex,
+        incident_id=incident_id,
+        action=action,
+        actor=actor,
+        at=datetime.now(UTC),
+        note=note,
+        assignee=assignee,
+    )
 
 
 class ActionSender:
@@ -61,8 +70,13 @@ class ActionSender:
         except TransitionError as exc:
             raise ActionError(str(exc)) from exc
         self._send(self.actions_topic, action.incident_id, action.model_dump_json().encode())
-        logger.info("action sent action_id=%s incident=%s action=%s actor=%s", action.action_id,
-                    action.incident_id, action.action, action.actor)
+        logger.info(
+            "action sent action_id=%s incident=%s action=%s actor=%s",
+            action.action_id,
+            action.incident_id,
+            action.action,
+            action.actor,
+        )
         if wait_s <= 0:
             return None
         deadline = time.monotonic() + wait_s
@@ -73,8 +87,9 @@ class ActionSender:
                     raise ActionError(f"the store rejected the action: {row['reason']}")
                 return row
             time.sleep(0.2)
-        raise ActionError(f"the store did not apply action {action.action_id} within {wait_s:.0f}s "
-                          "(is `cityops store` running?)")
+        raise ActionError(
+            f"the store did not apply action {action.action_id} within {wait_s:.0f}s (is `cityops store` running?)"
+        )
 
     def silence(self, silence: Silence) -> None:
         """Publish (or update, e.g. expire) a silence."""

@@ -143,7 +143,8 @@ class StoreReader:
     def incidents_by_zone(self) -> dict[str, int]:
         """Open-incident count per zone id."""
         rows = self.rows(
-            "SELECT zone_id, count(*) AS n FROM incidents WHERE status = 'open' AND zone_id IS NOT NULL "
+            "SELECT zone_id, count(*) AS n FROM incidents "
+            "WHERE status IN ('open', 'acknowledged', 'in_progress', 'cleared') AND zone_id IS NOT NULL "
             "GROUP BY zone_id"
         )
         return {str(r["zone_id"]): int(r["n"]) for r in rows}
@@ -167,9 +168,7 @@ class StoreReader:
     # -- one incident, its history and actions (lifecycle) --------------------------------------
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         """One incident with its lifecycle columns, or None."""
-        rows = self.rows(
-            "SELECT * EXCLUDE (evidence), evidence FROM incidents WHERE id = $id", {"id": incident_id}
-        )
+        rows = self.rows("SELECT * EXCLUDE (evidence), evidence FROM incidents WHERE id = $id", {"id": incident_id})
         return rows[0] if rows else None
 
     def history(self, incident_id: str) -> list[dict[str, Any]]:
@@ -195,10 +194,10 @@ class StoreReader:
 
     def silences(self, *, active_only: bool = False) -> list[dict[str, Any]]:
         """Silences, newest first; with counts of the incidents each one covers."""
-        where = "WHERE NOT expired AND ends_at > now()" if active_only else ""
         return self.rows(
             "SELECT s.silence_id, s.starts_at, s.ends_at, s.expired, s.created_by, s.reason, s.payload, "
             "(SELECT count(*) FROM incidents i WHERE list_contains(CAST(i.silences AS VARCHAR[]), s.silence_id)) "
-            f"AS incidents FROM silences s {where} ORDER BY s.starts_at DESC"  # noqa: S608 - fixed text
+            "AS incidents FROM silences s WHERE NOT $active OR (NOT s.expired AND s.ends_at > now()) "
+            "ORDER BY s.starts_at DESC",
+            {"active": active_only},
         )
-

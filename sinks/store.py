@@ -19,7 +19,16 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from rules.lifecycle import Action, Status, Transition, TransitionError, apply_action, rule_cleared, rule_fired_again, update_id
+from rules.lifecycle import (
+    Action,
+    Status,
+    Transition,
+    TransitionError,
+    apply_action,
+    rule_cleared,
+    rule_fired_again,
+    update_id,
+)
 from rules.model import Enriched, Incident
 from rules.silences import Silence, silenced_by
 from rules.spec import SEVERITIES
@@ -38,7 +47,9 @@ CREATE OR REPLACE MACRO cityops_read_only(sid, query) AS (
         '\b(INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|ATTACH|DETACH|COPY|EXPORT|IMPORT|INSTALL|LOAD|SET|RESET|CALL|CHECKPOINT|VACUUM|TRUNCATE|GRANT|MERGE)\b')
 )
 """
-_STATE_COLS = "id, revision, status, rule_status, severity, opened_at, acknowledged_at, assignee, closed_at, status_changed_at"
+_STATE_COLS = (
+    "id, revision, status, rule_status, severity, opened_at, acknowledged_at, assignee, closed_at, status_changed_at"
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +74,7 @@ class Batch:
     silences: list[Silence] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return (len(self.incidents) + len(self.events) + len(self.dead_letters) + len(self.actions)
-                + len(self.silences))
+        return len(self.incidents) + len(self.events) + len(self.dead_letters) + len(self.actions) + len(self.silences)
 
 
 class Store:
@@ -82,7 +92,9 @@ class Store:
         self._seq = int(row[0]) if row else 0
         self.silences: dict[str, Silence] = {
             s.silence_id: s
-            for s in (Silence.model_validate_json(r[0]) for r in self.con.execute("SELECT payload FROM silences").fetchall())
+            for s in (
+                Silence.model_validate_json(r[0]) for r in self.con.execute("SELECT payload FROM silences").fetchall()
+            )
         }
 
     def migrate(self) -> int:
@@ -155,8 +167,8 @@ class Store:
     def _upsert_incidents(self, incidents: list[Incident], now: datetime) -> None:
         latest: dict[str, Incident] = {}
         for inc in incidents:
-            prev = latest.get(inc.id)
-            if prev is None or inc.revision >= prev.revision:
+            seen = latest.get(inc.id)
+            if seen is None or inc.revision >= seen.revision:
                 latest[inc.id] = inc
         current = self._current(list(latest))
         rows: list[dict[str, Any]] = []
@@ -170,10 +182,21 @@ class Store:
             at = inc.resolved_at or inc.last_event_at
             if prev is None:
                 status: Status = "open"
-                self._history(history, Transition(
-                    update_id=update_id(inc.id, "created"), incident_id=inc.id, kind="created", from_status=None,
-                    to_status="open", actor=actor, at=inc.first_event_at, note=inc.title, revision=inc.revision,
-                    severity=inc.severity))
+                self._history(
+                    history,
+                    Transition(
+                        update_id=update_id(inc.id, "created"),
+                        incident_id=inc.id,
+                        kind="created",
+                        from_status=None,
+                        to_status="open",
+                        actor=actor,
+                        at=inc.first_event_at,
+                        note=inc.title,
+                        revision=inc.revision,
+                        severity=inc.severity,
+                    ),
+                )
                 prev_rule_status = "open"
             else:
                 status = prev["status"]
@@ -181,9 +204,21 @@ class Store:
                 escalated = SEVERITIES.index(inc.severity) > SEVERITIES.index(prev["severity"])
                 kind = "escalated" if escalated else "updated"
                 note = f"severity {prev['severity']} -> {inc.severity}" if escalated else f"revision {inc.revision}"
-                self._history(history, Transition(
-                    update_id=update_id(inc.id, kind, inc.revision), incident_id=inc.id, kind=kind, from_status=status,
-                    to_status=status, actor=actor, at=at, note=note, revision=inc.revision, severity=inc.severity))
+                self._history(
+                    history,
+                    Transition(
+                        update_id=update_id(inc.id, kind, inc.revision),
+                        incident_id=inc.id,
+                        kind=kind,
+                        from_status=status,
+                        to_status=status,
+                        actor=actor,
+                        at=at,
+                        note=note,
+                        revision=inc.revision,
+                        severity=inc.severity,
+                    ),
+                )
             new_status = status
             if inc.status == "resolved" and prev_rule_status != "resolved":
                 new_status = rule_cleared(status)
@@ -191,29 +226,51 @@ class Store:
                 new_status = rule_fired_again(status)
             if new_status != status:
                 note = "condition cleared" + (", awaiting operator" if new_status == "cleared" else "")
-                self._history(history, Transition(
-                    update_id=update_id(inc.id, "transition", inc.revision, new_status), incident_id=inc.id,
-                    kind="transition", from_status=status, to_status=new_status, actor=actor, at=at, note=note,
-                    revision=inc.revision, severity=inc.severity))
+                self._history(
+                    history,
+                    Transition(
+                        update_id=update_id(inc.id, "transition", inc.revision, new_status),
+                        incident_id=inc.id,
+                        kind="transition",
+                        from_status=status,
+                        to_status=new_status,
+                        actor=actor,
+                        at=at,
+                        note=note,
+                        revision=inc.revision,
+                        severity=inc.severity,
+                    ),
+                )
             covering = silenced_by(inc, list(self.silences.values()))
             row = inc.model_dump(exclude={"evidence", "status", "details"})
             row.update(
-                status=new_status, rule_status=inc.status, details=orjson.dumps(inc.details).decode(),
-                evidence_count=inc.evidence.count, evidence=orjson.dumps(inc.evidence.model_dump()).decode(),
-                silenced=bool(covering), silences=orjson.dumps(covering).decode(),
+                status=new_status,
+                rule_status=inc.status,
+                details=orjson.dumps(inc.details).decode(),
+                evidence_count=inc.evidence.count,
+                evidence=orjson.dumps(inc.evidence.model_dump()).decode(),
+                silenced=bool(covering),
+                silences=orjson.dumps(covering).decode(),
                 assignee=prev["assignee"] if prev else None,
                 opened_at=prev["opened_at"] if prev else now,
                 acknowledged_at=prev["acknowledged_at"] if prev else None,
                 closed_at=prev["closed_at"] if prev else None,
                 status_changed_at=now if (prev is None or new_status != status) else prev["status_changed_at"],
-                stored_at=now, updated_at=now,
+                stored_at=now,
+                updated_at=now,
             )
             rows.append(row)
-            evidence.extend({"incident_id": inc.id, "event_id": e, "value": v}
-                            for e, v in zip(inc.evidence.event_ids, inc.evidence.values, strict=False))
+            evidence.extend(
+                {"incident_id": inc.id, "event_id": e, "value": v}
+                for e, v in zip(inc.evidence.event_ids, inc.evidence.values, strict=False)
+            )
         if rows:
-            self._insert("incidents", rows, "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
-                f"{c} = excluded.{c}" for c in rows[0] if c not in ("id", "stored_at")))
+            self._insert(
+                "incidents",
+                rows,
+                "ON CONFLICT (id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in rows[0] if c not in ("id", "stored_at")),
+            )
         if history:
             self._insert("incident_history", history, "ON CONFLICT (update_id) DO NOTHING")
         if evidence:
@@ -228,9 +285,12 @@ class Store:
             self.con.unregister(name)
 
     def _apply_actions(self, actions: list[Action], now: datetime) -> None:
-        done = {r[0] for r in self.con.execute(
-            "SELECT action_id FROM actions WHERE list_contains(?, action_id)", [[a.action_id for a in actions]]
-        ).fetchall()}
+        done = {
+            r[0]
+            for r in self.con.execute(
+                "SELECT action_id FROM actions WHERE list_contains(?, action_id)", [[a.action_id for a in actions]]
+            ).fetchall()
+        }
         for action in actions:
             if action.action_id in done:
                 continue
@@ -250,22 +310,55 @@ class Store:
                     self._set_status(action, state, new, now)
                     kind = "comment" if action.action == "comment" else "transition"
                     note = action.note if action.action != "assign" else f"assigned to {action.assignee}. {action.note}"
-                    self._history(history, Transition(
-                        update_id=update_id(action.action_id), incident_id=action.incident_id, kind=kind,
-                        from_status=state["status"], to_status=new, actor=actor, at=action.at, note=note.strip(),
-                        revision=int(state["revision"]), severity=state["severity"]))
+                    self._history(
+                        history,
+                        Transition(
+                            update_id=update_id(action.action_id),
+                            incident_id=action.incident_id,
+                            kind=kind,
+                            from_status=state["status"],
+                            to_status=new,
+                            actor=actor,
+                            at=action.at,
+                            note=note.strip(),
+                            revision=int(state["revision"]),
+                            severity=state["severity"],
+                        ),
+                    )
             if outcome == "rejected":
-                logger.warning("action rejected action_id=%s incident=%s reason=%s", action.action_id,
-                               action.incident_id, reason)
+                logger.warning(
+                    "action rejected action_id=%s incident=%s reason=%s", action.action_id, action.incident_id, reason
+                )
                 if state is not None:
-                    self._history(history, Transition(
-                        update_id=update_id(action.action_id), incident_id=action.incident_id, kind="rejected",
-                        from_status=state["status"], to_status=state["status"], actor=actor, at=action.at,
-                        note=reason, revision=int(state["revision"]), severity=state["severity"]))
+                    self._history(
+                        history,
+                        Transition(
+                            update_id=update_id(action.action_id),
+                            incident_id=action.incident_id,
+                            kind="rejected",
+                            from_status=state["status"],
+                            to_status=state["status"],
+                            actor=actor,
+                            at=action.at,
+                            note=reason,
+                            revision=int(state["revision"]),
+                            severity=state["severity"],
+                        ),
+                    )
             self.con.execute(
                 "INSERT INTO actions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [action.action_id, action.incident_id, action.action, action.actor, action.at, action.note,
-                 action.assignee, outcome, reason, now],
+                [
+                    action.action_id,
+                    action.incident_id,
+                    action.action,
+                    action.actor,
+                    action.at,
+                    action.note,
+                    action.assignee,
+                    outcome,
+                    reason,
+                    now,
+                ],
             )
             if history:
                 self._insert("incident_history", history, "ON CONFLICT (update_id) DO NOTHING")
@@ -299,30 +392,53 @@ class Store:
             seen.add(e.id)
             label = getattr(e, "metric", None) or getattr(e, "category", None) or getattr(e, "object_type", None)
             value = getattr(e, "value", None) if e.kind == "reading" else getattr(e, "alt_m", None)
-            rows.append({
-                "id": e.id, "kind": e.kind, "ts": e.ts, "lon": e.lon, "lat": e.lat, "subject": e.subject,
-                "topic_label": label, "value": value, "zones": orjson.dumps(item.zones).decode(),
-                "payload": e.model_dump_json(), "stored_at": now,
-            })
+            rows.append(
+                {
+                    "id": e.id,
+                    "kind": e.kind,
+                    "ts": e.ts,
+                    "lon": e.lon,
+                    "lat": e.lat,
+                    "subject": e.subject,
+                    "topic_label": label,
+                    "value": value,
+                    "zones": orjson.dumps(item.zones).decode(),
+                    "payload": e.model_dump_json(),
+                    "stored_at": now,
+                }
+            )
         self._insert("events", rows, "ON CONFLICT (id) DO NOTHING")
 
     def _insert_dead_letters(self, letters: list[DeadLetter], now: datetime) -> None:
-        rows = {d.source: {"source": d.source, "kind": d.kind, "reason": d.reason, "original": d.original,
-                           "failed_at": d.failed_at, "stored_at": now} for d in letters}
+        rows = {
+            d.source: {
+                "source": d.source,
+                "kind": d.kind,
+                "reason": d.reason,
+                "original": d.original,
+                "failed_at": d.failed_at,
+                "stored_at": now,
+            }
+            for d in letters
+        }
         self._insert("dead_letters", list(rows.values()), "ON CONFLICT (source) DO NOTHING")
 
     # -- outbox and housekeeping -------------------------------------------------------------
     def pending_updates(self, limit: int = 1000) -> list[Transition]:
         """History entries not yet published on the incident-updates topic, oldest first."""
         cur = self.con.execute(
-            "SELECT update_id, incident_id, kind, from_status, to_status, actor, happened_at AS at, note, revision, severity "
-            "FROM incident_history WHERE published_at IS NULL ORDER BY seq LIMIT ?", [limit])
+            "SELECT update_id, incident_id, kind, from_status, to_status, actor, happened_at AS at, note, revision, "
+            "severity FROM incident_history WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+            [limit],
+        )
         names = [d[0] for d in cur.description or []]
         return [Transition.model_validate(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
 
     def mark_published(self, update_ids: list[str]) -> None:
-        self.con.execute("UPDATE incident_history SET published_at = ? WHERE list_contains(?, update_id)",
-                         [datetime.now(UTC), update_ids])
+        self.con.execute(
+            "UPDATE incident_history SET published_at = ? WHERE list_contains(?, update_id)",
+            [datetime.now(UTC), update_ids],
+        )
 
     def prune_events(self, retention_days: int) -> int:
         """Delete archived events stored longer ago than the retention.

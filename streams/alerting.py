@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from rules.model import DeadLetterRecord, Incident
 from rules.pipeline import source_label
-from sinks.alerts import AlertPublisher, RouteTable, WebhookDeadLetter, WebhookSink
+from sinks.alerts import AlertError, AlertPublisher, RouteTable, WebhookDeadLetter, WebhookSink
 from sinks.alerts.publisher import ZoneLookup
 from sinks.alerts.zones import ZoneOutlines
 from streams.errors import BrokerError
@@ -150,7 +150,14 @@ class AlertRunner:
                     self.counters["invalid"] += 1
                     self._send_dead(dead_letter(source, "poison", f"alerts: unreadable incident: {exc}", raw), rec.key)
                     continue
-                pub = self.publisher.publish(incident)
+                try:
+                    pub = self.publisher.publish(incident)
+                except (AlertError, ValueError) as exc:  # one bad snapshot must not stop the others
+                    source = source_label(tp.topic, tp.partition, rec.offset)
+                    logger.warning("alerts: cannot render incident %s source=%s error=%s", incident.id, source, exc)
+                    self.counters["unrenderable"] += 1
+                    self._send_dead(dead_letter(source, "poison", f"alerts: cannot render: {exc}", raw), rec.key)
+                    continue
                 if pub.kind is None or pub.payload is None:
                     self.counters["unchanged"] += 1
                     continue

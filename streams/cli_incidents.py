@@ -42,16 +42,28 @@ def _action_command(name: str, help_text: str) -> click.Command:
     @click.argument("incident_id")
     @click.option("--note", default="", help="Free text recorded in the audit trail.")
     @click.option("--actor", default=None, help="Your user name (default: the login name).")
-    @click.option("--wait", "wait_s", type=float, default=10.0, show_default=True,
-                  help="Seconds to wait for the store to apply it (0: do not wait).")
+    @click.option(
+        "--wait",
+        "wait_s",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="Seconds to wait for the store to apply it (0: do not wait).",
+    )
     @click.pass_context
-    def command(ctx: click.Context, incident_id: str, note: str, actor: str | None, wait_s: float,
-                assignee: str | None = None) -> None:
+    def command(
+        ctx: click.Context, incident_id: str, note: str, actor: str | None, wait_s: float, assignee: str | None = None
+    ) -> None:
         s: Settings = ctx.obj
         sender = _sender(s)
         try:
-            action = new_action(incident_id, name, actor or getpass.getuser(), note=note,  # type: ignore[arg-type]
-                                assignee=assignee)
+            action = new_action(
+                incident_id,
+                name,
+                actor or getpass.getuser(),
+                note=note,  # type: ignore[arg-type]
+                assignee=assignee,
+            )
             row = sender.send(action, wait_s=wait_s)
         except (ActionError, SinkError) as exc:
             raise click.ClickException(str(exc)) from exc
@@ -65,9 +77,14 @@ def _action_command(name: str, help_text: str) -> click.Command:
     return command
 
 
-for _name, _help in (("ack", "Acknowledge an incident."), ("assign", "Assign an incident (in progress)."),
-                     ("comment", "Add a comment."), ("resolve", "Resolve an incident."),
-                     ("close", "Close a resolved incident."), ("reopen", "Reopen a resolved or closed incident.")):
+for _name, _help in (
+    ("ack", "Acknowledge an incident."),
+    ("assign", "Assign an incident (in progress)."),
+    ("comment", "Add a comment."),
+    ("resolve", "Resolve an incident."),
+    ("close", "Close a resolved incident."),
+    ("reopen", "Reopen a resolved or closed incident."),
+):
     incident.add_command(_action_command(_name, _help))
 
 
@@ -96,20 +113,39 @@ def silence() -> None:
 @click.option("--zone", "zones", multiple=True, help="Zone id (repeatable).")
 @click.option("--polygon", "polygon_wkt", default=None, help="WGS-84 polygon as WKT (e.g. a street).")
 @click.option("--rule", "rules", multiple=True, help="Rule id glob (repeatable; default: all rules).")
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]), default=None,
-              help="Start (default: now).")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]),
+    default=None,
+    help="Start (default: now).",
+)
 @click.option("--for", "length", default="1h", show_default=True, help="Duration, e.g. 3d.")
 @click.option("--reason", default="", help="Why, for the audit trail.")
 @click.option("--actor", default=None)
 @click.pass_context
-def silence_create(ctx: click.Context, zones: tuple[str, ...], polygon_wkt: str | None, rules: tuple[str, ...],
-                   start: datetime | None, length: str, reason: str, actor: str | None) -> None:
+def silence_create(
+    ctx: click.Context,
+    zones: tuple[str, ...],
+    polygon_wkt: str | None,
+    rules: tuple[str, ...],
+    start: datetime | None,
+    length: str,
+    reason: str,
+    actor: str | None,
+) -> None:
     """Create a silence: matching incidents are recorded and counted but not notified."""
     begin = start or datetime.now(UTC)
     try:
-        item = Silence(silence_id=uuid.uuid4().hex[:12], starts_at=begin, ends_at=begin + parse_duration(length),
-                       zones=list(zones), polygon_wkt=polygon_wkt, rules=list(rules) or ["*"],
-                       created_by=actor or getpass.getuser(), reason=reason)
+        item = Silence(
+            silence_id=uuid.uuid4().hex[:12],
+            starts_at=begin,
+            ends_at=begin + parse_duration(length),
+            zones=list(zones),
+            polygon_wkt=polygon_wkt,
+            rules=list(rules) or ["*"],
+            created_by=actor or getpass.getuser(),
+            reason=reason,
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     sender = _sender(ctx.obj)
@@ -152,8 +188,13 @@ def silence_expire(ctx: click.Context, silence_id: str) -> None:
     click.echo(f"silence {silence_id} expired")
 
 
-EXPORT_TABLES = {"incidents": "last_event_at", "incident_history": "happened_at", "events": "ts",
-                 "dead_letters": "failed_at", "actions": "acted_at"}
+EXPORT_TABLES = {
+    "incidents": "last_event_at",
+    "incident_history": "happened_at",
+    "events": "ts",
+    "dead_letters": "failed_at",
+    "actions": "acted_at",
+}
 
 
 def export(s: Settings, table: str, fmt: str, since: datetime | None, out: Path) -> int:
@@ -170,8 +211,10 @@ def export(s: Settings, table: str, fmt: str, since: datetime | None, out: Path)
         remote = bind(f"{remote} WHERE {EXPORT_TABLES[table]} >= $since", {"since": since})
     con = duckdb.connect()
     load_quack(con)
-    rel = con.sql("SELECT * FROM quack_query($uri, $sql, token => $token)",
-                  params={"uri": s.store.quack_uri, "sql": remote, "token": s.store.token.get_secret_value()})
+    rel = con.sql(
+        "SELECT * FROM quack_query($uri, $sql, token => $token)",
+        params={"uri": s.store.quack_uri, "sql": remote, "token": s.store.token.get_secret_value()},
+    )
     con.register("export_rows", rel.arrow())
     option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
     out.parent.mkdir(parents=True, exist_ok=True)

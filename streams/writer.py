@@ -122,8 +122,9 @@ class Writer:
             if not pending:
                 return total
             for t in pending:
-                producer.send(self.settings.kafka.updates_topic, key=t.incident_id.encode(),
-                              value=t.model_dump_json().encode())
+                producer.send(
+                    self.settings.kafka.updates_topic, key=t.incident_id.encode(), value=t.model_dump_json().encode()
+                )
             producer.flush()
             self.store.mark_published([t.update_id for t in pending])
             total += len(pending)

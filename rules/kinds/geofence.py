@@ -98,6 +98,8 @@ class Geofence(Kind):
         if ts <= int(entry["t"]):
             entry["ooo"] = int(entry["ooo"]) + 1
             scope.put(key, entry)
+            for ep in entry["eps"].values():  # the count is in the snapshots: the latest must show it
+                scope.emit(self._snapshot(entry, ep))
             return
         entry["t"] = ts
         passes = self.gate(item)

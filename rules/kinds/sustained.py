@@ -78,6 +78,8 @@ class Sustained(Kind):
                 continue
             if ts <= int(entry["t"]):
                 entry["ooo"] = int(entry.get("ooo", 0)) + 1
+                if entry.get("ep"):  # the count is in the snapshot: the latest snapshot must show it
+                    scope.emit(self._snapshot(entry))
                 continue
             entry["t"] = ts
             if not self.gate(item):

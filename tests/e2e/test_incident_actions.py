@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 def cityops(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**stack.settings.to_env(), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_cli_actions_change_the_state_record_the_user_and_publish_transitions(
@@ -28,7 +29,9 @@ def test_cli_actions_change_the_state_record_the_user_and_publish_transitions(
     stack.start("worker")
     produce(stack.settings, scenario, speed=0)
     stack.wait_for("incidents", lambda: stack.reader.scalar("SELECT count(*) FROM incidents") >= 6)
-    target = stack.reader.scalar("SELECT id FROM incidents WHERE rule_id = 'flood.water-level-high' ORDER BY id LIMIT 1")
+    target = stack.reader.scalar(
+        "SELECT id FROM incidents WHERE rule_id = 'flood.water-level-high' ORDER BY id LIMIT 1"
+    )
 
     ack = cityops(stack, "incident", "ack", target, "--actor", "zhang.san", "--note", "crew on the way")
     assert ack.returncode == 0, ack.stderr
@@ -46,7 +49,9 @@ def test_cli_actions_change_the_state_record_the_user_and_publish_transitions(
 
     trail = stack.reader.history(target)
     assert [(h["kind"], h["to_status"], h["actor"]) for h in trail][-2:] == [
-        ("transition", "acknowledged", "user:zhang.san"), ("transition", "in_progress", "user:zhang.san")]
+        ("transition", "acknowledged", "user:zhang.san"),
+        ("transition", "in_progress", "user:zhang.san"),
+    ]
 
     def published() -> bool:
         records = read_topic(stack.settings, stack.settings.kafka.updates_topic, timeout_s=2)

@@ -37,8 +37,14 @@ ACTIONS = ("ack", "assign", "comment", "resolve", "close", "reopen")
 
 
 def _action(name: str, assignee: str | None = "li.wei") -> Action:
-    return Action(action_id="a" * 12, incident_id="inc-1", action=name, actor="zhang.san",  # type: ignore[arg-type]
-                  at=datetime(2026, 7, 1, tzinfo=UTC), assignee=assignee)
+    return Action(
+        action_id="a" * 12,
+        incident_id="inc-1",
+        action=name,
+        actor="zhang.san",  # type: ignore[arg-type]
+        at=datetime(2026, 7, 1, tzinfo=UTC),
+        assignee=assignee,
+    )
 
 
 @pytest.mark.parametrize("status", STATUSES)
@@ -63,8 +69,14 @@ def test_assign_without_an_assignee_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("status", "after"),
-    [("open", "resolved"), ("acknowledged", "cleared"), ("in_progress", "cleared"), ("cleared", "cleared"),
-     ("resolved", "resolved"), ("closed", "closed")],
+    [
+        ("open", "resolved"),
+        ("acknowledged", "cleared"),
+        ("in_progress", "cleared"),
+        ("cleared", "cleared"),
+        ("resolved", "resolved"),
+        ("closed", "closed"),
+    ],
 )
 def test_a_rule_clearing_resolves_untouched_incidents_and_leaves_acknowledged_ones_awaiting_the_operator(
     status: str, after: str

@@ -8,56 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import T0, incident
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules.lifecycle import Action
-from rules.model import Evidence, Incident
 from rules.silences import Silence
 from sinks.store import Batch, Store
-
-T0 = datetime(2026, 7, 1, 8, tzinfo=UTC)
-
-
-def incident(
-    n: int,
-    revision: int,
-    *,
-    status: str = "open",
-    severity: str = "high",
-    rule: str = "flood.level",
-    zone: str = "420103",
-) -> Incident:
-    return Incident(
-        id=f"inc{n:04d}",
-        revision=revision,
-        pack="wuhan",
-        pack_version="1",
-        rule_id=rule,
-        rule_version=1,
-        kind="threshold",
-        title="Water level above 30 cm",
-        severity=severity,
-        category="flood",  # type: ignore[arg-type]
-        status=status,
-        subject=f"wl-{n}",
-        layer="districts",
-        zone_id=zone,
-        zone_name="江汉区",  # type: ignore[arg-type]
-        window_start=T0,
-        window_end=T0 + timedelta(minutes=15),
-        first_event_at=T0,
-        last_event_at=T0 + timedelta(seconds=revision),
-        lon=114.27,
-        lat=30.59,
-        value=30.0 + revision,
-        threshold=30,
-        op=">",
-        resolved_at=T0 + timedelta(seconds=revision) if status == "resolved" else None,
-        evidence=Evidence(
-            event_ids=[f"e{n}-{i}" for i in range(min(revision, 20))], values=[31.0] * min(revision, 20), count=revision
-        ),
-    )
 
 
 def action(incident_id: str, name: str, n: int = 0, assignee: str | None = None) -> Action:
@@ -250,8 +207,9 @@ def test_a_polygon_silence_covers_only_incidents_inside_it_and_an_expired_one_no
 def test_event_retention_counts_from_storage_time_so_a_backfill_of_old_events_is_kept(store: Store) -> None:
     from rules.model import Enriched, Reading
 
-    old = Reading(id="r-2019", ts=datetime(2019, 1, 1, tzinfo=UTC), lon=114.3, lat=30.6, sensor_id="s", metric="m",
-                  value=1.0)
+    old = Reading(
+        id="r-2019", ts=datetime(2019, 1, 1, tzinfo=UTC), lon=114.3, lat=30.6, sensor_id="s", metric="m", value=1.0
+    )
     store.apply(Batch(events=[Enriched(event=old, zones={})]))
     assert store.prune_events(retention_days=30) == 0
     store.con.execute("UPDATE events SET stored_at = stored_at - INTERVAL 31 DAY")
