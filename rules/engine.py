@@ -166,14 +166,14 @@ class Engine:
         timed = [c for c in self.compiled if c.kind.time_driven]
         if self.watermark_ms is None or not timed:
             return []
-        keys: dict[str, list[str]] = {c.rule.id: [] for c in timed}
+        keys: dict[str, list[str]] = {c.kind.state_prefix: [] for c in timed}
         for key, value in list(state.items()):
-            rid = key.split("|", 1)[0]
-            if rid in keys and value and (partition is None or _home(value) in (None, partition)):
-                keys[rid].append(key)
+            prefix = key.split("|", 1)[0]
+            if prefix in keys and value and (partition is None or _home(value) in (None, partition)):
+                keys[prefix].append(key)
         scope = Scope(state, None)
         for c in timed:
-            c.kind.tick(scope, self.watermark_ms, keys[c.rule.id])
+            c.kind.tick(scope, self.watermark_ms, keys[c.kind.state_prefix])
         scope.commit()
         return list(scope.incidents.values())
 

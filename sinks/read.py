@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -201,3 +201,28 @@ class StoreReader:
             "ORDER BY s.starts_at DESC",
             {"active": active_only},
         )
+
+    def event_payloads(
+        self, since: datetime | None, until: datetime | None, *, page: int = 50_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """Archived events (their JSON) in event-time order, paged by (ts, id) keyset."""
+        after_ts: datetime | None = None
+        after_id = ""
+        total = 0
+        while True:
+            rows = self.rows(
+                "SELECT ts, id, payload FROM events WHERE ($since IS NULL OR ts >= $since) "
+                "AND ($until IS NULL OR ts < $until) AND ($after_ts IS NULL OR (ts, id) > ($after_ts, $after_id)) "
+                "ORDER BY ts, id LIMIT $page",
+                {"since": since, "until": until, "after_ts": after_ts, "after_id": after_id, "page": page},
+            )
+            for row in rows:
+                yield str(row["payload"]).encode()
+            total += len(rows)
+            if progress is not None and rows:
+                progress(total)
+            if len(rows) < page:
+                return
+            after_ts, after_id = rows[-1]["ts"], rows[-1]["id"]
+

@@ -23,13 +23,14 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from rules.model import DeadLetterRecord, Incident
 from rules.pipeline import source_label
+from rules.silences import Silence, silenced_by
 from sinks.alerts import AlertError, AlertPublisher, RouteTable, WebhookDeadLetter, WebhookSink
 from sinks.alerts.publisher import ZoneLookup
 from sinks.alerts.zones import ZoneOutlines
@@ -118,6 +119,18 @@ class AlertRunner:
         self.webhooks = WebhookSink(alerts.webhooks, dead_letter=self._webhook_failed, sleep=sleep)
         self._producer: KafkaProducer | None = None
         self._futures: list[Any] = []
+        self.silences: dict[str, Silence] = {}
+
+    def follow_silences(self, consumer: KafkaConsumer) -> None:
+        """Read new silences (every alerts process reads the whole compacted topic)."""
+        for recs in consumer.poll(timeout_ms=0).values():
+            for rec in recs:
+                try:
+                    item = Silence.model_validate_json(rec.value or b"")
+                except (ValidationError, ValueError) as exc:
+                    logger.warning("alerts: unreadable silence offset=%s error=%s", rec.offset, exc)
+                    continue
+                self.silences[item.silence_id] = item
 
     # -- dead letters ----------------------------------------------------------------------------
 
@@ -149,6 +162,10 @@ class AlertRunner:
                     logger.warning("alerts: unreadable incident source=%s error=%s", source, exc)
                     self.counters["invalid"] += 1
                     self._send_dead(dead_letter(source, "poison", f"alerts: unreadable incident: {exc}", raw), rec.key)
+                    continue
+                if silenced_by(incident, list(self.silences.values())):
+                    # a silence suppresses the notification; the store still records and counts it
+                    self.counters["silenced"] += 1
                     continue
                 try:
                     pub = self.publisher.publish(incident)
@@ -190,7 +207,7 @@ class AlertRunner:
     def run(self) -> None:
         s = self.settings
         kafka, alerts = s.kafka, s.alerts
-        ensure_topics(s, [kafka.incidents_topic, self.deadletter_topic, *self.table.enabled_topics()])
+        ensure_topics(s, [kafka.incidents_topic, kafka.silences_topic, self.deadletter_topic, *self.table.enabled_topics()])
         consumer = KafkaConsumer(
             kafka.incidents_topic,
             group_id=f"{kafka.app_id}-alerts",
@@ -216,9 +233,14 @@ class AlertRunner:
             [f"{w.name} ({w.safe_url()})" for w in alerts.webhooks if w.enabled],
             self.deadletter_topic,
         )
+        silences = KafkaConsumer(enable_auto_commit=False, client_id="cityops-alerts-silences",
+                                 **kafka.client_options())
+        silences.assign([TopicPartition(kafka.silences_topic, p) for p in range(kafka.partitions)])
+        silences.seek_to_beginning()
         last_stats = time.monotonic()
         try:
             while not self.stop_event.is_set():
+                self.follow_silences(silences)
                 records = consumer.poll(timeout_ms=alerts.poll_timeout_ms, max_records=alerts.batch_max_records)
                 if records:
                     self.handle(records)
@@ -227,6 +249,7 @@ class AlertRunner:
                     logger.info("alerts stats %s", self.stats())
                     last_stats = time.monotonic()
         finally:
+            silences.close()
             consumer.close(autocommit=False)
             self._producer.close(timeout=10)
             logger.info("alerts stopped stats %s", self.stats())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
+from rules.bundle import bundle_pack
 from rules.engine import Engine
 from rules.pack import load_pack
 from rules.pipeline import Pipeline
@@ -28,6 +29,8 @@ class Runtime:
     deadletter: Any
     state: Any
     pipeline: Pipeline
+    pack_digest: str = ""
+    refused: list[Any] = field(default_factory=list)
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -78,10 +81,12 @@ def build_runtime(settings: Settings) -> Runtime:
             Engine(pack), max_bytes=settings.worker.max_message_bytes, wall_clock=settings.worker.clock == "wall"
         ),
     )
-    from streams.agents import detect, ingest  # agents attach themselves to the runtime's app
+    runtime.pack_digest = bundle_pack(settings.rules.pack).digest
+    from streams.agents import detect, ingest, rules  # agents attach themselves to the runtime's app
 
     ingest.attach(runtime)
     detect.attach(runtime)
+    rules.attach(runtime)
     logger.info(
         "worker app built app_id=%s pack=%s version=%s topics=%s",
         kafka.app_id,

@@ -333,6 +333,81 @@ def rules_test(pack: Path) -> None:
     sys.exit(1 if failed or missing else 0)
 
 
+@rules.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+def rules_diff(old: Path, new: Path) -> None:
+    """Which rules NEW adds, removes or changes compared with OLD."""
+    from rules.diff import diff_packs
+    from rules.errors import PackError
+    from rules.pack import load_pack
+
+    try:
+        result = diff_packs(load_pack(old), load_pack(new))
+    except PackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in result.lines():
+        click.echo(line)
+
+
+@rules.command("publish")
+@click.argument("pack", type=click.Path(path_type=Path))
+@click.option("--actor", default=None, help="Who publishes (recorded in the bundle).")
+@click.pass_context
+def rules_publish(ctx: click.Context, pack: Path, actor: str | None) -> None:
+    """Validate PACK and publish it to the compacted rules topic; workers swap to it live."""
+    import getpass
+
+    from kafka import KafkaProducer
+
+    from rules.bundle import bundle_pack
+    from rules.errors import PackError
+
+    s = _settings(ctx)
+    try:
+        bundle = bundle_pack(pack, published_by=actor or getpass.getuser())
+    except PackError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise click.ClickException("refused: the pack is invalid, nothing was published") from exc
+    producer = KafkaProducer(client_id="cityops-rules", acks="all", max_request_size=32 * 2**20,
+                             **s.kafka.client_options())
+    producer.send(s.kafka.rules_topic, key=bundle.pack.encode(), value=bundle.model_dump_json().encode()).get(30)
+    producer.close()
+    click.echo(f"published {bundle.pack}@{bundle.version} digest {bundle.digest} to {s.kafka.rules_topic}")
+
+
+@rules.command("backtest")
+@click.argument("pack", type=click.Path(path_type=Path))
+@click.option("--since", required=True, help="ISO time or a duration back from now (e.g. 7d).")
+@click.option("--until", "until", default=None, help="ISO time (default: now).")
+@click.option("--live", "live_path", type=click.Path(path_type=Path), default=None,
+              help="The pack to compare with (default: the configured pack).")
+@click.pass_context
+def rules_backtest(ctx: click.Context, pack: Path, since: str, until: str | None, live_path: Path | None) -> None:
+    """Run PACK over the events stored in DuckDB and compare per-rule counts with the live pack."""
+    from rules.backtest import backtest
+    from rules.errors import PackError
+    from rules.pack import load_pack
+    from sinks.errors import SinkError
+    from sinks.read import StoreReader
+    from streams.cli_incidents import since_option
+
+    s = _settings(ctx)
+    try:
+        candidate, live = load_pack(pack), load_pack(live_path or s.rules.pack)
+    except PackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    start, end = since_option(since), since_option(until) if until else None
+    reader = StoreReader(s.store.quack_uri, s.store.token.get_secret_value())
+    try:
+        lines = list(reader.event_payloads(start, end, progress=lambda n: click.echo(f"... {n} events", err=True)))
+    except SinkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in backtest(candidate, live, lines).lines():
+        click.echo(line)
+
+
 @main.command()
 @click.pass_context
 def dashboard(ctx: click.Context) -> None:

@@ -59,9 +59,9 @@ def _action_command(name: str, help_text: str) -> click.Command:
         try:
             action = new_action(
                 incident_id,
-                name,
+                name,  # type: ignore[arg-type]
                 actor or getpass.getuser(),
-                note=note,  # type: ignore[arg-type]
+                note=note,
                 assignee=assignee,
             )
             row = sender.send(action, wait_s=wait_s)

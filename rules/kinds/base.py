@@ -279,8 +279,13 @@ class Kind(ABC):
     def time_driven(self) -> bool:
         return type(self).tick is not Kind.tick
 
+    @property
+    def state_prefix(self) -> str:
+        """State keys start with ``rule@version``: a new rule version starts with fresh state."""
+        return f"{self.rule.id}@{self.rule.version}"
+
     def key(self, *parts: object) -> str:
-        return "|".join([self.rule.id, *(str(p) for p in parts)])
+        return "|".join([self.state_prefix, *(str(p) for p in parts)])
 
     def zone_of(self, item: Enriched) -> str | None:
         return item.primary_zone(self.rule.layer) if self.rule.layer else None

@@ -190,7 +190,9 @@ def test_an_unknown_rule_kind_is_reported_on_the_kind_line() -> None:
 
 def test_a_missing_rule_kind_is_reported_on_the_rule_line() -> None:
     text = HEAD + THRESHOLD.format(rid="water.high").replace("    kind: threshold\n", "")
-    assert _problems(text) == ["demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' (expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"]
+    assert _problems(text) == [
+        "demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' (expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"
+    ]
 
 
 def test_an_unknown_field_in_a_threshold_rule_is_reported_on_its_line() -> None:
@@ -240,9 +242,7 @@ def test_a_window_rule_without_a_layer_is_reported_on_the_rule_line() -> None:
             "    value: 3\n"  # 18
         )
     )
-    assert _problems(text) == [
-        "demo.yaml:13: rule 'dumping' rules[1]: a window rule grouped by zone needs a 'layer'"
-    ]
+    assert _problems(text) == ["demo.yaml:13: rule 'dumping' rules[1]: a window rule grouped by zone needs a 'layer'"]
 
 
 def test_a_test_expecting_an_unknown_rule_is_reported_on_its_line() -> None:

@@ -10,6 +10,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,15 @@ import pytest
 from alert_helpers import cap_schema, make, resolved
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from stack import read_topic
 
 from rules.model import DeadLetterRecord, Incident
 from sinks.alerts import AlertPayload, Route, WebhookEndpoint
+from streams.alerting import AlertRunner
 from streams.broker import DevBroker, free_port
 from streams.procs import Child, spawn
 from streams.settings import Settings
-
-pytestmark = pytest.mark.integration
 
 NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 PARTITIONS = 3  # not Tansu's auto-create default (4): proves the topics were created explicitly
@@ -151,6 +151,7 @@ def by_key(records: list[Any], decode: Callable[[Any], Any]) -> dict[bytes, list
     return out
 
 
+@pytest.mark.integration
 def test_alerts_process_routes_formats_orders_delivers_and_commits(
     broker: DevBroker, hooks: Hooks, tmp_path: Path
 ) -> None:
@@ -272,3 +273,92 @@ def test_alerts_process_routes_formats_orders_delivers_and_commits(
     finally:
         with contextlib.suppress(Exception):
             child.stop(grace=20)
+
+
+class _Future:
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"", headers: object = None) -> _Future:
+        self.sent.append((topic, key, value))
+        return _Future()
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass
+class _Rec:
+    value: bytes
+    key: bytes
+    offset: int
+
+
+def test_one_bad_snapshot_is_dead_lettered_and_the_batch_goes_on() -> None:
+    """No broker: the runner's batch handling with a fake producer."""
+
+    def broken_zones(layer: str | None, zone_id: str | None) -> list[list[tuple[float, float]]]:
+        if zone_id == "420199":
+            return [[(114.0, 30.0), (114.1, 30.0)]]  # two points: not a CAP polygon
+        return []
+
+    s = Settings()
+    s.kafka.topic_prefix = "unit"
+    runner = AlertRunner(s, zones=broken_zones)
+    producer = _Producer()
+    runner._producer = producer
+    tp = TopicPartition("unit.incidents", 2)
+    runner.handle(
+        {
+            tp: [
+                _Rec(make(id=A, zone_id="420199").model_dump_json().encode(), A.encode(), 7),
+                _Rec(b"{not json", b"x", 8),
+                _Rec(make(id=B).model_dump_json().encode(), B.encode(), 9),
+            ]
+        }
+    )
+    topics = [t for t, _, _ in producer.sent]
+    assert topics.count("unit.deadletter") == 2
+    assert [t for t in topics if t != "unit.deadletter"] == [
+        "unit.alerts.all",
+        "unit.alerts.flood",
+        "unit.alerts.critical",
+    ]
+    dead = [DeadLetterRecord.model_validate_json(v) for t, _, v in producer.sent if t == "unit.deadletter"]
+    assert [d.source for d in dead] == ["unit.incidents[2]@7", "unit.incidents[2]@8"]
+    assert "cannot render" in dead[0].reason and "at least 4 points" in dead[0].reason
+    assert "unreadable incident" in dead[1].reason
+    assert runner.counters["unrenderable"] == 1
+    assert runner.counters["invalid"] == 1
+    assert runner.counters["produced"] == 5
+
+
+def test_a_silence_suppresses_the_notification_of_matching_incidents_only() -> None:
+    """No broker: a silenced incident produces no alert record; an unsilenced one does."""
+    from datetime import timedelta
+
+    from rules.silences import Silence
+
+    s = Settings()
+    s.kafka.topic_prefix = "unit"
+    runner = AlertRunner(s, zones=lambda layer, zone_id: [])
+    producer = _Producer()
+    runner._producer = producer
+    silenced = make(id=A)
+    runner.silences["roadworks"] = Silence(
+        silence_id="roadworks", starts_at=silenced.first_event_at - timedelta(hours=1),
+        ends_at=silenced.first_event_at + timedelta(days=3), zones=[silenced.zone_id or ""], rules=[silenced.rule_id],
+        created_by="ops",
+    )
+    other = make(id=B, zone_id="420106")
+    tp = TopicPartition("unit.incidents", 0)
+    runner.handle({tp: [_Rec(silenced.model_dump_json().encode(), A.encode(), 1),
+                        _Rec(other.model_dump_json().encode(), B.encode(), 2)]})
+    keys = {k for _, k, _ in producer.sent}
+    assert keys == {B.encode()}
+    assert runner.counters["silenced"] == 1
