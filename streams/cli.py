@@ -75,12 +75,15 @@ def main(
 @click.option("--workers", type=int, default=1, show_default=True, help="Stream worker processes.")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Scenario speed (2 = twice as fast).")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True)
+@click.option("--ingest", type=click.Choice(["open311", "gcj02-app", "cloudevents", "json"]), default="open311",
+              show_default=True, help="How the simulator's reports arrive: through the HTTP gateway, or plain JSON.")
 @click.pass_context
-def demo(ctx: click.Context, duration: float | None, headless: bool, workers: int, speed: float, run_dir: Path) -> None:
-    """Start broker, worker, store, dashboard and the Wuhan simulator."""
+def demo(ctx: click.Context, duration: float | None, headless: bool, workers: int, speed: float, run_dir: Path,
+         ingest: str) -> None:
+    """Start broker, worker(s), store, alerts, gateway, dashboard and the Wuhan simulator."""
     from streams.demo import DemoOptions, run_demo
 
-    sys.exit(run_demo(_settings(ctx), DemoOptions(duration, headless, workers, run_dir, speed)))
+    sys.exit(run_demo(_settings(ctx), DemoOptions(duration, headless, workers, run_dir, speed, ingest)))
 
 
 @main.command()

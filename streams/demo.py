@@ -32,6 +32,7 @@ class DemoOptions:
     workers: int
     run_dir: Path
     speed: float
+    ingest: str = "open311"
 
 
 def _dashboard_argv(settings: Settings) -> list[str]:
@@ -77,6 +78,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         settings.store.path = opts.run_dir / "cityops.duckdb"
         settings.store.quack_port = free_port()
         settings.worker.data_dir = opts.run_dir / "faust"
+        settings.gateway.http.port = free_port()
         if not opts.headless:
             settings.dashboard.port = free_port() if _busy(settings.dashboard.port) else settings.dashboard.port
         create_topics(settings.kafka)
@@ -85,19 +87,30 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         children.append(spawn("store", ["cityops", "store"], env, logs))
         for n in range(opts.workers):
             children.append(spawn(f"worker-{n + 1}", ["cityops", "worker"], env, logs))
+        children.append(spawn("alerts", ["cityops", "alerts"], env, logs))
+        if opts.ingest != "json":
+            gateway_url = f"http://{settings.gateway.http.host}:{settings.gateway.http.port}"
+            children.append(spawn("gateway", ["cityops", "gateway", "http"], env, logs))
+            _wait_http(f"{gateway_url}/health", children[-1])
+            click.echo(f"gateway: {gateway_url} (Open311 GeoReport v2, SensorThings, CloudEvents)")
         if not opts.headless:
             children.append(spawn("dashboard", _dashboard_argv(settings), env, logs))
             click.echo(f"dashboard: http://{settings.dashboard.host}:{settings.dashboard.port}")
         click.echo(f"broker: {broker.bootstrap}   store: {settings.store.path}   logs: {logs}")
         duration = opts.duration if opts.duration is not None else 3600.0 * 24
         messages = build_scenario(settings, now_utc(), duration)
-        sim = threading.Thread(
-            target=produce,
-            args=(settings, messages),
-            kwargs={"speed": opts.speed, "stop": stop},
-            name="simulator",
-            daemon=True,
-        )
+        if opts.ingest == "json":
+            sim = threading.Thread(
+                target=produce, args=(settings, messages), kwargs={"speed": opts.speed, "stop": stop},
+                name="simulator", daemon=True,
+            )
+        else:  # reports go through the real HTTP gateway, readings and tracks straight to Kafka
+            from streams.gateways.emit import emit
+
+            sim = threading.Thread(
+                target=emit, args=(settings, messages, opts.ingest), kwargs={"speed": opts.speed, "stop": stop},
+                name="simulator", daemon=True,
+            )
         sim.start()
         reader = StoreReader(settings.store.quack_uri, settings.store.token.get_secret_value())
         began = time.monotonic()
@@ -143,3 +156,17 @@ def _busy(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_http(url: str, child: Child, timeout: float = 30.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and child.alive():
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - a loopback URL we built
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise click.ClickException(f"{child.name} did not answer on {url} (see {child.log})")
