@@ -215,7 +215,8 @@ def export(s: Settings, table: str, fmt: str, since: datetime | None, out: Path)
         "SELECT * FROM quack_query($uri, $sql, token => $token)",
         params={"uri": s.store.quack_uri, "sql": remote, "token": s.store.token.get_secret_value()},
     )
-    con.register("export_rows", rel.arrow())
+    data = rel.arrow()
+    con.register("export_rows", data.read_all() if hasattr(data, "read_all") else data)  # a reader reads once
     option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
     out.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"COPY export_rows TO '{str(out).replace(chr(39), chr(39) * 2)}' ({option})")

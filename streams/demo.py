@@ -79,6 +79,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         settings.store.quack_port = free_port()
         settings.worker.data_dir = opts.run_dir / "faust"
         settings.gateway.http.port = free_port()
+        settings.dashboard.demo_mode = True  # no login in the demo; the dashboard labels it on every page
         if not opts.headless:
             settings.dashboard.port = free_port() if _busy(settings.dashboard.port) else settings.dashboard.port
         create_topics(settings.kafka)
@@ -165,7 +166,7 @@ def _wait_http(url: str, child: Child, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and child.alive():
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - a loopback URL we built
+            with urllib.request.urlopen(url, timeout=2):
                 return
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)

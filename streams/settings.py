@@ -131,6 +131,17 @@ class RulesSettings(BaseModel):
     pack: Path = Field(default_factory=default_pack, description="Rule pack YAML file.")
 
 
+DashboardRole = Literal["viewer", "operator", "rule_author"]
+
+
+class DashboardUser(BaseModel):
+    """A dashboard login (see docs/dashboard.md): a password hash and the user's roles."""
+
+    password_hash: SecretStr = Field(description="From `cityops dashboard hash-password` (scrypt, salted).")
+    roles: list[DashboardRole] = Field(default_factory=lambda: ["viewer"], description="viewer, operator, rule_author")
+    display_name: str | None = None
+
+
 class DashboardSettings(BaseModel):
     """The Streamlit operations view."""
 
@@ -139,7 +150,28 @@ class DashboardSettings(BaseModel):
     language: Literal["zh-CN", "en"] = "zh-CN"
     timezone: str = "Asia/Shanghai"
     refresh_s: float = Field(default=3.0, gt=0)
-    demo_mode: bool = Field(default=True, description="Demo mode: no login (clearly labelled on every page).")
+    demo_mode: bool = Field(
+        default=False, description="No login, every visitor may act (labelled on every page); `cityops demo` sets it."
+    )
+    users: dict[str, DashboardUser] = Field(
+        default_factory=dict, description='Logins as JSON: {"name": {"password_hash": "scrypt$...", "roles": [...]}}.'
+    )
+    oidc_provider: str | None = Field(
+        default=None, description="Offer `st.login` with this [auth] provider of secrets.toml ('default': unnamed)."
+    )
+    oidc_roles: dict[str, list[DashboardRole]] = Field(default_factory=dict, description="Roles per OIDC e-mail.")
+    oidc_default_roles: list[DashboardRole] = Field(default_factory=lambda: ["viewer"])
+    packs_dir: Path = Field(
+        default_factory=lambda: default_pack().parent.parent, description="Backtests offer the *.yaml packs under it."
+    )
+    sensor_silent_s: float = Field(default=300.0, gt=0, description="A sensor quiet this long is shown as silent.")
+    track_active_s: float = Field(default=120.0, gt=0, description="A track with a fix this recent is drawn.")
+    sla_ack_minutes: dict[str, float] = Field(
+        default_factory=lambda: {"critical": 5, "high": 15, "medium": 60, "low": 240, "info": 1440},
+        description="Acknowledge within this many minutes, per severity (queue SLA timers).",
+    )
+    consumer_lag: bool = Field(default=False, description="Show consumer lag; only for brokers with right end offsets.")
+    backtest_max_events: int = Field(default=500_000, ge=1, description="Largest backtest run from the dashboard.")
 
 
 class Settings(BaseSettings):

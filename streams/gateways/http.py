@@ -129,10 +129,11 @@ class HttpGateway:
 
     # -- plumbing ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        from streams.gateways import routes
+        from streams.gateways import actions, routes
 
         app = web.Application(client_max_size=self.g.http.max_payload_bytes + 1)
         routes.install(self, app)
+        actions.install(self, app)
         return app
 
     def source(self, request: web.Request, route: str) -> str:

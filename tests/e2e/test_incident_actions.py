@@ -59,3 +59,46 @@ def test_cli_actions_change_the_state_record_the_user_and_publish_transitions(
         return [t.to_status for t in mine][-2:] == ["acknowledged", "in_progress"]
 
     stack.wait_for("the transitions on the incident-updates topic", published, timeout=30)
+
+
+def test_the_http_endpoint_takes_actions_and_answers_unknown_and_illegal_ones_clearly(
+    stack: Stack, scenario: list[Message]
+) -> None:
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    from pydantic import SecretStr
+
+    from streams.gateways.http import BackgroundServer, build_gateway
+
+    stack.settings.gateway.http.api_keys = [SecretStr("ops-key-123")]
+    stack.start("store")
+    stack.start("worker")
+    produce(stack.settings, scenario, speed=0)
+    stack.wait_for("incidents", lambda: stack.reader.scalar("SELECT count(*) FROM incidents") >= 6)
+    target = stack.reader.scalar("SELECT id FROM incidents ORDER BY id LIMIT 1")
+    gateway = build_gateway(stack.settings)
+    server = BackgroundServer(gateway.app()).start()
+
+    def post(incident_id: str, body: dict[str, object], key: str = "ops-key-123") -> tuple[int, object]:
+        req = urllib.request.Request(f"{server.url}/incidents/{incident_id}/actions", data=_json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "X-API-Key": key}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, _json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, _json.loads(err.read())
+
+    try:
+        status, body = post(target, {"action": "ack", "actor": "wang.wu", "note": "seen on CCTV"})
+        assert status == 202, body
+        stack.wait_for("the ack in the store", lambda: stack.reader.incident(target)["status"] == "acknowledged")
+        assert stack.reader.history(target)[-1]["actor"] == "user:wang.wu"
+        assert post(target, {"action": "close", "actor": "wang.wu"})[0] == 409
+        assert post("f" * 24, {"action": "ack", "actor": "wang.wu"})[0] == 404
+        assert post(target, {"action": "ack", "actor": "wang.wu"}, key="wrong")[0] == 403
+        assert post(target, {"action": "explode", "actor": "wang.wu"})[0] == 400
+    finally:
+        server.stop()
+        gateway.outbox.close()
