@@ -1,15 +1,17 @@
 """cityops dashboard: the Streamlit operations view (``python -m streamlit run dashboard/app.py``).
 
-Stands on the read side of ``sinks`` (``sinks.read.StoreReader`` through Quack) and on the
-pack's zone layers from ``rules``; it never opens the DuckDB file. Pages live in
-``dashboard/pages/`` and are listed in ``dashboard/app.py``; texts live in ``dashboard/i18n/``.
+Stands on the read side of ``sinks`` (``sinks.read.StoreReader`` through Quack), on
+``sinks.actions.ActionSender`` for operator actions, and on the pack's zone layers from ``rules``;
+it never opens the DuckDB file. Pages live in ``dashboard/pages/`` and are listed in
+``dashboard/app.py``; texts live in ``dashboard/i18n/``; see ``docs/dashboard.md``.
 """
 
 from __future__ import annotations
 
 from dashboard.i18n import LANG_KEY, LANGUAGES, Lang, TextsError, t
+from dashboard.passwords import hash_password, verify_password
 
-__all__ = ["LANGUAGES", "LANG_KEY", "Lang", "TextsError", "require_app_shell", "t"]
+__all__ = ["LANGUAGES", "LANG_KEY", "Lang", "TextsError", "hash_password", "require_app_shell", "t", "verify_password"]
 
 
 def require_app_shell() -> None:

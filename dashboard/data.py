@@ -8,8 +8,10 @@ Errors are never cached: a store that comes back is seen on the next refresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -18,8 +20,8 @@ import shapely
 import streamlit as st
 from numpy.typing import NDArray
 
-from rules.pack import load_pack
-from sinks.read import StoreReader
+from rules.pack import LoadedPack, load_pack
+from sinks.read import IncidentFilter, StoreReader
 from streams.logs import setup_logging
 from streams.settings import Settings
 
@@ -32,13 +34,16 @@ LIVE_TTL_S = 1.0
 """How long live numbers are shared between sessions (well under any sensible refresh interval)."""
 LIST_TTL_S = 30.0
 """How long slow-moving lists (categories) are cached."""
+SLOW_TTL_S = 10.0
+"""How long analytics over days of incidents are shared (they move slowly)."""
 LABEL_MIN_AREA_KM2 = 110.0
 """Zones smaller than this get no name on the map (their names would overlap at city zoom; the
 tooltip still names them)."""
-MAP_POINT_LIMIT = 5_000
-"""Newest incidents drawn on the map; keeps the pydeck JSON small (about 150 bytes a point)."""
-TABLE_LIMIT = 500
-"""Newest incidents listed in the table."""
+MAP_POINT_LIMIT = 3_000
+"""Up to this many matching incidents the map draws each one; beyond it, H3 cells (keeps the pydeck JSON
+small: about 150 bytes a point)."""
+TABLE_LIMIT = 200
+"""Incidents listed per queue page."""
 
 
 def cache_data(ttl: float) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -148,6 +153,22 @@ def zone_layer(pack_path: str, preferred: str = "districts") -> ZoneLayer:
     )
 
 
+@cache_resource()
+def pack(pack_path: str, mtime_ns: int) -> LoadedPack:
+    """A rule pack, loaded once per file version (``mtime_ns`` is the cache key of the version).
+
+    Raises:
+        rules.errors.PackError: when the pack is invalid.
+    """
+    logger.info("dashboard pack loaded path=%s", pack_path)
+    return load_pack(Path(pack_path))
+
+
+def current_pack(pack_path: Path) -> LoadedPack:
+    """The pack at ``pack_path`` as it is on disk now."""
+    return pack(str(pack_path), pack_path.stat().st_mtime_ns)
+
+
 @cache_data(LIVE_TTL_S)
 def counts(address: StoreAddress) -> dict[str, int]:
     """``StoreReader.counts()``: events, incidents, open_incidents, dead_letters."""
@@ -155,40 +176,120 @@ def counts(address: StoreAddress) -> dict[str, int]:
 
 
 @cache_data(LIVE_TTL_S)
-def incidents_by_zone(address: StoreAddress) -> dict[str, int]:
-    """Open incidents per zone id."""
-    return reader(address).incidents_by_zone()
+def zone_counts(address: StoreAddress, flt: IncidentFilter) -> dict[str, int]:
+    return reader(address).zone_counts(flt)
 
 
 @cache_data(LIVE_TTL_S)
-def incidents(
-    address: StoreAddress,
-    severities: Sequence[str] = (),
-    categories: Sequence[str] = (),
-    zones: Sequence[str] = (),
-    limit: int = TABLE_LIMIT,
-) -> list[dict[str, Any]]:
-    """The newest incidents matching the filters (``StoreReader.incidents``)."""
-    return reader(address).incidents(
-        severities=tuple(severities), categories=tuple(categories), zones=tuple(zones), limit=limit
-    )
+def queue(address: StoreAddress, flt: IncidentFilter, sort: str, limit: int = TABLE_LIMIT) -> list[dict[str, Any]]:
+    return reader(address).queue(flt, sort=sort, limit=limit)
 
 
 @cache_data(LIVE_TTL_S)
-def incident_points(
-    address: StoreAddress,
-    severities: Sequence[str] = (),
-    categories: Sequence[str] = (),
-    zones: Sequence[str] = (),
-    limit: int = MAP_POINT_LIMIT,
-) -> list[dict[str, Any]]:
-    """The newest open incidents for the map (``StoreReader.incident_points``)."""
-    return reader(address).incident_points(
-        severities=tuple(severities), categories=tuple(categories), zones=tuple(zones), limit=limit
-    )
+def count(address: StoreAddress, flt: IncidentFilter) -> int:
+    return reader(address).count(flt)
+
+
+@cache_data(LIVE_TTL_S)
+def points(address: StoreAddress, flt: IncidentFilter, limit: int = MAP_POINT_LIMIT) -> list[dict[str, Any]]:
+    return reader(address).points(flt, limit=limit)
+
+
+@cache_data(LIVE_TTL_S)
+def grid(address: StoreAddress, flt: IncidentFilter, step_deg: float) -> list[dict[str, Any]]:
+    return reader(address).grid(flt, step_deg=step_deg)
+
+
+@cache_data(LIVE_TTL_S)
+def sensors(address: StoreAddress, since: datetime) -> list[dict[str, Any]]:
+    return reader(address).sensors(since)
+
+
+@cache_data(LIVE_TTL_S)
+def tracks(address: StoreAddress, since: datetime, active_since: datetime) -> list[dict[str, Any]]:
+    return reader(address).tracks(since, active_since)
 
 
 @cache_data(LIST_TTL_S)
+def distinct(address: StoreAddress, column: str) -> list[str]:
+    """Values present in the store (categories, packs)."""
+    return reader(address).distinct(column)
+
+
 def categories(address: StoreAddress) -> list[str]:
     """Categories present in the store."""
-    return reader(address).categories()
+    return distinct(address, "category")
+
+
+@cache_data(LIVE_TTL_S)
+def incident(address: StoreAddress, incident_id: str) -> dict[str, Any] | None:
+    return reader(address).incident(incident_id)
+
+
+@cache_data(LIVE_TTL_S)
+def history(address: StoreAddress, incident_id: str) -> list[dict[str, Any]]:
+    return reader(address).history(incident_id)
+
+
+@cache_data(LIVE_TTL_S)
+def evidence_events(address: StoreAddress, incident_id: str) -> list[dict[str, Any]]:
+    return reader(address).evidence_events(incident_id)
+
+
+@cache_data(SLOW_TTL_S)
+def over_time(
+    address: StoreAddress, since: datetime, until: datetime, bucket: str, by: str, tz: str
+) -> list[dict[str, Any]]:
+    return reader(address).over_time(since, until, bucket=bucket, by=by, tz=tz)
+
+
+@cache_data(SLOW_TTL_S)
+def response_times(address: StoreAddress, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    return reader(address).response_times(since, until)
+
+
+@cache_data(SLOW_TTL_S)
+def top_locations(address: StoreAddress, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    return reader(address).top_locations(since, until)
+
+
+@cache_data(LIVE_TTL_S)
+def intake(address: StoreAddress, since: datetime) -> list[dict[str, Any]]:
+    return reader(address).intake(since)
+
+
+@cache_data(SLOW_TTL_S)
+def rule_hits(address: StoreAddress, since: datetime | None) -> list[dict[str, Any]]:
+    return reader(address).rule_hits(since)
+
+
+@cache_data(SLOW_TTL_S)
+def pack_versions(address: StoreAddress) -> list[dict[str, Any]]:
+    return reader(address).pack_versions()
+
+
+@cache_data(LIVE_TTL_S)
+def health(address: StoreAddress) -> dict[str, Any]:
+    return reader(address).health()
+
+
+@cache_data(LIVE_TTL_S)
+def dead_letters(address: StoreAddress, limit: int = 100) -> list[dict[str, Any]]:
+    return reader(address).dead_letters(limit)
+
+
+@cache_data(LIVE_TTL_S)
+def dead_letter_kinds(address: StoreAddress) -> list[dict[str, Any]]:
+    return reader(address).dead_letter_kinds()
+
+
+@cache_data(LIVE_TTL_S)
+def silences(address: StoreAddress) -> list[dict[str, Any]]:
+    return reader(address).silences()
+
+
+def ping_ms(address: StoreAddress) -> float | None:
+    """Round trip of ``SELECT 1`` in milliseconds, or None when the store does not answer (never cached)."""
+    began = time.perf_counter()
+    ok = reader(address).ping()
+    return (time.perf_counter() - began) * 1000 if ok else None

@@ -107,6 +107,7 @@ class Engine:
         batch: Sequence[Enriched],
         state: MutableMapping[str, Any],
         position: tuple[int, int] | None = None,
+        home: int | None = None,
     ) -> Outcome:
         """Fold a batch into ``state`` and return the incidents it created or updated.
 
@@ -142,7 +143,7 @@ class Engine:
                     items, stamps = per_rule.setdefault(id(c), ([], []))
                     items.append(item)
                     stamps.append(ts)
-        scope = Scope(state, position)
+        scope = Scope(state, position, home=home)
         for c in self.compiled:
             if id(c) in per_rule:
                 items, stamps = per_rule[id(c)]
@@ -201,6 +202,9 @@ class Engine:
 
 
 def _home(entry: dict[str, Any]) -> int | None:
+    """The events-topic partition an entry lives in (its changelog partition)."""
+    if entry.get("home") is not None:
+        return int(entry["home"])
     homes = [int(p) for p in entry.get("pos", {})]
     return min(homes) if homes else None
 

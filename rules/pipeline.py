@@ -23,6 +23,8 @@ from rules.model import DeadLetterRecord, Enriched, Incident, Reading, Report, T
 logger = logging.getLogger(__name__)
 
 OUTSIDE = "_outside"
+#: Raw-topic positions are recorded as partition RAW_POSITION_BASE + p, apart from events-topic ones.
+RAW_POSITION_BASE = 1_000_000
 
 
 def source_label(topic: str, partition: int, offset: int, index: int | None = None) -> str:
@@ -48,9 +50,25 @@ def dead_letter(reason: str, kind: str, source: str, original: bytes) -> DeadLet
     )
 
 
-def encode_enriched(items: list[Enriched]) -> bytes:
-    """The internal envelope of the events topic: validated events, serialised without re-validation."""
-    return orjson.dumps({"v": 1, "items": [{"event": i.event.__dict__, "zones": i.zones} for i in items]})
+def encode_enriched(items: list[Enriched], src: tuple[int, int] | None = None) -> bytes:
+    """The internal envelope of the events topic: validated events, serialised without re-validation.
+
+    ``src`` is the (partition, offset) of the raw message they came from: a raw message ingested
+    twice (after a crash) gives the same envelope with the same ``src``, which detect skips.
+    """
+    doc: dict[str, Any] = {"v": 1, "items": [{"event": i.event.__dict__, "zones": i.zones} for i in items]}
+    if src is not None:
+        doc["src"] = list(src)
+    return orjson.dumps(doc)
+
+
+def envelope_source(raw: bytes) -> tuple[int, int] | None:
+    """The raw (partition, offset) an enriched envelope came from, when it says."""
+    doc = orjson.loads(raw)
+    src = doc.get("src") if isinstance(doc, dict) else None
+    if isinstance(src, list) and len(src) == 2 and all(isinstance(x, int) for x in src):
+        return int(src[0]), int(src[1])
+    return None
 
 
 _KINDS: dict[str, type[Reading | Report | Track]] = {"reading": Reading, "report": Report, "track": Track}
@@ -154,7 +172,11 @@ class Pipeline:
             logger.warning("dead letter source=%s kind=poison reason=%s", source, exc)
             out.dead.append(dead_letter(f"not a valid enriched-events envelope: {exc}", "poison", source, raw))
             return out
-        outcome = self.engine.process(items, state, position=(partition, offset))
+        # Idempotency by the raw message's position when the envelope carries it: a raw message
+        # re-ingested after a crash arrives here at a new offset, but with the same source.
+        src = envelope_source(raw)
+        position = (RAW_POSITION_BASE + src[0], src[1]) if src is not None else (partition, offset)
+        outcome = self.engine.process(items, state, position=position, home=partition)
         out.incidents = outcome.incidents  # time-driven rules advance on tick messages (see encode_tick)
         for item, reason in outcome.late:
             out.dead.append(

@@ -153,7 +153,12 @@ def no_fly() -> list[dict[str, Any]]:
     features = [
         {
             "type": "Feature",
-            "properties": {"zone_id": "nofly-airport", "name": "天河机场净空保护区", "kind": "airport", "synthetic": True},
+            "properties": {
+                "zone_id": "nofly-airport",
+                "name": "天河机场净空保护区",
+                "kind": "airport",
+                "synthetic": True,
+            },
             "geometry": _round(airport),
         }
     ]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
@@ -36,6 +38,72 @@ INCIDENT_COLUMNS = (
 )
 
 POINT_COLUMNS = "id, title, severity, category, zone_id, zone_name, last_event_at, lon, lat"
+QUEUE_COLUMNS = (
+    "id, title, severity, category, status, pack, pack_version, rule_id, rule_version, kind, subject, zone_id, "
+    "zone_name, first_event_at, last_event_at, opened_at, acknowledged_at, closed_at, status_changed_at, assignee, "
+    "silenced, evidence_count, value, threshold, op, lon, lat"
+)
+_SEVERITY_RANK = (
+    "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END"
+)
+QUEUE_SORTS = {
+    "severity": f"{_SEVERITY_RANK}, opened_at ASC, first_event_at ASC",
+    "age": "opened_at ASC, first_event_at ASC",
+    "newest": "last_event_at DESC",
+}
+"""Sort orders of the incident queue (allow-listed SQL)."""
+BUCKETS = {"minute": "'minute'", "hour": "'hour'", "day": "'day'"}
+"""Time buckets of the analytics queries (allow-listed ``date_trunc`` parts)."""
+GROUPS = {"category": "category", "zone": "coalesce(zone_id, '')", "severity": "severity", "rule": "rule_id"}
+"""What incidents over time can be split by (allow-listed expressions)."""
+_RESOLVED_AT = "CASE status WHEN 'closed' THEN closed_at WHEN 'resolved' THEN status_changed_at END"
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    """The incident filters of the dashboard; every value reaches the store as a bound literal.
+
+    Empty tuples mean "any". ``since``/``until`` select incidents whose events overlap the range
+    (last event at or after ``since``, first event before ``until``).
+    """
+
+    statuses: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
+    packs: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> tuple[str, dict[str, Param]]:
+        """The WHERE clause (fixed SQL with ``$f_*`` placeholders) and its parameters."""
+        terms = ["TRUE"]
+        params: dict[str, Param] = {}
+        for name, column, values in (
+            ("f_status", "status", self.statuses),
+            ("f_sev", "severity", self.severities),
+            ("f_cat", "category", self.categories),
+            ("f_zone", "zone_id", self.zones),
+            ("f_pack", "pack", self.packs),
+        ):
+            if values:
+                terms.append(f"list_contains(${name}, {column})")
+                params[name] = list(values)
+        if self.since is not None:
+            terms.append("last_event_at >= $f_since")
+            params["f_since"] = self.since
+        if self.until is not None:
+            terms.append("first_event_at < $f_until")
+            params["f_until"] = self.until
+        return " AND ".join(terms), params
+
+
+def _check_timezone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise QueryError(f"unknown time zone {tz!r} (use an IANA name such as Asia/Shanghai)") from None
+    return tz
 
 
 def _incident_filters(
@@ -203,7 +271,11 @@ class StoreReader:
         )
 
     def event_payloads(
-        self, since: datetime | None, until: datetime | None, *, page: int = 50_000,
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        *,
+        page: int = 50_000,
         progress: Callable[[int], None] | None = None,
     ) -> Iterator[bytes]:
         """Archived events (their JSON) in event-time order, paged by (ts, id) keyset."""
@@ -226,3 +298,183 @@ class StoreReader:
                 return
             after_ts, after_id = rows[-1]["ts"], rows[-1]["id"]
 
+    # -- the dashboard's queries ---------------------------------------------------------------
+    # Each one is a single round trip, returns few rows (aggregates or a LIMIT), and stays within
+    # tens of milliseconds over a million incidents (bench/dashboard.py measures them).
+    def queue(
+        self, flt: IncidentFilter, *, sort: str = "severity", limit: int = 200, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """One page of the incident queue, in an allow-listed order."""
+        if sort not in QUEUE_SORTS:
+            raise QueryError(f"unknown sort {sort!r}; expected one of {sorted(QUEUE_SORTS)}")
+        where, params = flt.where()
+        params.update(limit=max(1, min(int(limit), 5_000)), offset=max(0, int(offset)))
+        return self.rows(
+            f"SELECT {QUEUE_COLUMNS} FROM incidents WHERE {where} "  # noqa: S608 - allow-listed parts
+            f"ORDER BY {QUEUE_SORTS[sort]}, id LIMIT $limit OFFSET $offset",
+            params,
+        )
+
+    def count(self, flt: IncidentFilter) -> int:
+        """How many incidents match the filter."""
+        where, params = flt.where()
+        return int(self.scalar(f"SELECT count(*) FROM incidents WHERE {where}", params) or 0)  # noqa: S608
+
+    def points(self, flt: IncidentFilter, *, limit: int = 5_000) -> list[dict[str, Any]]:
+        """The newest incidents matching the filter, with only what a map needs."""
+        where, params = flt.where()
+        params["limit"] = max(1, min(int(limit), 50_000))
+        return self.rows(
+            f"SELECT {POINT_COLUMNS}, status FROM incidents WHERE {where} "  # noqa: S608 - allow-listed
+            "ORDER BY last_event_at DESC, id LIMIT $limit",
+            params,
+        )
+
+    def grid(self, flt: IncidentFilter, *, step_deg: float) -> list[dict[str, Any]]:
+        """Incidents matching the filter counted per square cell of ``step_deg`` degrees.
+
+        Rows: ``gx``, ``gy`` (cell = round(lon / step), round(lat / step)), ``n`` and ``worst`` (0 =
+        critical ... 4 = info). The dashboard bins the cells into H3 hexagons.
+        """
+        if not 0.0001 <= step_deg <= 1.0:
+            raise QueryError(f"grid step {step_deg!r} is outside 0.0001..1 degrees")
+        where, params = flt.where()
+        params["step"] = float(step_deg)
+        return self.rows(
+            "SELECT CAST(round(lon / $step) AS BIGINT) AS gx, CAST(round(lat / $step) AS BIGINT) AS gy, "  # noqa: S608
+            f"count(*) AS n, min({_SEVERITY_RANK}) AS worst FROM incidents WHERE {where} GROUP BY ALL",
+            params,
+        )
+
+    def zone_counts(self, flt: IncidentFilter) -> dict[str, int]:
+        """Incidents matching the filter per zone id."""
+        where, params = flt.where()
+        rows = self.rows(
+            f"SELECT zone_id, count(*) AS n FROM incidents WHERE {where} AND zone_id IS NOT NULL "  # noqa: S608
+            "GROUP BY zone_id",
+            params,
+        )
+        return {str(r["zone_id"]): int(r["n"]) for r in rows}
+
+    def distinct(self, column: str) -> list[str]:
+        """Distinct values of an allow-listed incident column (category, pack, rule_id, severity)."""
+        allowed = {"category", "pack", "rule_id", "severity"}
+        if column not in allowed:
+            raise QueryError(f"unknown column {column!r}; expected one of {sorted(allowed)}")
+        return [str(r["v"]) for r in self.rows(f"SELECT DISTINCT {column} AS v FROM incidents ORDER BY 1")]  # noqa: S608
+
+    def sensors(self, since: datetime, *, limit: int = 5_000) -> list[dict[str, Any]]:
+        """Fixed sensors seen since ``since``: last position, metric, last event time and readings."""
+        return self.rows(
+            "SELECT subject, any_value(topic_label) AS metric, arg_max(lon, ts) AS lon, arg_max(lat, ts) AS lat, "
+            "max(ts) AS last_seen, count(*) AS readings FROM events WHERE kind = 'reading' AND ts >= $since "
+            "GROUP BY subject ORDER BY subject LIMIT $limit",
+            {"since": since, "limit": max(1, min(int(limit), 50_000))},
+        )
+
+    def tracks(self, since: datetime, active_since: datetime, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Moving objects with a fix since ``active_since``: their path since ``since``, oldest first."""
+        return self.rows(
+            "WITH recent AS (SELECT subject, topic_label, ts, lon, lat, value FROM events "
+            "WHERE kind = 'track' AND ts >= $since), "
+            "active AS (SELECT subject FROM recent GROUP BY subject HAVING max(ts) >= $active "
+            "ORDER BY max(ts) DESC LIMIT $limit) "
+            "SELECT r.subject, any_value(r.topic_label) AS object_type, "
+            "list([r.lon, r.lat] ORDER BY r.ts) AS path, max(r.ts) AS last_seen, arg_max(r.value, r.ts) AS alt_m "
+            "FROM recent r JOIN active a ON a.subject = r.subject GROUP BY r.subject ORDER BY r.subject",
+            {"since": since, "active": active_since, "limit": max(1, min(int(limit), 5_000))},
+        )
+
+    def over_time(self, since: datetime, until: datetime, *, bucket: str, by: str, tz: str) -> list[dict[str, Any]]:
+        """Incidents per time bucket (city-local, by first event) and per category, zone, ..."""
+        if bucket not in BUCKETS or by not in GROUPS:
+            raise QueryError(f"unknown bucket {bucket!r} or grouping {by!r}")
+        return self.rows(
+            f"SELECT date_trunc({BUCKETS[bucket]}, first_event_at AT TIME ZONE $tz) AS bucket, "  # noqa: S608
+            f"{GROUPS[by]} AS key, count(*) AS n FROM incidents "
+            "WHERE first_event_at >= $since AND first_event_at < $until GROUP BY ALL ORDER BY 1, 2",
+            {"since": since, "until": until, "tz": _check_timezone(tz)},
+        )
+
+    def response_times(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """MTTA and MTTR (mean and median, seconds) per category, plus a total row (category NULL).
+
+        Opened = ``opened_at``; acknowledged = ``acknowledged_at`` (first ack or assign); resolved =
+        ``closed_at`` for closed incidents and ``status_changed_at`` for resolved ones.
+        """
+        # greatest() would turn a missing time (NULL) into 0: clamp clock skew with CASE instead.
+        ack = "CASE WHEN acknowledged_at < opened_at THEN 0 ELSE epoch(acknowledged_at - opened_at) END"
+        res = f"CASE WHEN ({_RESOLVED_AT}) < opened_at THEN 0 ELSE epoch(({_RESOLVED_AT}) - opened_at) END"
+        return self.rows(
+            "SELECT category, count(*) AS incidents, count(acknowledged_at) AS acknowledged, "  # noqa: S608
+            f"avg({ack}) AS mtta_s, median({ack}) AS mtta_p50_s, count({_RESOLVED_AT}) AS resolved, "
+            f"avg({res}) AS mttr_s, median({res}) AS mttr_p50_s FROM incidents "
+            "WHERE opened_at >= $since AND opened_at < $until "
+            "GROUP BY ROLLUP (category) ORDER BY category NULLS LAST",
+            {"since": since, "until": until},
+        )
+
+    def top_locations(self, since: datetime, until: datetime, *, limit: int = 15) -> list[dict[str, Any]]:
+        """Places (about 100 m cells) with the most incidents, and what happens there most."""
+        return self.rows(
+            "SELECT round(lon, 3) AS lon, round(lat, 3) AS lat, count(*) AS n, mode(category) AS category, "
+            "mode(zone_id) AS zone_id, any_value(zone_name) AS zone_name, count(DISTINCT rule_id) AS rules, "
+            "max(last_event_at) AS last_at FROM incidents WHERE first_event_at >= $since AND first_event_at < $until "
+            "GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT $limit",
+            {"since": since, "until": until, "limit": max(1, min(int(limit), 500))},
+        )
+
+    def intake(self, since: datetime, *, bucket: str = "minute") -> list[dict[str, Any]]:
+        """Events stored and records dead-lettered per bucket since ``since`` (by store time)."""
+        if bucket not in BUCKETS:
+            raise QueryError(f"unknown bucket {bucket!r}")
+        trunc = BUCKETS[bucket]
+        return self.rows(
+            f"SELECT date_trunc({trunc}, stored_at) AS bucket, 'events' AS what, count(*) AS n FROM events "  # noqa: S608
+            "WHERE stored_at >= $since GROUP BY 1 UNION ALL "
+            f"SELECT date_trunc({trunc}, stored_at), 'dead_letters', count(*) FROM dead_letters "
+            "WHERE stored_at >= $since GROUP BY 1 ORDER BY 1, 2",
+            {"since": since},
+        )
+
+    def rule_hits(self, since: datetime | None) -> list[dict[str, Any]]:
+        """Per rule: incidents (since ``since``), how many are active, newest version seen, last hit."""
+        return self.rows(
+            "SELECT rule_id, max(rule_version) AS rule_version, count(*) AS hits, "
+            "count(*) FILTER (WHERE list_contains($active, status)) AS active, max(last_event_at) AS last_hit "
+            "FROM incidents WHERE $since IS NULL OR last_event_at >= $since GROUP BY rule_id ORDER BY rule_id",
+            {"since": since, "active": sorted(ACTIVE)},
+        )
+
+    def pack_versions(self) -> list[dict[str, Any]]:
+        """Pack versions seen on stored incidents, newest first."""
+        return self.rows(
+            "SELECT pack, pack_version, count(*) AS incidents, min(first_event_at) AS first_seen, "
+            "max(last_event_at) AS last_seen FROM incidents GROUP BY ALL ORDER BY last_seen DESC LIMIT 50"
+        )
+
+    def health(self) -> dict[str, Any]:
+        """What the store knows about the pipeline: schema, newest records, the updates outbox."""
+        return self.rows(
+            "SELECT (SELECT max(version) FROM schema_migrations) AS schema_version, "
+            "(SELECT max(stored_at) FROM events) AS last_event_stored, "
+            "(SELECT max(ts) FROM events) AS last_event_time, "
+            "(SELECT max(updated_at) FROM incidents) AS last_incident_update, "
+            "(SELECT max(stored_at) FROM actions) AS last_action, "
+            "(SELECT max(stored_at) FROM dead_letters) AS last_dead_letter, "
+            "(SELECT count(*) FROM incident_history WHERE published_at IS NULL) AS updates_pending, "
+            "(SELECT min(happened_at) FROM incident_history WHERE published_at IS NULL) AS oldest_pending, "
+            "(SELECT count(*) FROM incident_history WHERE published_at IS NOT NULL) AS updates_published, "
+            "(SELECT max(published_at) FROM incident_history) AS last_published"
+        )[0]
+
+    def dead_letter_kinds(self) -> list[dict[str, Any]]:
+        """Dead letters per kind, with the newest failure time."""
+        return self.rows(
+            "SELECT kind, count(*) AS n, max(failed_at) AS last_failed FROM dead_letters GROUP BY kind ORDER BY n DESC"
+        )
+
+    def event_count(self, since: datetime, until: datetime) -> int:
+        """Archived events with event time in ``[since, until)`` (what a backtest would replay)."""
+        sql = "SELECT count(*) FROM events WHERE ts >= $since AND ts < $until"
+        return int(self.scalar(sql, {"since": since, "until": until}) or 0)

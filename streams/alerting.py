@@ -34,6 +34,7 @@ from rules.silences import Silence, silenced_by
 from sinks.alerts import AlertError, AlertPublisher, RouteTable, WebhookDeadLetter, WebhookSink
 from sinks.alerts.publisher import ZoneLookup
 from sinks.alerts.zones import ZoneOutlines
+from streams import metrics
 from streams.errors import BrokerError
 from streams.settings import Settings
 
@@ -139,6 +140,7 @@ class AlertRunner:
         value = record.model_dump_json().encode()
         self._futures.append(self._producer.send(self.deadletter_topic, key=key, value=value))
         self.counters["dead_letters"] += 1
+        metrics.DEAD_LETTERS.labels("alerts", record.kind).inc()
 
     def _webhook_failed(self, dead: WebhookDeadLetter) -> None:
         reason = f"webhook '{dead.endpoint}' ({dead.url}) gave up after {dead.attempts} attempt(s): {dead.reason}"
@@ -238,17 +240,23 @@ class AlertRunner:
         silences.assign([TopicPartition(kafka.silences_topic, p) for p in range(kafka.partitions)])
         silences.seek_to_beginning()
         last_stats = time.monotonic()
+        health, server = observe_alerts(self)
         try:
             while not self.stop_event.is_set():
+                health.beat()
                 self.follow_silences(silences)
                 records = consumer.poll(timeout_ms=alerts.poll_timeout_ms, max_records=alerts.batch_max_records)
                 if records:
+                    started = time.perf_counter()
                     self.handle(records)
                     consumer.commit()
+                    metrics.BATCH_SECONDS.labels("alerts").observe(time.perf_counter() - started)
                 if time.monotonic() - last_stats >= alerts.stats_interval_s:
                     logger.info("alerts stats %s", self.stats())
                     last_stats = time.monotonic()
         finally:
+            if server is not None:
+                server.stop()
             silences.close()
             consumer.close(autocommit=False)
             self._producer.close(timeout=10)
@@ -261,3 +269,37 @@ class AlertRunner:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+def observe_alerts(runner: AlertRunner) -> tuple[metrics.Health, metrics.MetricsServer | None]:
+    """Serve the alerts process's metrics (``CITYOPS_METRICS__ALERTS_PORT``) from its plain counters."""
+    s = runner.settings
+    # webhook retries back off for up to max_attempts x backoff_max_s inside one batch
+    longest = max((w.max_attempts * (w.backoff_max_s + w.timeout_s) for w in s.alerts.webhooks), default=0.0)
+    health = metrics.Health(stale_after_s=max(120.0, longest * 2))
+    if s.metrics.alerts_port == 0:
+        return health, None
+    from prometheus_client import REGISTRY
+
+    REGISTRY.register(
+        metrics.StatsCollector(
+            runner.stats,
+            {
+                "route:": ("cityops_alerts_published", "Alert records produced, by route.", "route"),
+                "kind:": ("cityops_alerts_by_kind", "Alerts published, by alert kind (opened, updated, ...).", "kind"),
+                "webhooks.": (
+                    "cityops_webhook_deliveries",
+                    "Webhook deliveries by endpoint and outcome (delivered, retried, failed).",
+                    ("endpoint", "outcome"),
+                ),
+            },
+            totals={
+                "consumed": ("cityops_alerts_consumed", "Incident snapshots read by the alerts process."),
+                "produced": ("cityops_alerts_produced", "Kafka records produced (alerts and dead letters)."),
+                "silenced": ("cityops_alerts_silenced", "Snapshots suppressed by a silence."),
+                "unchanged": ("cityops_alerts_unchanged", "Snapshots that changed nothing worth an alert."),
+            },
+            gauges={"tracked": ("cityops_alerts_tracked_incidents", "Incidents whose last alert is remembered.")},
+        )
+    )
+    return health, metrics.serve(s.metrics.host, s.metrics.alerts_port, health, process="alerts")

@@ -12,6 +12,7 @@ from rules.bundle import bundle_pack
 from rules.engine import Engine
 from rules.pack import load_pack
 from rules.pipeline import Pipeline
+from streams.security import faust_credentials
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def build_runtime(settings: Settings) -> Runtime:
     app = faust.App(
         kafka.app_id,
         broker=[f"kafka://{b}" for b in kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka),
         store="memory://",
         value_serializer="raw",
         topic_partitions=kafka.partitions,

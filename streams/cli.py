@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -66,6 +67,8 @@ def main(
     if log_json is not None:
         settings.log_json = log_json
     setup_logging(settings.log_level, json=settings.log_json)
+    if ctx.invoked_subcommand in _SERVICES:
+        logging.getLogger("streams.cli").info("effective settings %s", json.dumps(settings.masked()))
     ctx.obj = settings
 
 
@@ -411,17 +414,37 @@ def rules_backtest(ctx: click.Context, pack: Path, since: str, until: str | None
         click.echo(line)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.pass_context
 def dashboard(ctx: click.Context) -> None:
-    """Run the Streamlit operations dashboard."""
+    """Run the Streamlit operations dashboard (see docs/dashboard.md), or a subcommand."""
     import os
 
     from streams.demo import _dashboard_argv
 
+    if ctx.invoked_subcommand is not None:
+        return
     s = _settings(ctx)
-    argv = _dashboard_argv(s)
+    argv = _dashboard_argv(s)  # refuses a non-loopback address without a login
     os.execvpe(argv[0], argv, {**os.environ, **s.to_env()})
+
+
+@dashboard.command("hash-password")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Read from a prompt when not given (keeps it out of the shell history).",
+)
+def dashboard_hash_password(password: str) -> None:
+    """Print a salted scrypt hash for CITYOPS_DASHBOARD__USERS (a user's "password_hash")."""
+    from dashboard.passwords import hash_password  # the CLI composes every package; dashboard imports no CLI
+
+    try:
+        click.echo(hash_password(password))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 main.add_command(gateway)

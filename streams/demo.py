@@ -36,8 +36,14 @@ class DemoOptions:
 
 
 def _dashboard_argv(settings: Settings) -> list[str]:
+    """The Streamlit command line; refuses a non-loopback address without authentication configured."""
     import sys
 
+    from streams.security import dashboard_exposure_problem
+
+    refusal = dashboard_exposure_problem(settings.dashboard, settings.dashboard.host)
+    if refusal:
+        raise click.ClickException(refusal)
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     return [
         sys.executable,

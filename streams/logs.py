@@ -31,5 +31,7 @@ def setup_logging(level: str = "INFO", *, json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+    # Faust's table recovery is worth seeing at INFO; the clients' chatter is not.
+    logging.getLogger("faust.tables").setLevel(logging.INFO)
+    for noisy in ("kafka", "aiokafka", "faust.transport", "faust.agents", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -18,6 +18,7 @@ import shapely
 from rules.geo import Layer
 from rules.state import bucket_of, to_ms
 
+SILENT_SENSOR = "wl-420113-0"  # Hannan: stops reporting after 30 s (sensor silence after 10 minutes)
 CATEGORIES = ("noise", "road_damage", "streetlight", "illegal_dumping", "waterlogging", "illegal_parking")
 JIANGHAN, WUCHANG, QINGSHAN, HONGSHAN = "420103", "420106", "420107", "420111"
 
@@ -68,6 +69,7 @@ def wuhan_scenario(
     seed: int = 7,
     tick_s: float = 2.0,
     bad_records: bool = True,
+    extra_layers: dict[str, Layer] | None = None,
 ) -> list[Message]:
     """All messages of the scenario, ordered by time offset."""
     rng = random.Random(seed)
@@ -78,6 +80,8 @@ def wuhan_scenario(
             metric = "pm25" if i == 2 else "water_level_cm"
             sensors.append((f"{'aq' if metric == 'pm25' else 'wl'}-{zone}-{i}", metric, zone, x, y))
     messages: dict[float, Message] = {}
+    features = _feature_sites(districts, sensors, extra_layers or {})
+    anchors = {HONGSHAN: features["dumping"], JIANGHAN: features["waterlogging"]}
 
     def at(t: float) -> Message:
         return messages.setdefault(round(t, 3), Message(at_s=round(t, 3)))
@@ -90,7 +94,7 @@ def wuhan_scenario(
         tick = int(t / tick_s)
         msg = at(t)
         for phase, (sid, metric, zone, x, y) in enumerate(sensors):
-            if (tick + phase) % 2:
+            if (tick + phase) % 2 or (sid == SILENT_SENSOR and t >= 30):
                 continue
             if metric == "water_level_cm":
                 value = 8.0 + rng.uniform(-3, 3)
@@ -148,6 +152,7 @@ def wuhan_scenario(
                     "source": "sim",
                 }
             )
+        msg.events.extend(_city_features(t, tick, ts(t), features))
         t += tick_s
 
     scripted = [
@@ -158,7 +163,8 @@ def wuhan_scenario(
         for j, off in enumerate(offsets):
             if off >= duration_s:
                 continue
-            x, y = _points_in(geoms[zone], 1, rng)[0]
+            ax, ay = anchors[zone]  # close together: window, cluster and correlation rules all see them
+            x, y = round(ax + rng.uniform(-0.0008, 0.0008), 6), round(ay + rng.uniform(-0.0008, 0.0008), 6)
             at(off).events.append(
                 {
                     "kind": "report",
@@ -186,6 +192,49 @@ def wuhan_scenario(
             if off < duration_s:
                 messages[off + 0.5] = Message(at_s=off + 0.5, bad=bad)
     return [messages[k] for k in sorted(messages)]
+
+
+def _feature_sites(
+    districts: Layer, sensors: list[tuple[str, str, str, float, float]], layers: dict[str, Layer]
+) -> dict[str, tuple[float, float]]:
+    """Where the scripted city features are: near real sensors, schools and no-fly zones of the pack."""
+    where = {sid: (x, y) for sid, _, _, x, y in sensors}
+    hongshan = shapely.point_on_surface(districts.geoms[districts.ids.index(HONGSHAN)])
+    wuchang = shapely.point_on_surface(districts.geoms[districts.ids.index(WUCHANG)])
+    schools = layers.get("schools")
+    school = (schools.geoms[0].x, schools.geoms[0].y) if schools is not None else (114.3402, 30.6382)
+    no_fly = layers.get("no_fly")
+    airport = no_fly.geoms[0].representative_point() if no_fly is not None else shapely.Point(114.208, 30.784)
+    return {
+        "dumping": (round(hongshan.x, 6), round(hongshan.y, 6)),
+        "waterlogging": where.get(f"wl-{JIANGHAN}-0", (114.27, 30.59)),
+        "manhole": (round(wuchang.x + 0.002, 6), round(wuchang.y, 6)),
+        "school_aq": (round(school[0] + 0.0005, 6), round(school[1], 6)),
+        "airport": (round(airport.x, 6), round(airport.y, 6)),
+    }
+
+
+def _city_features(t: float, tick: int, stamp: str, sites: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
+    """Manhole tilt, night noise, PM2.5 at a school, a stalling robotaxi and a drone heading for the airport."""
+    mx, my = sites["manhole"]
+    sx, sy = sites["school_aq"]
+    ax, ay = sites["airport"]
+    moving = t < 20
+    robotaxi_lon = 114.2600 + 0.0001 * min(tick, 10)
+    drone_lon = ax - 0.045 + 0.0006 * tick  # starts outside the airport zone, enters after about a minute
+    base = {"ts": stamp, "source": "sim"}
+    return [
+        {**base, "kind": "reading", "id": f"mh-1-{tick}", "lon": mx, "lat": my, "sensor_id": "mh-420106-1",
+         "metric": "manhole_tilt_deg", "value": 2.0 if t < 30 else 24.0, "unit": "deg"},
+        {**base, "kind": "reading", "id": f"nz-1-{tick}", "lon": mx - 0.004, "lat": my + 0.003,
+         "sensor_id": "nz-420106-1", "metric": "noise_db", "value": 62.0, "unit": "dB(A)"},
+        {**base, "kind": "reading", "id": f"aq-school-{tick}", "lon": sx, "lat": sy, "sensor_id": "aq-school-01",
+         "metric": "pm25", "value": 40.0 if t < 20 else 128.0, "unit": "ug/m3"},
+        {**base, "kind": "track", "id": f"rt-1-{tick}", "lon": round(robotaxi_lon, 6), "lat": 30.5550,
+         "object_id": "rt-1", "object_type": "robotaxi", "speed_mps": 8.0 if moving else 0.0},
+        {**base, "kind": "track", "id": f"uav-3-{tick}", "lon": round(drone_lon, 6), "lat": ay, "object_id": "uav-3",
+         "object_type": "drone", "alt_m": 60.0, "speed_mps": 29.0},
+    ]
 
 
 def scenario_events(messages: list[Message]) -> list[dict[str, Any]]:

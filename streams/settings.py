@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,6 +46,31 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) that signed the brokers' certificates.")
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_keyfile: Path | None = Field(default=None, description="Private key (PEM) of ssl_certfile.")
+    ssl_check_hostname: bool = Field(default=True, description="Check the broker's name against its certificate.")
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> KafkaSettings:
+        """SASL settings need a SASL protocol and vice versa; TLS files need a TLS protocol (never silently unused)."""
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"kafka.security_protocol={self.security_protocol} needs sasl_mechanism, sasl_username and "
+                "sasl_password"
+            )
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ValueError(f"kafka.sasl_* settings are ignored with security_protocol={self.security_protocol}")
+        tls_files = [f for f in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, f) is not None]
+        if tls_files and not self.security_protocol.endswith("SSL"):
+            raise ValueError(
+                f"kafka.{', kafka.'.join(tls_files)} need security_protocol SSL or SASL_SSL, "
+                f"not {self.security_protocol}"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("kafka.ssl_keyfile needs kafka.ssl_certfile")
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -108,6 +133,12 @@ class KafkaSettings(BaseModel):
             opts["sasl_mechanism"] = self.sasl_mechanism
             opts["sasl_plain_username"] = self.sasl_username
             opts["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.security_protocol.endswith("SSL"):
+            opts["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    opts[name] = str(value)
         return opts
 
 
@@ -125,6 +156,17 @@ class WorkerSettings(BaseModel):
     )
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus ``/metrics`` (and ``/healthz``) per process; port 0 = off. See docs/operations.md."""
+
+    host: str = Field(default="127.0.0.1", description="Address the metrics servers bind (0.0.0.0 in containers).")
+    worker_port: int = Field(default=0, ge=0, le=65535, description="`cityops worker` (one port per host).")
+    store_port: int = Field(default=0, ge=0, le=65535, description="`cityops store`.")
+    alerts_port: int = Field(default=0, ge=0, le=65535, description="`cityops alerts`.")
+    gateway_http_port: int = Field(default=0, ge=0, le=65535, description="`cityops gateway http`.")
+    gateway_mqtt_port: int = Field(default=0, ge=0, le=65535, description="`cityops gateway mqtt`.")
+
+
 class RulesSettings(BaseModel):
     """Which pack the worker runs."""
 
@@ -138,7 +180,7 @@ class DashboardUser(BaseModel):
     """A dashboard login (see docs/dashboard.md): a password hash and the user's roles."""
 
     password_hash: SecretStr = Field(description="From `cityops dashboard hash-password` (scrypt, salted).")
-    roles: list[DashboardRole] = Field(default_factory=lambda: ["viewer"], description="viewer, operator, rule_author")
+    roles: list[DashboardRole] = Field(default=["viewer"], description="viewer, operator, rule_author")
     display_name: str | None = None
 
 
@@ -160,14 +202,14 @@ class DashboardSettings(BaseModel):
         default=None, description="Offer `st.login` with this [auth] provider of secrets.toml ('default': unnamed)."
     )
     oidc_roles: dict[str, list[DashboardRole]] = Field(default_factory=dict, description="Roles per OIDC e-mail.")
-    oidc_default_roles: list[DashboardRole] = Field(default_factory=lambda: ["viewer"])
+    oidc_default_roles: list[DashboardRole] = Field(default=["viewer"])
     packs_dir: Path = Field(
         default_factory=lambda: default_pack().parent.parent, description="Backtests offer the *.yaml packs under it."
     )
     sensor_silent_s: float = Field(default=300.0, gt=0, description="A sensor quiet this long is shown as silent.")
     track_active_s: float = Field(default=120.0, gt=0, description="A track with a fix this recent is drawn.")
     sla_ack_minutes: dict[str, float] = Field(
-        default_factory=lambda: {"critical": 5, "high": 15, "medium": 60, "low": 240, "info": 1440},
+        default={"critical": 5.0, "high": 15.0, "medium": 60.0, "low": 240.0, "info": 1440.0},
         description="Acknowledge within this many minutes, per severity (queue SLA timers).",
     )
     consumer_lag: bool = Field(default=False, description="Show consumer lag; only for brokers with right end offsets.")
@@ -188,6 +230,7 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
@@ -203,8 +246,11 @@ class Settings(BaseSettings):
         return env
 
     def masked(self) -> dict[str, Any]:
-        """For logging: every secret shown as ********."""
-        return self.model_dump(mode="json")
+        """For logging: every secret shown as ********, webhook URLs without credentials or query."""
+        doc = self.model_dump(mode="json")
+        for hook, endpoint in zip(doc["alerts"]["webhooks"], self.alerts.webhooks, strict=True):
+            hook["url"] = endpoint.safe_url()
+        return doc
 
 
 @lru_cache(maxsize=1)

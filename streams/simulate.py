@@ -16,11 +16,15 @@ from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# One source, one key: Kafka keeps a key's messages in order, and sequence rules (sustained, geofence,
+# silence) need each subject's events in event-time order.
+SOURCE_KEY = b"simulator"
+
 
 def build_scenario(settings: Settings, start: datetime, duration_s: float, seed: int = 7) -> list[Message]:
     pack = load_pack(settings.rules.pack)
     layer = next(iter(pack.layers.values()))
-    return wuhan_scenario(layer, start, duration_s, seed=seed)
+    return wuhan_scenario(layer, start, duration_s, seed=seed, extra_layers=pack.layers)
 
 
 def produce(
@@ -43,9 +47,9 @@ def produce(
                 elif delay > 0:
                     time.sleep(delay)
             if msg.bad is not None:
-                producer.send(topic, value=msg.bad)
+                producer.send(topic, key=SOURCE_KEY, value=msg.bad)
             elif msg.events:
-                producer.send(topic, value=orjson.dumps({"events": msg.events}))
+                producer.send(topic, key=SOURCE_KEY, value=orjson.dumps({"events": msg.events}))
                 sent += len(msg.events)
         producer.flush()
     finally:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from streams.app import build_runtime
+from streams import metrics
+from streams.app import Runtime, build_runtime
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -15,6 +16,23 @@ def run_worker(settings: Settings) -> None:
     from faust.worker import Worker
 
     runtime = build_runtime(settings)
-    worker = Worker(runtime.app, loglevel=settings.log_level.lower(), quiet=True)
+    observe(runtime)
+    # override_logging=False keeps cityops' handlers (key=value or --log-json): Faust would replace them
+    worker = Worker(runtime.app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False)
     worker.spinner = None  # avoids Faust switching the root logger to DEBUG
     worker.execute_from_commandline()
+
+
+def observe(runtime: Runtime) -> metrics.MetricsServer | None:
+    """Serve the worker's metrics (``CITYOPS_METRICS__WORKER_PORT``); a Faust timer beats its health.
+
+    The timer runs on the worker's event loop, so a stuck loop turns ``/healthz`` to 503.
+    """
+    settings = runtime.settings
+    health = metrics.Health(stale_after_s=max(60.0, 6 * settings.worker.tick_s))
+
+    @runtime.app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        health.beat()
+
+    return metrics.serve(settings.metrics.host, settings.metrics.worker_port, health, process="worker")

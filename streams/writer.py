@@ -23,6 +23,7 @@ from rules.model import DeadLetterRecord, Incident
 from rules.pipeline import decode_enriched, source_label
 from rules.silences import Silence
 from sinks.store import Batch, DeadLetter, Store
+from streams import metrics
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 def _poison(topic: str, partition: int, offset: int, raw: bytes, exc: Exception) -> DeadLetter:
     source = source_label(topic, partition, offset)
     logger.warning("store: unreadable record source=%s error=%s", source, exc)
+    metrics.DEAD_LETTERS.labels("store", "poison").inc()
     return DeadLetter(
         source=source,
         kind="poison",
@@ -94,21 +96,28 @@ class Writer:
             **s.kafka.client_options(),
         )
         producer = KafkaProducer(client_id="cityops-store", acks="all", linger_ms=5, **s.kafka.client_options())
+        health = metrics.Health(stale_after_s=120.0)
+        server = metrics.serve(s.metrics.host, s.metrics.store_port, health, process="store")
         logger.info("store writer running path=%s quack=%s topics=%s", self.store.path, uri, self.topics())
         last_prune = 0.0
         try:
             self.publish_updates(producer)  # whatever a previous run stored but did not publish
             while not self.stop_event.is_set():
+                health.beat()
                 records = consumer.poll(timeout_ms=s.store.poll_timeout_ms, max_records=s.store.batch_max_records)
                 if records:
+                    started = time.perf_counter()
                     batch = collect(s, records)
                     self.store.apply(batch)
                     self.publish_updates(producer)
                     consumer.commit()
+                    metrics.observe_store_batch(batch, sum(map(len, records.values())), time.perf_counter() - started)
                 if time.monotonic() - last_prune > 600:
                     last_prune = time.monotonic()
                     self.store.prune_events(s.store.event_retention_days)
         finally:
+            if server is not None:
+                server.stop()
             producer.close(timeout=5)
             consumer.close(autocommit=False)
             self.store.close()
@@ -127,6 +136,8 @@ class Writer:
                 )
             producer.flush()
             self.store.mark_published([t.update_id for t in pending])
+            for t in pending:
+                metrics.TRANSITIONS.labels(t.to_status, t.kind).inc()
             total += len(pending)
 
     def install_signal_handlers(self) -> None:

@@ -81,6 +81,7 @@ class Scope:
 
     state: MutableMapping[str, Any]
     position: tuple[int, int] | None
+    home: int | None = None
     incidents: dict[str, Incident] = field(default_factory=dict)
     touched: dict[str, Entry] = field(default_factory=dict)
     replayed: set[str] = field(default_factory=set)
@@ -135,6 +136,8 @@ class Scope:
     def commit(self) -> None:
         for key, entry in self.touched.items():
             mark_applied(entry, self.position)
+            if self.home is not None:
+                entry["home"] = self.home
             self.state[key] = entry
         for key in self.deleted:
             if key in self.state:

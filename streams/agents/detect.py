@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rules.pipeline import encode_tick
+from streams import metrics
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -30,6 +31,7 @@ def attach(rt: Runtime) -> None:
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            started = time.perf_counter()
             try:
                 out = rt.pipeline.detect(msg.value or b"", rt.state, topic_name, msg.partition, msg.offset)
             except Exception as exc:
@@ -43,11 +45,13 @@ def attach(rt: Runtime) -> None:
                     msg.value or b"",
                 )
                 await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+                metrics.DEAD_LETTERS.labels("detect", "error").inc()
                 continue
             for inc in out.incidents:
                 await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())
             for dl in out.dead:
                 await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+            metrics.observe_detect(out, time.perf_counter() - started)
             now = time.monotonic()
             if now - last_expiry.get(msg.partition, 0.0) > every:
                 last_expiry[msg.partition] = now

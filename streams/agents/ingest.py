@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from rules.formats.cloudevents_in import CloudEventContext, ingest_record
 from rules.formats.sensorthings import LocationCache
 from rules.pipeline import encode_enriched
+from streams import metrics
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -26,6 +28,7 @@ def attach(rt: Runtime) -> None:
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            started = time.perf_counter()
             try:
                 # CloudEvents (binary ce_* headers or structured) are unwrapped; plain JSON goes on as is
                 out = ingest_record(
@@ -42,8 +45,10 @@ def attach(rt: Runtime) -> None:
                     msg.value or b"",
                 )
                 await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+                metrics.DEAD_LETTERS.labels("ingest", "error").inc()
                 continue
             for key, items in out.routed.items():
-                await rt.events.send(key=key.encode(), value=encode_enriched(items))
+                await rt.events.send(key=key.encode(), value=encode_enriched(items, (msg.partition, msg.offset)))
             for dl in out.dead:
                 await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+            metrics.observe_ingest(out, time.perf_counter() - started)

@@ -18,6 +18,8 @@ from rules.bundle import PackBundle, unpack
 from rules.engine import Engine
 from rules.errors import PackError
 from rules.pipeline import dead_letter, source_label
+from streams import metrics
+from streams.security import aiokafka_options
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -62,7 +64,7 @@ def attach(rt: Runtime) -> None:
 
     @rt.app.task  # type: ignore[untyped-decorator]
     async def follow_rules() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap.split(","), enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(**aiokafka_options(kafka), enable_auto_commit=False,
                                     group_id=None, client_id=f"{kafka.app_id}-rules", fetch_max_bytes=64 * 2**20,
                                     max_partition_fetch_bytes=32 * 2**20)
         await consumer.start()
@@ -77,5 +79,6 @@ def attach(rt: Runtime) -> None:
                 while rt.refused:
                     dl = rt.refused.pop(0)
                     await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+                    metrics.DEAD_LETTERS.labels("rules", dl.kind).inc()
         finally:
             await consumer.stop()

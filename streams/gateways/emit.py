@@ -147,7 +147,7 @@ def emit(
                 if delay > 0 and stop is None:
                     time.sleep(delay)
             if msg.bad is not None:
-                producer.send(settings.kafka.raw_topic, value=msg.bad)
+                producer.send(settings.kafka.raw_topic, key=b"simulator", value=msg.bad)
                 counts["kafka_bad"] += 1
                 continue
             rest: list[dict[str, Any]] = []
@@ -172,7 +172,7 @@ def emit(
                 else:
                     rest.append(event)
             if rest:
-                producer.send(settings.kafka.raw_topic, value=orjson.dumps({"events": rest}))
+                producer.send(settings.kafka.raw_topic, key=b"simulator", value=orjson.dumps({"events": rest}))
                 counts["kafka"] += len(rest)
         producer.flush()
     finally:

@@ -28,7 +28,9 @@ from rules.formats.open311 import Gazetteer, Open311Context, RequestRecord, erro
 from rules.formats.sensorthings import LocationCache
 from rules.pack import LoadedPack
 from rules.pipeline import dead_letter
+from streams import metrics
 from streams.gateways.limits import RateLimiter
+from streams.gateways.observe import http_metrics
 from streams.gateways.outbox import GatewayError, Outbox, OverloadedError
 from streams.gateways.settings import is_loopback
 from streams.gateways.status import StatusReader
@@ -184,6 +186,7 @@ class HttpGateway:
         )
         if not refusal.dead_lettered:
             self.outbox.dead_letter(self.dead_topic, dead_letter(refusal.reason, refusal.kind, source, original))
+            metrics.DEAD_LETTERS.labels("gateway_http", refusal.kind).inc()
         headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else None
         return json_response(error_body(refusal.status, refusal.reason), refusal.status, headers)
 
@@ -192,6 +195,7 @@ class HttpGateway:
             where = source + (f"[{rej.index}]" if rej.index is not None else "")
             self.counts[f"rejected_{rej.kind}"] += 1
             self.outbox.dead_letter(self.dead_topic, dead_letter(rej.reason, rej.kind, where, rej.original))
+            metrics.DEAD_LETTERS.labels("gateway_http", rej.kind).inc()
 
     # -- checks ------------------------------------------------------------------------------------
     def api_key_of(self, request: web.Request, fields: dict[str, Any] | None = None) -> str | None:
@@ -243,6 +247,7 @@ class HttpGateway:
                 retry_after=self.g.retry_after_s,
             ) from exc
         self.counts["events"] += len(events)
+        metrics.EVENTS_IN.labels("gateway_http").inc(len(events))
 
     def remember(self, record: RequestRecord) -> None:
         self.requests[record.service_request_id] = record
@@ -291,10 +296,14 @@ def run_http(settings: Settings, host: str | None = None, port: int | None = Non
     check_startup(settings, host)
     logger.info("http gateway config %s", settings.gateway.model_dump(mode="json"))
     gateway = build_gateway(settings)
+    app = gateway.app()
+    server = http_metrics(settings, gateway, app)
     try:
         logger.info("http gateway listening on http://%s:%d raw_topic=%s", host, port, gateway.raw_topic)
-        web.run_app(gateway.app(), host=host, port=port, print=None, access_log=None)
+        web.run_app(app, host=host, port=port, print=None, access_log=None)
     finally:
+        if server is not None:
+            server.stop()
         gateway.outbox.flush()
         gateway.outbox.close()
 

@@ -30,6 +30,8 @@ from rules.decode import Decoded
 from rules.formats.mqtt_payload import PayloadContext, decode_payload, format_for
 from rules.formats.sensorthings import LocationCache
 from rules.pipeline import dead_letter
+from streams import metrics
+from streams.gateways.observe import mqtt_metrics
 from streams.gateways.outbox import GatewayError, Outbox
 from streams.gateways.settings import is_loopback
 from streams.settings import Settings
@@ -224,8 +226,10 @@ class MqttBridge:
                 letter = dead_letter(rej.reason, rej.kind, where, rej.original)
                 batch.records.append((self.dead_topic, letter.model_dump_json().encode(), where.encode()))
                 logger.info("mqtt dead letter source=%s kind=%s reason=%s", where, rej.kind, rej.reason)
+                metrics.DEAD_LETTERS.labels("gateway_mqtt", rej.kind).inc()
         if events:
             batch.records.insert(0, (self.raw_topic, orjson.dumps({"events": events}), None))
+            metrics.EVENTS_IN.labels("gateway_mqtt").inc(len(events))
         with self.lock:
             self.counts["messages"] += len(batch.messages)
             self.counts["events"] += len(events)
@@ -306,6 +310,7 @@ def run_mqtt(settings: Settings) -> None:
         warm_topics=(settings.kafka.raw_topic, settings.kafka.deadletter_topic),
     )
     bridge = MqttBridge(settings, outbox).start()
+    server = mqtt_metrics(settings, bridge)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -313,5 +318,7 @@ def run_mqtt(settings: Settings) -> None:
         while not done.wait(30):
             logger.info("mqtt bridge stats %s", bridge.stats())
     finally:
+        if server is not None:
+            server.stop()
         bridge.stop()
         outbox.close()

@@ -1,105 +1,116 @@
-// What a person sees: drive the dashboard in headless Chromium (playwright-core + Debian's chromium).
+// What a person sees: drive the dashboard of a running stack in headless Chromium
+// (playwright-core + Debian's chromium).
 //
-//   node tests/dashboard/browser.mjs URL OUTDIR [EXPECTED_TITLE [LATE_TEXT]]
+//   node tests/dashboard/browser.mjs CONFIG.json
 //
-// Waits for Streamlit to finish running, then checks that EXPECTED_TITLE (an incident title) is
-// shown, that the deck.gl map canvas exists and has drawn something, that the page raised no
-// JavaScript error and asked nothing of any host but the dashboard's own (the intranet is
-// offline). Prints "ready" and, when LATE_TEXT (e.g. a subject) is given, waits for it to appear without a
-// reload (the live fragment's refresh). Then switches the language to English and checks the
-// English texts. Saves full-page screenshots to OUTDIR. Exits non-zero on the first failure.
+// CONFIG: {url, outdir, user, password, target: {id, title, lon, lat}, view: {longitude, latitude, zoom},
+//          lateSubject}
+//
+// Steps (one line on stdout each, "FAILED: ..." and exit 1 on the first failure):
+//   login      the login form (no demo mode), then sign in as CONFIG.user
+//   map        KPIs and the deck.gl canvas have drawn; open incidents > 0
+//   click      click the target incident on the map (its pixel from the view state): the queue opens it
+//   acked      acknowledge it in the detail form; the page shows the new state once the store has it
+//   late       prints "ready-for-late"; the test sends a new event; the queue shows its incident (live refresh)
+//   english    switch to English; texts change; every page renders without errors
+// Nothing may be fetched from a host other than the dashboard's (the intranet is offline).
+// Screenshots: login, map, queue-detail (zh-CN), then queue, analytics, rules, system (en).
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
-const [url, outdir, expectedTitle = 'Water level above 30 cm', lateText = ''] = process.argv.slice(2);
-if (!url || !outdir) {
-  console.error('usage: node tests/dashboard/browser.mjs URL OUTDIR [EXPECTED_TITLE [LATE_TEXT]]');
-  process.exit(2);
-}
+const config = JSON.parse(readFileSync(process.argv[2], 'utf-8'));
+const { url, outdir } = config;
 mkdirSync(outdir, { recursive: true });
 const origin = new URL(url).origin;
 const TIMEOUT_MS = 60_000;
-
 const problems = [];
 const fail = (message) => {
   throw new Error(message);
 };
+const stdin = createInterface({ input: process.stdin });
+const fromTest = [];
+stdin.on('line', (line) => fromTest.push(line.trim()));
 
-// Streamlit shows its status widget while a script (or fragment) runs. Idle = not shown as
-// running for `quietMs` in a row.
-async function waitIdle(page, quietMs = 1500) {
-  const deadline = Date.now() + TIMEOUT_MS;
-  let quietSince = Date.now();
+async function waitFor(predicate, what, timeoutMs = TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    if (await predicate()) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  fail(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
+}
+
+// Streamlit shows its status widget while a script (or fragment) runs. Idle = not running for quietMs.
+async function waitIdle(page, quietMs = 1500) {
+  let quietSince = Date.now();
+  await waitFor(async () => {
     const running = await page.evaluate(() => {
       const widget = document.querySelector('[data-testid="stStatusWidget"]');
       return Boolean(widget && /running/i.test(widget.innerText || widget.textContent || ''));
     });
     if (running) quietSince = Date.now();
-    else if (Date.now() - quietSince >= quietMs) return;
-    await page.waitForTimeout(200);
-  }
-  fail(`Streamlit still shows "running" after ${TIMEOUT_MS / 1000}s`);
+    return !running && Date.now() - quietSince >= quietMs;
+  }, 'Streamlit to finish running');
 }
 
-// The page is as tall as Streamlit's scrolling main block: grow the viewport so the screenshot
-// holds all of it.
-async function fullScreenshot(page, name) {
+async function shot(page, name) {
   const height = await page.evaluate(() => {
     const main = document.querySelector('[data-testid="stMain"]');
     return Math.max(main ? main.scrollHeight : 0, document.body.scrollHeight);
   });
-  await page.setViewportSize({ width: 1440, height: Math.min(Math.max(height + 40, 900), 6000) });
-  await page.waitForTimeout(800); // let deck.gl redraw at the new size
+  await page.setViewportSize({ width: 1440, height: Math.min(Math.max(height + 40, 900), 7000) });
+  await page.waitForTimeout(1000); // let deck.gl redraw at the new size
   const path = join(outdir, name);
   await page.screenshot({ path, fullPage: true });
+  await page.setViewportSize({ width: 1440, height: 1000 });
   console.log(`screenshot ${path}`);
 }
 
-async function mapHasDrawn(page) {
-  const canvas = page.locator('[data-testid="stDeckGlJsonChart"] canvas').first();
-  await canvas.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
-  const box = await canvas.boundingBox();
-  if (!box || box.width < 200 || box.height < 200) fail(`deck.gl canvas is too small: ${JSON.stringify(box)}`);
-  // A blank canvas compresses to almost nothing; districts and points do not.
-  const png = await canvas.screenshot();
-  if (png.length < 15_000) fail(`deck.gl canvas looks empty (${png.length} bytes as PNG)`);
-}
-
-// st.dataframe draws its cells on a canvas and mirrors them in an accessible grid: the table must be
-// visible and the text in one of its cells.
-async function expectInTable(page, text, what) {
-  const table = page.locator('[data-testid="stDataFrame"]').first();
+async function expectText(page, text, what, timeoutMs = TIMEOUT_MS) {
   try {
-    await table.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
-    await table.getByText(text, { exact: true }).first().waitFor({ state: 'attached', timeout: TIMEOUT_MS });
-  } catch {
-    fail(`${what} "${text}" is not in the incident table`);
-  }
-}
-
-async function expectText(page, text, what) {
-  try {
-    await page.getByText(text, { exact: false }).first().waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+    await page.getByText(text, { exact: false }).first().waitFor({ state: 'visible', timeout: timeoutMs });
   } catch {
     fail(`${what} "${text}" is not visible`);
   }
 }
 
+async function metric(page, label) {
+  const box = page.locator('[data-testid="stMetric"]', { hasText: label }).first();
+  await box.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  return (await box.locator('[data-testid="stMetricValue"]').innerText()).trim();
+}
+
+async function canvasHasDrawn(page) {
+  const canvas = page.locator('[data-testid="stDeckGlJsonChart"] canvas').first();
+  await canvas.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  const png = await canvas.screenshot(); // scrolls the canvas into view: measure it afterwards
+  if (png.length < 15_000) fail(`deck.gl canvas looks empty (${png.length} bytes as PNG)`);
+  const box = await canvas.boundingBox();
+  if (!box || box.width < 200 || box.height < 200) fail(`deck.gl canvas is too small: ${JSON.stringify(box)}`);
+  return box;
+}
+
+// Web Mercator as deck.gl's MapView uses it: 512 px tiles, 2^zoom scale, the view centre in the middle.
+function pixelOf(box, view, lon, lat) {
+  const scale = 512 * 2 ** view.zoom;
+  const x = (l) => ((l + 180) / 360) * scale;
+  const y = (p) => ((1 - Math.log(Math.tan(Math.PI / 4 + (p * Math.PI) / 360)) / Math.PI) / 2) * scale;
+  return { x: box.x + box.width / 2 + x(lon) - x(view.longitude), y: box.y + box.height / 2 + y(lat) - y(view.latitude) };
+}
+
+async function nav(page, title) {
+  await page.locator('[data-testid="stSidebarNav"] a', { hasText: title }).first().click();
+  await page.waitForTimeout(500);
+  await waitIdle(page);
+}
+
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 let code = 0;
 let page;
@@ -111,39 +122,95 @@ try {
     if (/^https?:/.test(target) && new URL(target).origin !== origin) problems.push(`request to another host: ${target}`);
   });
 
+  // login
   await page.goto(url, { waitUntil: 'domcontentloaded', timeout: TIMEOUT_MS });
-  await page.waitForSelector('[data-testid="stMetric"]', { timeout: TIMEOUT_MS });
+  await page.locator('input[type="password"]').waitFor({ state: 'visible', timeout: TIMEOUT_MS });
   await waitIdle(page);
+  if (await page.locator('[data-testid="stMetric"]').count()) fail('the map is visible before logging in');
+  await expectText(page, '登录', 'login title');
+  await shot(page, 'login-zh-CN.png');
+  await page.locator('[data-testid="stTextInput"] input').first().fill(config.user);
+  await page.locator('input[type="password"]').fill(config.password);
+  await page.getByRole('button', { name: '登录' }).click();
+  await expectText(page, '实时地图', 'map page title');
+  await waitIdle(page);
+  await expectText(page, `当前用户：${config.user}`, 'signed-in user');
+  console.log('login ok');
 
-  await expectInTable(page, expectedTitle, 'incident title');
-  await expectText(page, '演示模式', 'demo-mode badge');
-  await mapHasDrawn(page);
-  if (problems.length) fail(problems.join('\n'));
-  await fullScreenshot(page, 'overview-zh-CN.png');
-  console.log('ready');
+  // map
+  const open = Number((await metric(page, '未处置事件')).replace(/,/g, ''));
+  if (!(open > 0)) fail(`no open incidents on the map page (${open})`);
+  await canvasHasDrawn(page);
+  await shot(page, 'map-zh-CN.png');
+  console.log(`map ok open=${open}`);
 
-  if (lateText) {
-    // The test writes a new incident now; the live fragment must show it without a reload.
-    await expectInTable(page, lateText, 'incident written after the page loaded');
-    console.log('live refresh ok');
-  }
+  // click the incident on the map: the queue page opens it
+  const canvas = await canvasHasDrawn(page);
+  const at = pixelOf(canvas, config.view, config.target.lon, config.target.lat);
+  await page.mouse.move(at.x, at.y);
+  await page.waitForTimeout(600);
+  const tooltip = await page.locator('.deck-tooltip').first().innerText({ timeout: 2000 }).catch(() => '(none)');
+  console.log(`hover at ${Math.round(at.x)},${Math.round(at.y)}: ${tooltip.replace(/\n/g, ' | ')}`);
+  await page.mouse.click(at.x, at.y);
+  await expectText(page, '事件队列', 'queue page after the map click');
+  await waitIdle(page);
+  await page.getByRole('heading', { name: config.target.title }).first().waitFor({ state: 'visible', timeout: TIMEOUT_MS })
+    .catch(async () => fail(`the detail of "${config.target.title}" did not open from the map click at `
+      + `${JSON.stringify(at)}; url ${page.url()}; headings ${await page.locator('h1, h2').allInnerTexts()}`));
+  if (!page.url().includes(`incident=${config.target.id}`)) fail(`the URL does not name the incident: ${page.url()}`);
+  if ((await metric(page, '状态')) !== '待处置') fail(`status before ack: ${await metric(page, '状态')}`);
+  console.log('click ok');
 
-  await page.setViewportSize({ width: 1440, height: 1000 });
+  // acknowledge
+  await page.locator('[data-testid="stRadio"]').getByText('确认', { exact: true }).click();
+  await page.locator('[data-testid="stTextArea"] textarea').fill('已派人前往现场');
+  await page.getByRole('button', { name: '提交' }).click();
+  await expectText(page, '“确认”已生效', 'action confirmation');
+  await waitIdle(page);
+  await waitFor(async () => (await metric(page, '状态')) === '已确认', 'the status to show acknowledged');
+  await shot(page, 'queue-detail-zh-CN.png');
+  console.log(`acked ${config.target.id}`);
+
+  // live refresh: a new incident appears in the queue without a reload
+  console.log('ready-for-late');
+  await waitFor(async () => fromTest.includes('late-sent'), 'the test to send the late event');
+  const grid = page.locator('[data-testid="stDataFrame"]').first();
+  await grid.getByText(config.lateSubject, { exact: true }).first().waitFor({ state: 'attached', timeout: 90_000 })
+    .catch(() => fail(`the incident of ${config.lateSubject} did not appear in the queue`));
+  console.log('late ok');
+
+  // English
   await page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first().click();
   await page.getByRole('option', { name: 'English' }).click();
-  await expectText(page, 'Operations overview', 'English page title');
+  await expectText(page, 'Incident queue', 'English queue title');
   await waitIdle(page);
-  await expectText(page, 'DEMO MODE', 'English demo-mode badge');
-  await expectInTable(page, expectedTitle, 'incident title on the English page');
-  await mapHasDrawn(page);
-  await fullScreenshot(page, 'overview-en.png');
+  await waitFor(async () => (await metric(page, 'Status')) === 'Acknowledged', 'the English status');
+  await expectText(page, `Signed in as ${config.user}`, 'English signed-in line');
+  await shot(page, 'queue-en.png');
+  for (const [title, file, expected] of [
+    ['Live map', 'map-en.png', 'Incidents open'],
+    ['Analytics', 'analytics-en.png', 'MTTA (mean)'],
+    ['Rules', 'rules-en.png', 'Hits per rule'],
+    ['System', 'system-en.png', 'Dead letters'],
+  ]) {
+    await nav(page, title);
+    await expectText(page, expected, `${title} page`);
+    await waitIdle(page);
+    if (await page.locator('[data-testid="stException"]').count()) fail(`${title} shows an exception`);
+    await shot(page, file);
+  }
   if (problems.length) fail(problems.join('\n'));
+  console.log('english ok');
   console.log('browser checks passed');
 } catch (err) {
   console.error(`FAILED: ${err.message}`);
   code = 1;
-  if (page) await page.screenshot({ path: join(outdir, 'failure.png'), fullPage: true }).catch(() => {});
+  if (page) {
+    await page.screenshot({ path: join(outdir, 'failure.png'), timeout: 20_000 })
+      .catch((e) => console.error(`no failure screenshot: ${e.message}`));
+  }
 } finally {
   await browser.close();
+  stdin.close();
 }
 process.exit(code);

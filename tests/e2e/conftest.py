@@ -13,7 +13,7 @@ from rules.pack import load_pack
 from streams.broker import DevBroker
 from streams.scenario import Message, wuhan_scenario
 
-START = datetime.fromisoformat("2026-07-01T08:00:00+08:00")
+START = datetime.fromisoformat("2026-07-01T23:00:00+08:00")  # night: the noise schedule is live
 
 
 @pytest.fixture
@@ -28,4 +28,4 @@ def stack(broker: DevBroker, tmp_path: Path, request: pytest.FixtureRequest) -> 
 @pytest.fixture(scope="session")
 def scenario() -> list[Message]:
     pack = load_pack(Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan" / "pack.yaml")
-    return wuhan_scenario(pack.layers["districts"], START, 120.0)
+    return wuhan_scenario(pack.layers["districts"], START, 240.0, extra_layers=pack.layers)

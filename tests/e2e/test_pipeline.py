@@ -15,12 +15,20 @@ from streams.simulate import produce
 
 pytestmark = pytest.mark.integration
 
-EXPECTED_RULES = {
+EXPECTED_RULES = {  # 12 of the demo pack's 15 kinds of finding fire in the 4-minute night scenario
+    ("air.pm25-near-school", "aq-school-01"),
     ("air.pm25-very-high", "aq-420107-2"),
+    ("airspace.drone-no-fly-entry", "uav-3"),
     ("airspace.drone-too-high", "uav-2"),
     ("flood.water-level-high", "wl-420103-0"),
     ("flood.water-level-high", "wl-420106-1"),
+    ("flood.water-level-sustained", "wl-420103-0"),
+    ("flood.water-level-sustained", "wl-420106-1"),
+    ("flood.waterlogging-confirmed", "wl-420103-0"),
     ("flood.waterlogging-reports", "420103"),
+    ("infra.manhole-tilt", "mh-420106-1"),
+    ("mobility.robotaxi-stalled", "rt-1"),
+    ("sanitation.dumping-cluster", "cell:5659:18277"),
     ("sanitation.dumping-reports", "420111"),
 }
 

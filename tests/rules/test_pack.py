@@ -86,8 +86,30 @@ def test_the_wuhan_pack_loads_with_its_rules_and_the_13_districts() -> None:
         "sanitation.dumping-reports",
         "flood.waterlogging-reports",
         "airspace.drone-too-high",
+        "flood.water-level-sustained",
+        "flood.waterlogging-confirmed",
+        "air.pm25-hourly-district",
+        "air.pm25-near-school",
+        "noise.night-sustained",
+        "sanitation.dumping-cluster",
+        "airspace.drone-no-fly-entry",
+        "mobility.robotaxi-stalled",
+        "ops.sensor-silence",
+        "infra.manhole-tilt",
     ]
-    assert set(pack.layers) == {"districts"}
+    assert [getattr(r, "kind", None) for r in pack.spec.rules][5:] == [
+        "sustained",
+        "correlation",
+        "window",
+        "proximity",
+        "sustained",
+        "cluster",
+        "geofence",
+        "geofence",
+        "silence",
+        "threshold",
+    ]
+    assert set(pack.layers) == {"districts", "schools", "no_fly", "stop_zones"}
     assert set(pack.layers["districts"].ids) == ADCODES
     assert pack.layers["districts"].name_of("420102") == "江岸区"
     assert pack.spec.allowed_lateness == timedelta(hours=1)
@@ -108,9 +130,7 @@ def test_the_wuhan_pack_rules_parse_to_their_kinds_with_durations() -> None:
 
 
 def test_the_pack_digest_changes_with_the_text(tmp_path: Path) -> None:
-    text = WUHAN.read_text(encoding="utf-8").replace(
-        "layers/districts.geojson", str(WUHAN.parent / "layers" / "districts.geojson")
-    )
+    text = WUHAN.read_text(encoding="utf-8").replace("file: layers/", f"file: {WUHAN.parent / 'layers'}/")
     first = tmp_path / "a.yaml"
     first.write_text(text, encoding="utf-8")
     second = tmp_path / "b.yaml"
@@ -184,14 +204,16 @@ def test_a_too_long_duration_is_a_pack_error_not_a_crash() -> None:
 def test_an_unknown_rule_kind_is_reported_on_the_kind_line() -> None:
     text = HEAD + THRESHOLD.format(rid="water.high").replace("kind: threshold", "kind: parade")
     assert _problems(text) == [
-        "demo.yaml:8: rule 'water.high' rules[0]: unknown rule kind 'parade' (expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"
+        "demo.yaml:8: rule 'water.high' rules[0]: unknown rule kind 'parade' "
+        "(expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"
     ]
 
 
 def test_a_missing_rule_kind_is_reported_on_the_rule_line() -> None:
     text = HEAD + THRESHOLD.format(rid="water.high").replace("    kind: threshold\n", "")
     assert _problems(text) == [
-        "demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' (expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"
+        "demo.yaml:7: rule 'water.high' rules[0]: missing 'kind' "
+        "(expected one of: threshold, window, sustained, cluster, geofence, proximity, correlation, silence)"
     ]
 
 

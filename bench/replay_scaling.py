@@ -1,0 +1,229 @@
+"""Benchmark: how replay throughput scales with the number of zones and of rules.
+
+Runs the rule engine (enrich, process, tick: what ``cityops replay`` runs after decoding) over
+synthetic events, with square-grid zone layers of 1k and 10k zones and packs of 10, 100 and
+1,000 rules (half threshold, half window count per zone), and prints a JSON table with events/s,
+the growth factors and the targets of issue 3. Two rule mixes:
+
+- ``distinct``: every rule watches its own metric or report category, out of 500 of each that
+  the events carry; each event is matched by at most one threshold or one window rule. This is
+  the cost of rules that do not apply to an event (a city adding rules about other things).
+- ``shared``: the rules share 20 metrics and 10 categories, so each event is matched by about
+  rules / 40 rules: the cost also grows with the rules that do apply.
+
+Targets:
+
+- replay at or above 200k events/s;
+- 10x the zones costs at most 1.5x the time;
+- 10x the rules costs at most 2x the time.
+
+Usage::
+
+    .venv/bin/python bench/replay_scaling.py [--events 20000] [--profile]
+
+``--profile`` adds the top functions of a cProfile run (distinct mix, 10k zones, 1,000 rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import math
+import pstats
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(REPO))
+
+from rules.decode import decode_one  # noqa: E402
+from rules.engine import AnyEvent, Engine, run  # noqa: E402
+from rules.geo import Layer  # noqa: E402
+from rules.model import Reading, Report  # noqa: E402
+from rules.pack import LoadedPack, parse_pack  # noqa: E402
+
+BOX = (114.0, 30.3, 114.6, 30.9)  # the area every grid covers, whatever its number of zones
+POOL = 500  # metrics and categories the events carry
+SHARED = (20, 10)  # metrics and categories the "shared" rules use
+START = datetime(2026, 7, 1, tzinfo=UTC)
+TARGETS = {"events_per_s": 200_000, "zones_10x_time": 1.5, "rules_10x_time": 2.0}
+
+
+def grid_layer(zones: int) -> Layer:
+    """About ``zones`` square zones tiling BOX (side = round(sqrt(zones)))."""
+    side = round(math.sqrt(zones))
+    dx, dy = (BOX[2] - BOX[0]) / side, (BOX[3] - BOX[1]) / side
+    features = []
+    for i in range(side):
+        for j in range(side):
+            x0, y0 = BOX[0] + i * dx, BOX[1] + j * dy
+            ring = [[x0, y0], [x0 + dx, y0], [x0 + dx, y0 + dy], [x0, y0 + dy], [x0, y0]]
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {"zone_id": f"z{i:03d}-{j:03d}"},
+                    "geometry": {"type": "Polygon", "coordinates": [ring]},
+                }
+            )
+    return Layer.from_features("grid", features)
+
+
+def pack_text(rules: int, mix: str) -> str:
+    """``rules`` rules: even ones threshold on a metric, odd ones a 10-minute count per zone."""
+    lines = ['pack: bench\nversion: "1"\nlayers:\n  grid: {file: unused.geojson}\nrules:\n']
+    for k in range(rules):
+        if k % 2 == 0:
+            metric = f"m{(k // 2) % (POOL if mix == 'distinct' else SHARED[0]):03d}"
+            lines.append(
+                f"  - {{id: t{k:04d}, kind: threshold, title: T, category: bench, layer: grid,"
+                f" match: {{kind: reading, metric: {metric}}}, op: '>', value: {95 + (k % 5)}, dedup: 10m}}\n"
+            )
+        else:
+            category = f"c{(k // 2) % (POOL if mix == 'distinct' else SHARED[1]):03d}"
+            lines.append(
+                f"  - {{id: w{k:04d}, kind: window, title: W, category: bench, layer: grid,"
+                f" match: {{kind: report, category: {category}}}, window: 10m, op: '>=', value: 3}}\n"
+            )
+    return "".join(lines)
+
+
+def make_pack(zones: Layer, rules: int, mix: str) -> LoadedPack:
+    spec = parse_pack(pack_text(rules, mix), "bench.yaml")
+    return LoadedPack(spec=spec, path=Path("bench.yaml"), layers={"grid": zones}, digest="bench")
+
+
+def make_events(n: int, mix: str, seed: int = 1) -> list[AnyEvent]:
+    """n events in time order (5 ms apart): 90 % readings of 2,000 sensors, 10 % reports."""
+    rng = random.Random(seed)
+    metrics, categories = (POOL, POOL) if mix == "distinct" else SHARED
+    sensors = [
+        (f"s{i}", rng.uniform(BOX[0], BOX[2]), rng.uniform(BOX[1], BOX[3]), f"m{rng.randrange(metrics):03d}")
+        for i in range(2000)
+    ]
+    out: list[AnyEvent] = []
+    for i in range(n):
+        ts = START + timedelta(milliseconds=5 * i)
+        if i % 10 == 0:
+            lon, lat = rng.uniform(BOX[0], BOX[2]), rng.uniform(BOX[1], BOX[3])
+            category = f"c{rng.randrange(categories):03d}"
+            out.append(Report(id=f"r{i}", ts=ts, lon=lon, lat=lat, category=category))
+        else:
+            sid, lon, lat, metric = sensors[i % len(sensors)]
+            out.append(
+                Reading(id=f"e{i}", ts=ts, lon=lon, lat=lat, sensor_id=sid, metric=metric, value=rng.uniform(0, 100))
+            )
+    return out
+
+
+def measure(pack: LoadedPack, events: list[AnyEvent], repeat: int) -> tuple[float, int]:
+    """Best wall time of ``repeat`` replays, and the number of incidents."""
+    best, incidents = math.inf, 0
+    for _ in range(repeat):
+        began = time.perf_counter()
+        latest = run(Engine(pack), events, batch_size=1000)
+        best = min(best, time.perf_counter() - began)
+        incidents = len(latest)
+    return best, incidents
+
+
+def decode_rate(events: list[AnyEvent]) -> float:
+    """Events/s of decoding JSON objects into events (what replay does before the engine)."""
+    raw = [e.model_dump(mode="json") for e in events]
+    began = time.perf_counter()
+    for record in raw:
+        decode_one(record)
+    return len(raw) / (time.perf_counter() - began)
+
+
+def profile(pack: LoadedPack, events: list[AnyEvent], top: int = 15) -> list[dict[str, Any]]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run(Engine(pack), events, batch_size=1000)
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    return [
+        {
+            "function": f"{Path(file).name}:{line}:{name}",
+            "calls": calls,
+            "own_s": round(own, 3),
+            "own_share": round(own / total, 3),
+            "cumulative_s": round(cum, 3),
+        }
+        for (file, line, name), (_, calls, own, cum, _) in rows
+    ]
+
+
+def _summary(rows: list[dict[str, Any]], layers: dict[int, Layer]) -> dict[str, Any]:
+    def seconds(zones: int, rules: int) -> float:
+        return float(next(r["seconds"] for r in rows if r["zones"] == len(layers[zones].ids) and r["rules"] == rules))
+
+    growth = {
+        "zones_10x_time": {f"{r}_rules": round(seconds(10_000, r) / seconds(1_000, r), 2) for r in (10, 100, 1_000)},
+        "rules_10x_time": {
+            f"{z}_zones_{a}_to_{b}": round(seconds(z, b) / seconds(z, a), 2)
+            for z in (1_000, 10_000)
+            for a, b in ((10, 100), (100, 1_000))
+        },
+    }
+    best = max(r["events_per_s"] for r in rows)
+    return {
+        "table": rows,
+        "growth": growth,
+        "meets": {
+            "events_per_s": best >= TARGETS["events_per_s"],
+            "zones_10x_time": all(v <= TARGETS["zones_10x_time"] for v in growth["zones_10x_time"].values()),
+            "rules_10x_time": all(v <= TARGETS["rules_10x_time"] for v in growth["rules_10x_time"].values()),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=20_000, help="events per run (default 20000)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per configuration; the best counts")
+    parser.add_argument("--profile", action="store_true", help="add a cProfile of 10k zones x 1000 rules")
+    args = parser.parse_args(argv)
+
+    layers = {zones: grid_layer(zones) for zones in (1_000, 10_000)}
+    report: dict[str, Any] = {
+        "benchmark": "replay_scaling",
+        "what": "rules.engine.run (enrich + process + tick) on decoded events, batch 1000, best of --repeat",
+        "targets": TARGETS,
+    }
+    for mix in ("distinct", "shared"):
+        events = make_events(args.events, mix)
+        rows = []
+        for grid in layers.values():
+            for rules in (10, 100, 1_000):
+                seconds, incidents = measure(make_pack(grid, rules, mix), events, args.repeat)
+                rows.append(
+                    {
+                        "zones": len(grid.ids),
+                        "rules": rules,
+                        "events": len(events),
+                        "seconds": round(seconds, 4),
+                        "events_per_s": round(len(events) / seconds),
+                        "incidents": incidents,
+                    }
+                )
+                print(json.dumps({"mix": mix, **rows[-1]}), file=sys.stderr)
+        report[mix] = _summary(rows, layers)
+    report["decode_events_per_s"] = round(decode_rate(make_events(5000, "distinct")))
+    if args.profile:
+        events = make_events(args.events, "distinct")
+        report["profile_distinct_10k_zones_1000_rules"] = profile(make_pack(layers[10_000], 1_000, "distinct"), events)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
