@@ -59,6 +59,7 @@ class Engine:
             for r in spec.rules
         ]
         self._by_kind: dict[str, list[_Compiled]] = {"reading": [], "report": [], "track": []}
+        self._index: dict[tuple[str, str | None], list[_Compiled]] = {}
         for c in self.compiled:
             for k in [c.rule.match.kind] if c.rule.match.kind else list(self._by_kind):
                 self._by_kind[k].append(c)
@@ -77,6 +78,18 @@ class Engine:
         ]
 
     # -- evaluation -------------------------------------------------------------------------
+    def _candidates(self, event: AnyEvent) -> list[_Compiled]:
+        """Rules that can match this event's kind and metric/category/object type (an index, cached)."""
+        kind = event.kind
+        value = getattr(event, _DISCRIMINATOR[kind], None)
+        key = (kind, value)
+        found = self._index.get(key)
+        if found is None:
+            found = [c for c in self._by_kind[kind] if _accepts(c.rule.match, kind, value)]
+            if len(self._index) < 100_000:
+                self._index[key] = found
+        return found
+
     @staticmethod
     def _matches(c: _Compiled, item: Enriched) -> bool:
         # Each filter compares the event's own field of that name, so a category filter never
@@ -138,7 +151,7 @@ class Engine:
                 )
                 continue
             batch_max = ts
-            for c in self._by_kind[item.event.kind]:
+            for c in self._candidates(item.event):
                 if self._matches(c, item):
                     items, stamps = per_rule.setdefault(id(c), ([], []))
                     items.append(item)
@@ -199,6 +212,26 @@ class Engine:
         for key in dead:
             del state[key]
         return len(dead)
+
+
+_DISCRIMINATOR = {"reading": "metric", "report": "category", "track": "object_type"}
+
+
+def _accepts(match: Any, kind: str, value: str | None) -> bool:
+    """Whether a rule's match could accept an event of this kind with this metric/category/object type."""
+    if kind == "reading":
+        if match.category is not None or match.categories is not None or match.object_type is not None:
+            return False
+        return match.metric is None or match.metric == value
+    if kind == "report":
+        if match.metric is not None or match.object_type is not None:
+            return False
+        if match.category is not None and match.category != value:
+            return False
+        return match.categories is None or value in match.categories
+    if match.metric is not None or match.category is not None or match.categories is not None:
+        return False
+    return match.object_type is None or match.object_type == value
 
 
 def _home(entry: dict[str, Any]) -> int | None:
