@@ -40,8 +40,13 @@ def bundle_pack(path: Path | str, *, published_by: str = "") -> PackBundle:
     text = path.read_text(encoding="utf-8")
     digest = hashlib.sha256(text.encode() + b"".join(files[k] for k in sorted(files))).hexdigest()[:16]
     return PackBundle(
-        pack=loaded.spec.pack, version=loaded.version, digest=digest, filename=path.name, yaml_text=text,
-        layers={k: base64.b64encode(v).decode() for k, v in sorted(files.items())}, published_by=published_by,
+        pack=loaded.spec.pack,
+        version=loaded.version,
+        digest=digest,
+        filename=path.name,
+        yaml_text=text,
+        layers={k: base64.b64encode(v).decode() for k, v in sorted(files.items())},
+        published_by=published_by,
     )
 
 

@@ -57,8 +57,11 @@ def diff_packs(old: LoadedPack, new: LoadedPack) -> PackDiff:
             result.changed[rid] = fields
     for name in sorted(set(old.layers) | set(new.layers)):
         a, b = old.layers.get(name), new.layers.get(name)
-        if a is None or b is None or a.ids != b.ids or not all(
-            x.equals(y) for x, y in zip(a.geoms, b.geoms, strict=True)
+        if (
+            a is None
+            or b is None
+            or a.ids != b.ids
+            or not all(x.equals(y) for x, y in zip(a.geoms, b.geoms, strict=True))
         ):
             result.layers_changed.append(name)
     return result

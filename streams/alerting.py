@@ -10,16 +10,13 @@ topic, never silently away.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -29,6 +26,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from rules.model import DeadLetterRecord, Incident
+from rules.pipeline import dead_letter as make_dead_letter
 from rules.pipeline import source_label
 from rules.silences import Silence, silenced_by
 from sinks.alerts import AlertError, AlertPublisher, RouteTable, WebhookDeadLetter, WebhookSink
@@ -84,15 +82,7 @@ def zone_lookup(settings: Settings) -> ZoneLookup | None:
 
 def dead_letter(source: str, kind: str, reason: str, original: bytes) -> DeadLetterRecord:
     """A dead-letter record for the dead-letter topic (the store writer keeps them)."""
-    return DeadLetterRecord(
-        reason=reason,
-        kind=kind,
-        source=source,
-        original_b64=base64.b64encode(original).decode(),
-        original_size=len(original),
-        original_sha256=hashlib.sha256(original).hexdigest(),
-        failed_at=datetime.now(UTC),
-    )
+    return make_dead_letter(reason, kind, source, original)
 
 
 class AlertRunner:
@@ -209,7 +199,9 @@ class AlertRunner:
     def run(self) -> None:
         s = self.settings
         kafka, alerts = s.kafka, s.alerts
-        ensure_topics(s, [kafka.incidents_topic, kafka.silences_topic, self.deadletter_topic, *self.table.enabled_topics()])
+        ensure_topics(
+            s, [kafka.incidents_topic, kafka.silences_topic, self.deadletter_topic, *self.table.enabled_topics()]
+        )
         consumer = KafkaConsumer(
             kafka.incidents_topic,
             group_id=f"{kafka.app_id}-alerts",
@@ -235,8 +227,9 @@ class AlertRunner:
             [f"{w.name} ({w.safe_url()})" for w in alerts.webhooks if w.enabled],
             self.deadletter_topic,
         )
-        silences = KafkaConsumer(enable_auto_commit=False, client_id="cityops-alerts-silences",
-                                 **kafka.client_options())
+        silences = KafkaConsumer(
+            enable_auto_commit=False, client_id="cityops-alerts-silences", **kafka.client_options()
+        )
         silences.assign([TopicPartition(kafka.silences_topic, p) for p in range(kafka.partitions)])
         silences.seek_to_beginning()
         last_stats = time.monotonic()

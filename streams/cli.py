@@ -78,11 +78,17 @@ def main(
 @click.option("--workers", type=int, default=1, show_default=True, help="Stream worker processes.")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Scenario speed (2 = twice as fast).")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True)
-@click.option("--ingest", type=click.Choice(["open311", "gcj02-app", "cloudevents", "json"]), default="open311",
-              show_default=True, help="How the simulator's reports arrive: through the HTTP gateway, or plain JSON.")
+@click.option(
+    "--ingest",
+    type=click.Choice(["open311", "gcj02-app", "cloudevents", "json"]),
+    default="open311",
+    show_default=True,
+    help="How the simulator's reports arrive: through the HTTP gateway, or plain JSON.",
+)
 @click.pass_context
-def demo(ctx: click.Context, duration: float | None, headless: bool, workers: int, speed: float, run_dir: Path,
-         ingest: str) -> None:
+def demo(
+    ctx: click.Context, duration: float | None, headless: bool, workers: int, speed: float, run_dir: Path, ingest: str
+) -> None:
     """Start broker, worker(s), store, alerts, gateway, dashboard and the Wuhan simulator."""
     from streams.demo import DemoOptions, run_demo
 
@@ -287,6 +293,19 @@ def replay(ctx: click.Context, events: Path, pack_path: Path | None, out: Path |
     )
 
 
+def _load_or_exit(pack: Path) -> Any:
+    """Load a pack, or print its problems as file:line: message and exit 1."""
+    from rules.errors import PackError
+    from rules.pack import load_pack
+
+    try:
+        return load_pack(pack)
+    except PackError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+
+
 @main.group()
 def rules() -> None:
     """Validate and test rule packs."""
@@ -296,15 +315,7 @@ def rules() -> None:
 @click.argument("pack", type=click.Path(path_type=Path))
 def rules_validate(pack: Path) -> None:
     """Validate a pack; errors are printed as file:line: message."""
-    from rules.errors import PackError
-    from rules.pack import load_pack
-
-    try:
-        loaded = load_pack(pack)
-    except PackError as exc:
-        for problem in exc.problems:
-            click.echo(problem, err=True)
-        sys.exit(1)
+    loaded = _load_or_exit(pack)
     click.echo(
         f"{pack}: ok: pack '{loaded.spec.pack}' version {loaded.version}, {len(loaded.spec.rules)} rules, "
         f"layers {', '.join(f'{n} ({len(lay.ids)} zones)' for n, lay in loaded.layers.items())}"
@@ -315,16 +326,9 @@ def rules_validate(pack: Path) -> None:
 @click.argument("pack", type=click.Path(path_type=Path))
 def rules_test(pack: Path) -> None:
     """Run the pack's own test cases; every rule must be tested."""
-    from rules.errors import PackError
-    from rules.pack import load_pack
     from rules.testing import run_pack_tests, untested_rules
 
-    try:
-        loaded = load_pack(pack)
-    except PackError as exc:
-        for problem in exc.problems:
-            click.echo(problem, err=True)
-        sys.exit(1)
+    loaded = _load_or_exit(pack)
     failed = 0
     for result in run_pack_tests(loaded):
         click.echo(f"{'PASS' if result.ok else 'FAIL'}  {result.name}")
@@ -376,8 +380,9 @@ def rules_publish(ctx: click.Context, pack: Path, actor: str | None) -> None:
         for problem in exc.problems:
             click.echo(problem, err=True)
         raise click.ClickException("refused: the pack is invalid, nothing was published") from exc
-    producer = KafkaProducer(client_id="cityops-rules", acks="all", max_request_size=32 * 2**20,
-                             **s.kafka.client_options())
+    producer = KafkaProducer(
+        client_id="cityops-rules", acks="all", max_request_size=32 * 2**20, **s.kafka.client_options()
+    )
     producer.send(s.kafka.rules_topic, key=bundle.pack.encode(), value=bundle.model_dump_json().encode()).get(30)
     producer.close()
     click.echo(f"published {bundle.pack}@{bundle.version} digest {bundle.digest} to {s.kafka.rules_topic}")
@@ -387,8 +392,13 @@ def rules_publish(ctx: click.Context, pack: Path, actor: str | None) -> None:
 @click.argument("pack", type=click.Path(path_type=Path))
 @click.option("--since", required=True, help="ISO time or a duration back from now (e.g. 7d).")
 @click.option("--until", "until", default=None, help="ISO time (default: now).")
-@click.option("--live", "live_path", type=click.Path(path_type=Path), default=None,
-              help="The pack to compare with (default: the configured pack).")
+@click.option(
+    "--live",
+    "live_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The pack to compare with (default: the configured pack).",
+)
 @click.pass_context
 def rules_backtest(ctx: click.Context, pack: Path, since: str, until: str | None, live_path: Path | None) -> None:
     """Run PACK over the events stored in DuckDB and compare per-rule counts with the live pack."""

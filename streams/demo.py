@@ -108,15 +108,21 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         messages = build_scenario(settings, now_utc(), duration)
         if opts.ingest == "json":
             sim = threading.Thread(
-                target=produce, args=(settings, messages), kwargs={"speed": opts.speed, "stop": stop},
-                name="simulator", daemon=True,
+                target=produce,
+                args=(settings, messages),
+                kwargs={"speed": opts.speed, "stop": stop},
+                name="simulator",
+                daemon=True,
             )
         else:  # reports go through the real HTTP gateway, readings and tracks straight to Kafka
             from streams.gateways.emit import emit
 
             sim = threading.Thread(
-                target=emit, args=(settings, messages, opts.ingest), kwargs={"speed": opts.speed, "stop": stop},
-                name="simulator", daemon=True,
+                target=emit,
+                args=(settings, messages, opts.ingest),
+                kwargs={"speed": opts.speed, "stop": stop},
+                name="simulator",
+                daemon=True,
             )
         sim.start()
         reader = StoreReader(settings.store.quack_uri, settings.store.token.get_secret_value())

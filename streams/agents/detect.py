@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from rules.pipeline import encode_tick
 from streams import metrics
+from streams.agents.failures import dead_letter_failure
 
 if TYPE_CHECKING:
     from streams.app import Runtime
+
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +36,8 @@ def attach(rt: Runtime) -> None:
             started = time.perf_counter()
             try:
                 out = rt.pipeline.detect(msg.value or b"", rt.state, topic_name, msg.partition, msg.offset)
-            except Exception as exc:
-                logger.exception("detect failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
-                from rules.pipeline import dead_letter, source_label
-
-                dl = dead_letter(
-                    f"internal error: {exc!r}",
-                    "error",
-                    source_label(topic_name, msg.partition, msg.offset),
-                    msg.value or b"",
-                )
-                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
-                metrics.DEAD_LETTERS.labels("detect", "error").inc()
+            except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
+                await dead_letter_failure(rt, "detect", topic_name, msg, exc)
                 continue
             for inc in out.incidents:
                 await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())

@@ -10,9 +10,11 @@ from rules.formats.cloudevents_in import CloudEventContext, ingest_record
 from rules.formats.sensorthings import LocationCache
 from rules.pipeline import encode_enriched
 from streams import metrics
+from streams.agents.failures import dead_letter_failure
 
 if TYPE_CHECKING:
     from streams.app import Runtime
+
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +37,7 @@ def attach(rt: Runtime) -> None:
                     rt.pipeline, msg.value or b"", msg.headers, topic_name, msg.partition, msg.offset, ctx=ce_ctx
                 )
             except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-                logger.exception("ingest failed source=%s[%d]@%d", topic_name, msg.partition, msg.offset)
-                from rules.pipeline import dead_letter, source_label
-
-                dl = dead_letter(
-                    f"internal error: {exc!r}",
-                    "error",
-                    source_label(topic_name, msg.partition, msg.offset),
-                    msg.value or b"",
-                )
-                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
-                metrics.DEAD_LETTERS.labels("ingest", "error").inc()
+                await dead_letter_failure(rt, "ingest", topic_name, msg, exc)
                 continue
             for key, items in out.routed.items():
                 await rt.events.send(key=key.encode(), value=encode_enriched(items, (msg.partition, msg.offset)))

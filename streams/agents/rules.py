@@ -47,14 +47,24 @@ def apply_bundle(rt: Runtime, raw: bytes, source: str) -> str:
     engine.watermark_ms = rt.pipeline.engine.watermark_ms
     rt.pipeline.engine = engine
     rt.pack_digest = bundle.digest
-    logger.warning("rule pack swapped pack=%s version=%s digest=%s rules=%d published_by=%s", bundle.pack,
-                   bundle.version, bundle.digest, len(loaded.spec.rules), bundle.published_by or "-")
+    logger.warning(
+        "rule pack swapped pack=%s version=%s digest=%s rules=%d published_by=%s",
+        bundle.pack,
+        bundle.version,
+        bundle.digest,
+        len(loaded.spec.rules),
+        bundle.published_by or "-",
+    )
     return "swapped"
 
 
 def _refuse(rt: Runtime, reason: str, source: str, raw: bytes) -> str:
-    logger.error("rule pack refused, keeping pack=%s version=%s: %s", rt.pipeline.engine.pack.spec.pack,
-                 rt.pipeline.engine.pack.version, reason)
+    logger.error(
+        "rule pack refused, keeping pack=%s version=%s: %s",
+        rt.pipeline.engine.pack.spec.pack,
+        rt.pipeline.engine.pack.version,
+        reason,
+    )
     rt.refused.append(dead_letter(reason, "invalid_pack", source, raw))
     return "refused"
 
@@ -64,9 +74,14 @@ def attach(rt: Runtime) -> None:
 
     @rt.app.task  # type: ignore[untyped-decorator]
     async def follow_rules() -> None:
-        consumer = AIOKafkaConsumer(**aiokafka_options(kafka), enable_auto_commit=False,
-                                    group_id=None, client_id=f"{kafka.app_id}-rules", fetch_max_bytes=64 * 2**20,
-                                    max_partition_fetch_bytes=32 * 2**20)
+        consumer = AIOKafkaConsumer(
+            **aiokafka_options(kafka),
+            enable_auto_commit=False,
+            group_id=None,
+            client_id=f"{kafka.app_id}-rules",
+            fetch_max_bytes=64 * 2**20,
+            max_partition_fetch_bytes=32 * 2**20,
+        )
         await consumer.start()
         try:
             consumer.assign([TopicPartition(kafka.rules_topic, p) for p in range(kafka.partitions)])

@@ -43,8 +43,13 @@ def install(gw: HttpGateway, app: web.Application) -> None:
             doc: Any = orjson.loads(call.body)
             if not isinstance(doc, dict):
                 raise ValueError("the body must be a JSON object")
-            action = new_action(incident_id, doc.get("action"), str(doc.get("actor") or ""),  # type: ignore[arg-type]
-                                note=str(doc.get("note") or ""), assignee=doc.get("assignee"))
+            action = new_action(
+                incident_id,
+                doc.get("action"),  # type: ignore[arg-type]  # validated by the Action model
+                str(doc.get("actor") or ""),
+                note=str(doc.get("note") or ""),
+                assignee=doc.get("assignee"),
+            )
         except (orjson.JSONDecodeError, ValueError, ValidationError) as exc:
             raise Refusal("invalid", f"not a valid action: {exc}") from exc
         try:
@@ -54,8 +59,13 @@ def install(gw: HttpGateway, app: web.Application) -> None:
         except ActionError as exc:
             status = 404 if str(exc).startswith("unknown incident") else 409
             return json_response([{"code": status, "description": str(exc)}], status)
-        logger.info("action accepted action_id=%s incident=%s action=%s actor=%s", action.action_id, incident_id,
-                    action.action, action.actor)
+        logger.info(
+            "action accepted action_id=%s incident=%s action=%s actor=%s",
+            action.action_id,
+            incident_id,
+            action.action,
+            action.actor,
+        )
         return json_response({"action_id": action.action_id, "incident_id": incident_id, "action": action.action}, 202)
 
     app.router.add_post("/incidents/{id}/actions", gw.endpoint("/incidents/{id}/actions", post_action))
