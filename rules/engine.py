@@ -121,6 +121,7 @@ class Engine:
         state: MutableMapping[str, Any],
         position: tuple[int, int] | None = None,
         home: int | None = None,
+        check_late: bool = True,
     ) -> Outcome:
         """Fold a batch into ``state`` and return the incidents it created or updated.
 
@@ -132,7 +133,7 @@ class Engine:
                 was already applied to an entry is not applied again.
         """
         outcome = Outcome()
-        floor = None if self.watermark_ms is None else self.watermark_ms - self.lateness_ms
+        floor = None if (self.watermark_ms is None or not check_late) else self.watermark_ms - self.lateness_ms
         stamped = sorted(((to_ms(i.event.ts), i.event.id, n) for n, i in enumerate(batch)))
         per_rule: dict[int, tuple[list[Enriched], list[int]]] = {}
         batch_max: int | None = None

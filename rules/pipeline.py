@@ -159,7 +159,16 @@ class Pipeline:
         logger.warning("dead letter source=%s kind=%s reason=%s", source, rej.kind, rej.reason)
         return dead_letter(rej.reason, rej.kind, source, rej.original)
 
-    def detect(self, raw: bytes, state: MutableMapping[str, Any], topic: str, partition: int, offset: int) -> Detected:
+    def detect(
+        self,
+        raw: bytes,
+        state: MutableMapping[str, Any],
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        check_late: bool = True,
+    ) -> Detected:
         out = Detected()
         source = source_label(topic, partition, offset)
         clock = tick_of(raw)
@@ -176,7 +185,7 @@ class Pipeline:
         # re-ingested after a crash arrives here at a new offset, but with the same source.
         src = envelope_source(raw)
         position = (RAW_POSITION_BASE + src[0], src[1]) if src is not None else (partition, offset)
-        outcome = self.engine.process(items, state, position=position, home=partition)
+        outcome = self.engine.process(items, state, position=position, home=partition, check_late=check_late)
         out.incidents = outcome.incidents  # time-driven rules advance on tick messages (see encode_tick)
         for item, reason in outcome.late:
             out.dead.append(

@@ -39,10 +39,10 @@ INCIDENT_COLUMNS = (
 
 POINT_COLUMNS = "id, title, severity, category, zone_id, zone_name, last_event_at, lon, lat"
 QUEUE_COLUMNS = (
-    "id, title, severity, category, status, pack, pack_version, rule_id, rule_version, kind, subject, zone_id, "
-    "zone_name, first_event_at, last_event_at, opened_at, acknowledged_at, closed_at, status_changed_at, assignee, "
-    "silenced, evidence_count, value, threshold, op, lon, lat"
+    "id, title, severity, status, rule_id, rule_version, subject, zone_id, zone_name, opened_at, acknowledged_at, "
+    "assignee"
 )
+"""What a queue row shows (the detail reads the whole incident): few columns keep the top-N cheap."""
 _SEVERITY_RANK = (
     "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END"
 )
@@ -325,7 +325,7 @@ class StoreReader:
         where, params = flt.where()
         params["limit"] = max(1, min(int(limit), 50_000))
         return self.rows(
-            f"SELECT {POINT_COLUMNS}, status FROM incidents WHERE {where} "  # noqa: S608 - allow-listed
+            f"SELECT {POINT_COLUMNS} FROM incidents WHERE {where} "  # noqa: S608 - allow-listed
             "ORDER BY last_event_at DESC, id LIMIT $limit",
             params,
         )
@@ -455,17 +455,16 @@ class StoreReader:
 
     def health(self) -> dict[str, Any]:
         """What the store knows about the pipeline: schema, newest records, the updates outbox."""
-        return self.rows(
+        return self.rows(  # the history (the largest table) is scanned once
+            "WITH h AS (SELECT count(*) FILTER (WHERE published_at IS NULL) AS updates_pending, "
+            "min(happened_at) FILTER (WHERE published_at IS NULL) AS oldest_pending, "
+            "count(published_at) AS updates_published, max(published_at) AS last_published FROM incident_history) "
             "SELECT (SELECT max(version) FROM schema_migrations) AS schema_version, "
             "(SELECT max(stored_at) FROM events) AS last_event_stored, "
             "(SELECT max(ts) FROM events) AS last_event_time, "
             "(SELECT max(updated_at) FROM incidents) AS last_incident_update, "
             "(SELECT max(stored_at) FROM actions) AS last_action, "
-            "(SELECT max(stored_at) FROM dead_letters) AS last_dead_letter, "
-            "(SELECT count(*) FROM incident_history WHERE published_at IS NULL) AS updates_pending, "
-            "(SELECT min(happened_at) FROM incident_history WHERE published_at IS NULL) AS oldest_pending, "
-            "(SELECT count(*) FROM incident_history WHERE published_at IS NOT NULL) AS updates_published, "
-            "(SELECT max(published_at) FROM incident_history) AS last_published"
+            "(SELECT max(stored_at) FROM dead_letters) AS last_dead_letter, h.* FROM h"
         )[0]
 
     def dead_letter_kinds(self) -> list[dict[str, Any]]:

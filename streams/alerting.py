@@ -218,7 +218,7 @@ class AlertRunner:
             acks="all",
             linger_ms=5,
             max_in_flight_requests_per_connection=1,
-            **kafka.client_options(),
+            **kafka.producer_options(),
         )
         logger.info(
             "alerts running source=%s routes=%s webhooks=%s deadletter=%s",

@@ -381,7 +381,7 @@ def rules_publish(ctx: click.Context, pack: Path, actor: str | None) -> None:
             click.echo(problem, err=True)
         raise click.ClickException("refused: the pack is invalid, nothing was published") from exc
     producer = KafkaProducer(
-        client_id="cityops-rules", acks="all", max_request_size=32 * 2**20, **s.kafka.client_options()
+        client_id="cityops-rules", acks="all", max_request_size=32 * 2**20, **s.kafka.producer_options()
     )
     producer.send(s.kafka.rules_topic, key=bundle.pack.encode(), value=bundle.model_dump_json().encode()).get(30)
     producer.close()

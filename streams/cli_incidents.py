@@ -24,7 +24,7 @@ def _reader(s: Settings) -> StoreReader:
 
 
 def _sender(s: Settings) -> ActionSender:
-    return ActionSender(_reader(s), s.kafka.client_options(), s.kafka.actions_topic, s.kafka.silences_topic)
+    return ActionSender(_reader(s), s.kafka.producer_options(), s.kafka.actions_topic, s.kafka.silences_topic)
 
 
 def _echo_rows(rows: list[dict[str, Any]]) -> None:

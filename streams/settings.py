@@ -123,6 +123,14 @@ class KafkaSettings(BaseModel):
             self.silences_topic,
         ]
 
+    def producer_options(self) -> dict[str, Any]:
+        """kafka-python producer options: client options plus the batch size.
+
+        With the default ``producer_max_batch_size`` of 1 every record is its own batch, which
+        keeps Tansu's offsets right (its ListOffsets is wrong for batches of several records).
+        """
+        return {**self.client_options(), "batch_size": self.producer_max_batch_size}
+
     def client_options(self) -> dict[str, Any]:
         """kafka-python options for this cluster (security included)."""
         opts: dict[str, Any] = {
@@ -149,6 +157,12 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Field(default=Path("var/faust"), description="Faust's local data directory.")
     expire_interval_s: float = Field(default=30.0, gt=0, description="How often old rule state is dropped.")
     tick_s: float = Field(default=5.0, gt=0, description="How often each partition gets a time tick.")
+    rebuild_state: bool = Field(
+        default=True,
+        description="At start, re-apply each events partition's history to the rule state (idempotent); "
+        "guards against a changelog that lost its tail. Start-up time grows with the topic's retention.",
+    )
+    rebuild_timeout_s: float = Field(default=120.0, gt=0, description="Give up a partition's rebuild after this.")
     clock: Literal["wall", "event"] = Field(
         default="wall",
         description="wall: ticks also advance the watermark with the wall clock (live); event: only event time "

@@ -31,7 +31,9 @@ def produce(
     settings: Settings, messages: list[Message], *, speed: float = 1.0, stop: threading.Event | None = None
 ) -> int:
     """Send messages to the raw topic; ``speed`` 0 sends as fast as possible. Returns events sent."""
-    producer = KafkaProducer(client_id="cityops-simulator", linger_ms=5, acks="all", **settings.kafka.client_options())
+    producer = KafkaProducer(
+        client_id="cityops-simulator", linger_ms=5, acks="all", **settings.kafka.producer_options()
+    )
     topic = settings.kafka.raw_topic
     began = time.monotonic()
     sent = 0

@@ -95,7 +95,7 @@ class Writer:
             client_id="cityops-store",
             **s.kafka.client_options(),
         )
-        producer = KafkaProducer(client_id="cityops-store", acks="all", linger_ms=5, **s.kafka.client_options())
+        producer = KafkaProducer(client_id="cityops-store", acks="all", linger_ms=5, **s.kafka.producer_options())
         health = metrics.Health(stale_after_s=120.0)
         server = metrics.serve(s.metrics.host, s.metrics.store_port, health, process="store")
         logger.info("store writer running path=%s quack=%s topics=%s", self.store.path, uri, self.topics())

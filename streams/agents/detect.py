@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rules.pipeline import encode_tick
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
+from streams.agents.gaps import GapGuard
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -29,21 +30,32 @@ def attach(rt: Runtime) -> None:
         for partition in range(rt.settings.kafka.partitions):
             await rt.events.send(value=encode_tick(clock), partition=partition)
 
+    guard = GapGuard(rt, topic_name, "detect")
+
+    async def handle(msg: Any, *, live: bool = True) -> None:
+        """Detect on one events message (replays of skipped ones are not judged late)."""
+        started = time.perf_counter()
+        try:
+            out = rt.pipeline.detect(msg.value or b"", rt.state, topic_name, msg.partition, msg.offset, check_late=live)
+        except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
+            await dead_letter_failure(rt, "detect", topic_name, msg, exc)
+            return
+        for inc in out.incidents:
+            await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())
+        for dl in out.dead:
+            await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+        metrics.observe_detect(out, time.perf_counter() - started)
+
+    async def replayed(msg: Any) -> None:
+        await handle(msg, live=False)
+
     @rt.app.agent(rt.events, name="detect")  # type: ignore[untyped-decorator]
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            started = time.perf_counter()
-            try:
-                out = rt.pipeline.detect(msg.value or b"", rt.state, topic_name, msg.partition, msg.offset)
-            except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-                await dead_letter_failure(rt, "detect", topic_name, msg, exc)
-                continue
-            for inc in out.incidents:
-                await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())
-            for dl in out.dead:
-                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
-            metrics.observe_detect(out, time.perf_counter() - started)
+            # inside the agent: table writes of a replay land in this partition's changelog
+            await guard.before(msg.partition, msg.offset, replayed)
+            await handle(msg)
             now = time.monotonic()
             if now - last_expiry.get(msg.partition, 0.0) > every:
                 last_expiry[msg.partition] = now

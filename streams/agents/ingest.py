@@ -11,6 +11,7 @@ from rules.formats.sensorthings import LocationCache
 from rules.pipeline import encode_enriched
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
+from streams.agents.gaps import GapGuard
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -26,21 +27,28 @@ def attach(rt: Runtime) -> None:
         gw.crs.cloudevents, rt.pipeline.max_bytes, LocationCache(gw.datastream_cache_size), gw.sensorthings_metrics
     )
 
+    guard = GapGuard(rt, topic_name, "ingest")
+
+    async def handle(msg: Any) -> None:
+        """Ingest one raw message (also used to replay skipped ones)."""
+        started = time.perf_counter()
+        try:
+            # CloudEvents (binary ce_* headers or structured) are unwrapped; plain JSON goes on as is
+            out = ingest_record(
+                rt.pipeline, msg.value or b"", msg.headers, topic_name, msg.partition, msg.offset, ctx=ce_ctx
+            )
+        except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
+            await dead_letter_failure(rt, "ingest", topic_name, msg, exc)
+            return
+        for key, items in out.routed.items():
+            await rt.events.send(key=key.encode(), value=encode_enriched(items, (msg.partition, msg.offset)))
+        for dl in out.dead:
+            await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+        metrics.observe_ingest(out, time.perf_counter() - started)
+
     @rt.app.agent(rt.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            started = time.perf_counter()
-            try:
-                # CloudEvents (binary ce_* headers or structured) are unwrapped; plain JSON goes on as is
-                out = ingest_record(
-                    rt.pipeline, msg.value or b"", msg.headers, topic_name, msg.partition, msg.offset, ctx=ce_ctx
-                )
-            except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-                await dead_letter_failure(rt, "ingest", topic_name, msg, exc)
-                continue
-            for key, items in out.routed.items():
-                await rt.events.send(key=key.encode(), value=encode_enriched(items, (msg.partition, msg.offset)))
-            for dl in out.dead:
-                await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
-            metrics.observe_ingest(out, time.perf_counter() - started)
+            await guard.before(msg.partition, msg.offset, handle)
+            await handle(msg)

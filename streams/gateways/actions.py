@@ -31,7 +31,9 @@ def install(gw: HttpGateway, app: web.Application) -> None:
         if "s" not in sender:
             s = gw.settings
             reader = StoreReader(s.store.quack_uri, s.store.token.get_secret_value())
-            sender["s"] = ActionSender(reader, s.kafka.client_options(), s.kafka.actions_topic, s.kafka.silences_topic)
+            sender["s"] = ActionSender(
+                reader, s.kafka.producer_options(), s.kafka.actions_topic, s.kafka.silences_topic
+            )
         return sender["s"]
 
     async def post_action(call: Call) -> web.Response:

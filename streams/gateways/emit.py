@@ -131,7 +131,9 @@ def emit(
     g = settings.gateway
     api_key = g.http.api_keys[0].get_secret_value() if g.http.api_keys else None
     http = _Http(base_url or f"http://{g.http.host}:{g.http.port}", api_key)
-    producer = KafkaProducer(client_id="cityops-simulator", linger_ms=5, acks="all", **settings.kafka.client_options())
+    producer = KafkaProducer(
+        client_id="cityops-simulator", linger_ms=5, acks="all", **settings.kafka.producer_options()
+    )
     mqtt = _mqtt_client(settings) if fmt == "sensorthings-mqtt" else None
     counts: Counter[str] = Counter()
     seen: set[str] = set()

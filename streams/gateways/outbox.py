@@ -180,7 +180,7 @@ class KafkaOutbox(Outbox):
                 max_block_ms=5000,
                 request_timeout_ms=request_timeout_ms,
                 max_request_size=max_request_size,
-                **kafka.client_options(),
+                **kafka.producer_options(),
             )
         except Exception as exc:
             raise GatewayError(f"cannot reach Kafka at {kafka.bootstrap}: {exc}") from exc

@@ -83,8 +83,12 @@ def test_the_http_endpoint_takes_actions_and_answers_unknown_and_illegal_ones_cl
     server = BackgroundServer(gateway.app()).start()
 
     def post(incident_id: str, body: dict[str, object], key: str = "ops-key-123") -> tuple[int, object]:
-        req = urllib.request.Request(f"{server.url}/incidents/{incident_id}/actions", data=_json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "X-API-Key": key}, method="POST")
+        req = urllib.request.Request(
+            f"{server.url}/incidents/{incident_id}/actions",
+            data=_json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "X-API-Key": key},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, _json.loads(resp.read())
@@ -96,7 +100,9 @@ def test_the_http_endpoint_takes_actions_and_answers_unknown_and_illegal_ones_cl
         assert status == 202, body
         stack.wait_for("the ack in the store", lambda: stack.reader.incident(target)["status"] == "acknowledged")
         users = [h for h in stack.reader.history(target) if h["actor"].startswith("user:")]
-        assert [(h["to_status"], h["actor"], h["note"]) for h in users] == [("acknowledged", "user:wang.wu", "seen on CCTV")]
+        assert [(h["to_status"], h["actor"], h["note"]) for h in users] == [
+            ("acknowledged", "user:wang.wu", "seen on CCTV")
+        ]
         assert post(target, {"action": "close", "actor": "wang.wu"})[0] == 409
         assert post("f" * 24, {"action": "ack", "actor": "wang.wu"})[0] == 404
         assert post(target, {"action": "ack", "actor": "wang.wu"}, key="wrong")[0] == 403

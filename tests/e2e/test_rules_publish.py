@@ -22,8 +22,14 @@ PACK_DIR = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan"
 
 
 def cityops(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env={**stack.settings.to_env(), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env={**stack.settings.to_env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def edited_pack(tmp: Path, version: str, threshold: int) -> Path:
@@ -36,7 +42,9 @@ def edited_pack(tmp: Path, version: str, threshold: int) -> Path:
     marker = "  - id: flood.water-level-high\n"
     head, rest = text.split(marker, 1)
     rule, tail = rest.split("\n\n", 1)
-    rule = rule.replace("    value: 30\n", f"    value: {threshold}\n").replace("    value: 30", f"    value: {threshold}")
+    rule = rule.replace("    value: 30\n", f"    value: {threshold}\n").replace(
+        "    value: 30", f"    value: {threshold}"
+    )
     path.write_text(head + marker + rule + "\n\n" + tail, encoding="utf-8")
     return path
 
@@ -56,34 +64,45 @@ def test_a_published_pack_is_swapped_in_live_and_an_invalid_one_is_refused(
     stack.wait_for("the worker to log the swap", lambda: "version=2026.11.2" in stack.log_tail("worker", 400))
 
     broken = tmp_path / "broken.yaml"
-    broken.write_text((v2.read_text(encoding="utf-8")).replace("kind: threshold", "kind: nonsense", 1), encoding="utf-8")
+    broken.write_text(
+        (v2.read_text(encoding="utf-8")).replace("kind: threshold", "kind: nonsense", 1), encoding="utf-8"
+    )
     refused = cityops(stack, "rules", "publish", str(broken))
     assert refused.returncode != 0
     assert "broken.yaml:" in refused.stderr and "unknown rule kind 'nonsense'" in refused.stderr
 
     # a bad bundle that reaches the topic anyway (another tool, an older cityops) is refused by the worker
-    bad = bundle_pack(v2).model_copy(update={"digest": "feedface", "version": "bad",
-                                             "yaml_text": "pack: wuhan\nversion: bad\nrules: [{}]\n"})
+    bad = bundle_pack(v2).model_copy(
+        update={"digest": "feedface", "version": "bad", "yaml_text": "pack: wuhan\nversion: bad\nrules: [{}]\n"}
+    )
     producer = KafkaProducer(bootstrap_servers=stack.settings.kafka.bootstrap, max_request_size=32 * 2**20)
     producer.send(stack.settings.kafka.rules_topic, key=b"wuhan", value=bad.model_dump_json().encode()).get(30)
     producer.close()
 
     def refused_logged() -> bool:
-        letters = [DeadLetterRecord.model_validate_json(r.value)
-                   for r in read_topic(stack.settings, stack.settings.kafka.deadletter_topic, timeout_s=2)]
+        letters = [
+            DeadLetterRecord.model_validate_json(r.value)
+            for r in read_topic(stack.settings, stack.settings.kafka.deadletter_topic, timeout_s=2)
+        ]
         return any(d.kind == "invalid_pack" and "wuhan@bad" in d.reason for d in letters)
 
     stack.wait_for("the refused pack in the dead-letter topic", refused_logged)
     assert "keeping pack=wuhan version=2026.11.2" in stack.log_tail("worker", 400)
 
     produce(stack.settings, scenario[half:], speed=0)
-    stack.wait_for("second-half incidents", lambda: stack.reader.scalar(
-        "SELECT count(*) FROM incidents WHERE pack_version = '2026.11.2'") > 0)
-    alerts = [Incident.model_validate_json(r.value)
-              for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)]
+    stack.wait_for(
+        "second-half incidents",
+        lambda: stack.reader.scalar("SELECT count(*) FROM incidents WHERE pack_version = '2026.11.2'") > 0,
+    )
+    alerts = [
+        Incident.model_validate_json(r.value) for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)
+    ]
     assert {i.pack_version for i in alerts} == {"2026.11.1", "2026.11.2"}
-    assert all(i.title == "Water level above 10 cm" for i in alerts
-               if i.pack_version == "2026.11.2" and i.rule_id == "flood.water-level-high")
+    assert all(
+        i.title == "Water level above 10 cm"
+        for i in alerts
+        if i.pack_version == "2026.11.2" and i.rule_id == "flood.water-level-high"
+    )
     assert stack.children["worker"].alive()
 
     backtest = cityops(stack, "rules", "backtest", str(v2), "--since", "3650d")

@@ -351,14 +351,23 @@ def test_a_silence_suppresses_the_notification_of_matching_incidents_only() -> N
     runner._producer = producer
     silenced = make(id=A)
     runner.silences["roadworks"] = Silence(
-        silence_id="roadworks", starts_at=silenced.first_event_at - timedelta(hours=1),
-        ends_at=silenced.first_event_at + timedelta(days=3), zones=[silenced.zone_id or ""], rules=[silenced.rule_id],
+        silence_id="roadworks",
+        starts_at=silenced.first_event_at - timedelta(hours=1),
+        ends_at=silenced.first_event_at + timedelta(days=3),
+        zones=[silenced.zone_id or ""],
+        rules=[silenced.rule_id],
         created_by="ops",
     )
     other = make(id=B, zone_id="420106")
     tp = TopicPartition("unit.incidents", 0)
-    runner.handle({tp: [_Rec(silenced.model_dump_json().encode(), A.encode(), 1),
-                        _Rec(other.model_dump_json().encode(), B.encode(), 2)]})
+    runner.handle(
+        {
+            tp: [
+                _Rec(silenced.model_dump_json().encode(), A.encode(), 1),
+                _Rec(other.model_dump_json().encode(), B.encode(), 2),
+            ]
+        }
+    )
     keys = {k for _, k, _ in producer.sent}
     assert keys == {B.encode()}
     assert runner.counters["silenced"] == 1

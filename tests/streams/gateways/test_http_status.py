@@ -11,7 +11,6 @@ import pytest
 from gateway_client import raw_events, request, served, settings_for_tests
 
 from rules.model import Enriched, Evidence, Incident, Report
-from sinks.errors import QueryError
 from sinks.read import StoreReader
 from sinks.store import Batch, Store
 from streams.broker import free_port
@@ -128,8 +127,9 @@ def test_injection_in_the_request_id_is_only_a_literal(store: tuple[Store, str, 
     assert reader.request("x' OR '1'='1") is None
     assert reader.incidents_for("e1' OR '1'='1") == []
     assert [r["id"] for r in reader.incidents_for("e1")] == ["inc-a"]
-    with pytest.raises(QueryError):  # the server's read-only policy is the second line of defence
-        reader.incidents_for("x'); DROP TABLE incidents; --")
+    # the payload reaches the server as a string literal: it matches nothing and executes nothing (the
+    # read-only policy ignores keywords inside literals, so a harmless value is not refused either)
+    assert reader.incidents_for("x'); DROP TABLE incidents; --") == []
     assert st.con.execute("SELECT count(*) FROM incidents").fetchone() == (1,)
 
 
