@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
@@ -39,9 +39,9 @@ SLOW_TTL_S = 10.0
 LABEL_MIN_AREA_KM2 = 110.0
 """Zones smaller than this get no name on the map (their names would overlap at city zoom; the
 tooltip still names them)."""
-MAP_POINT_LIMIT = 3_000
-"""Up to this many matching incidents the map draws each one; beyond it, H3 cells (keeps the pydeck JSON
-small: about 150 bytes a point)."""
+MAP_POINT_LIMIT = 2_000
+"""Up to this many matching incidents the map draws each one; beyond it, H3 cells. Keeps the pydeck JSON
+small (about 150 bytes a point) and the points query within 50 ms over a million incidents."""
 TABLE_LIMIT = 200
 """Incidents listed per queue page."""
 
@@ -89,13 +89,26 @@ class ZoneLayer:
     geojson: dict[str, Any]
     label_points: dict[str, tuple[float, float]]
     categories: tuple[str, ...]
+    other_names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Zones of the pack's other layers (no-fly zones, schools...): id -> (name, English name or "")."""
 
     def zone_name(self, zone_id: str | None, lang: str, fallback: str | None = None) -> str:
-        """The zone's name in ``lang`` (English falls back to the pack's name, then the id)."""
+        """The zone's name in ``lang``, for a district or a zone of another layer of the pack.
+
+        English uses the layer's ``name_en``; a zone without one is named by its id, which is ASCII,
+        rather than by a Chinese name. Unknown zones get ``fallback`` (the name the worker stored).
+        """
         if zone_id is None:
             return fallback or "—"
         names = self.names_en if lang == "en" else self.names_zh
-        return names.get(zone_id) or fallback or zone_id
+        if zone_id in names:
+            return names[zone_id]
+        if zone_id in self.other_names:
+            zh, en = self.other_names[zone_id]
+            return (en or zone_id) if lang == "en" else (zh or zone_id)
+        if lang == "en" and zone_id in self.names_zh:
+            return zone_id
+        return fallback or zone_id
 
 
 @cache_resource()
@@ -141,6 +154,12 @@ def zone_layer(pack_path: str, preferred: str = "districts") -> ZoneLayer:
         for zid, p, keep in zip(layer.ids, inside, big, strict=True)
         if keep
     }
+    other_names = {
+        zid: (str(zh), str(props.get("name_en") or ""))
+        for other_name, other in pack.layers.items()
+        if other_name != name
+        for zid, zh, props in zip(other.ids, other.names, other.properties, strict=True)
+    }
     logger.info("dashboard layer loaded pack=%s layer=%s zones=%d", pack_path, name, len(layer.ids))
     return ZoneLayer(
         name=name,
@@ -150,6 +169,7 @@ def zone_layer(pack_path: str, preferred: str = "districts") -> ZoneLayer:
         geojson=layer.to_geojson(),
         label_points=labels,
         categories=categories,
+        other_names=other_names,
     )
 
 

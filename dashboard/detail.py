@@ -12,7 +12,19 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import actions, data, maps
-from dashboard.ui import OP_SYMBOLS, Page, duration, guarded, label, local_time, severity_label, status_label
+from dashboard.ui import (
+    OP_SYMBOLS,
+    Page,
+    duration,
+    guarded,
+    label,
+    lang_key,
+    local_time,
+    now,
+    severity_label,
+    since,
+    status_label,
+)
 from rules.lifecycle import ActionName, legal_actions
 from rules.pack import LoadedPack
 from sinks.actions import new_action
@@ -49,17 +61,39 @@ def rule_parameters(rule: Any) -> list[tuple[str, str]]:
     return rows
 
 
+STATUS_BADGE = {"open": "red", "acknowledged": "orange", "in_progress": "blue", "cleared": "violet",
+                "resolved": "green", "closed": "gray"}  # fmt: skip
+SEVERITY_BADGE = {"critical": "red", "high": "orange", "medium": "yellow", "low": "blue", "info": "gray"}
+
+
+def table_height(rows: int) -> int:
+    """Pixels for a st.dataframe that shows ``rows`` rows without a scroll bar."""
+    return 35 * (rows + 1) + 3
+
+
+def _badges(page: Page, inc: dict[str, Any]) -> None:
+    """Status and severity, coloured, under the title (short labels fit; long ones would not in a metric)."""
+    status, severity = str(inc["status"]), str(inc["severity"])
+    with st.container(key="incident_badges"):
+        status_text = page.t("detail.status_badge", status=status_label(status, page.lang))
+        severity_text = page.t("detail.severity_badge", severity=severity_label(severity, page.lang))
+        st.markdown(
+            f":{STATUS_BADGE.get(status, 'gray')}-badge[{status_text}] "
+            f":{SEVERITY_BADGE.get(severity, 'gray')}-badge[{severity_text}]"
+        )
+
+
 def _facts(page: Page, inc: dict[str, Any], layer: data.ZoneLayer | None) -> None:
-    at = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    at = now()
     district = layer.zone_name(inc["zone_id"], page.lang, inc["zone_name"]) if layer else inc["zone_name"] or "—"
     op = OP_SYMBOLS.get(str(inc["op"]), str(inc["op"]))
-    cols = st.columns(4)
-    cols[0].metric(page.t("detail.status"), status_label(str(inc["status"]), page.lang))
-    cols[1].metric(page.t("detail.severity"), severity_label(str(inc["severity"]), page.lang))
-    cols[2].metric(page.t("detail.value"), f"{float(inc['value']):g} {op} {float(inc['threshold']):g}")
-    cols[3].metric(page.t("detail.evidence_count"), f"{int(inc['evidence_count']):,}")
-    opened = inc.get("opened_at")
-    ago = page.t("detail.ago", d=duration((at - opened).total_seconds() if opened else None, page.lang))
+    opened, acked = inc.get("opened_at"), inc.get("acknowledged_at")
+    cols = st.columns([1.7, 1, 1, 1])  # "137.6 > 30" needs the room
+    cols[0].metric(page.t("detail.value"), f"{float(inc['value']):g} {op} {float(inc['threshold']):g}")
+    cols[1].metric(page.t("detail.evidence_count"), f"{int(inc['evidence_count']):,}")
+    cols[2].metric(page.t("col.age"), duration(since(opened, at), page.lang))
+    cols[3].metric(page.t("col.since_ack"), duration(since(acked, at), page.lang))
+    ago = page.t("detail.ago", d=duration(since(opened, at), page.lang))
     facts = {
         page.t("detail.id"): inc["id"],
         page.t("detail.category"): label("category", inc["category"], page.lang),
@@ -77,7 +111,7 @@ def _facts(page: Page, inc: dict[str, Any], layer: data.ZoneLayer | None) -> Non
         page.t("detail.certainty"): label("certainty", inc.get("certainty"), page.lang),
     }
     frame = pd.DataFrame({page.t("detail.field"): list(facts), page.t("detail.field_value"): list(facts.values())})
-    st.dataframe(frame, hide_index=True, width="stretch")
+    st.dataframe(frame, hide_index=True, width="stretch", height=table_height(len(frame)))
 
 
 def _rule(page: Page, inc: dict[str, Any], pack: LoadedPack | None) -> None:
@@ -100,7 +134,7 @@ def _rule(page: Page, inc: dict[str, Any], pack: LoadedPack | None) -> None:
         )
     params = rule_parameters(rule)
     frame = pd.DataFrame(params, columns=[page.t("detail.parameter"), page.t("detail.field_value")])
-    st.dataframe(frame, hide_index=True, width="stretch")
+    st.dataframe(frame, hide_index=True, width="stretch", height=table_height(len(frame)))
 
 
 def _mini_map(page: Page, inc: dict[str, Any], evidence: list[dict[str, Any]], layer: data.ZoneLayer | None) -> None:
@@ -118,7 +152,7 @@ def _mini_map(page: Page, inc: dict[str, Any], evidence: list[dict[str, Any]], l
     ]
     layers.append(maps.points_layer("evidence", ev, maps.LIVE_RGB, 5))
     layers.append(maps.incident_layer([inc], layer, page.lang, page.tz))
-    view = {"longitude": float(inc["lon"]), "latitude": float(inc["lat"]), "zoom": 12.0}
+    view = {"longitude": float(inc["lon"]), "latitude": float(inc["lat"]), "zoom": 11.0}
     st.pydeck_chart(maps.deck(layers, view), height=MINI_MAP_HEIGHT_PX, key="mini_map")
     st.caption(page.t("detail.mini_map_legend"))
 
@@ -145,6 +179,7 @@ def _evidence(page: Page, evidence: list[dict[str, Any]], total: int) -> None:
 
 def _history(page: Page, history: list[dict[str, Any]]) -> None:
     st.subheader(page.t("detail.history_header"))
+    history = history[::-1]  # newest first: the latest action is what the operator looks for
     frame = pd.DataFrame(
         {
             page.t("col.time"): [local_time(h["happened_at"], page.tz) for h in history],
@@ -170,7 +205,7 @@ def _submit(page: Page, incident_id: str) -> None:
     if not page.user.can_act:  # the form is not drawn for them; never trust that alone
         st.session_state[FORM_ERROR_KEY] = page.t("actions.viewer_note")
         return
-    choice = st.session_state.get(f"action_choice_{incident_id}")
+    choice = st.session_state.get(lang_key(page, f"action_choice_{incident_id}"))
     assignee = str(st.session_state.get(f"action_assignee_{incident_id}") or "").strip()
     note = str(st.session_state.get(f"action_note_{incident_id}") or "").strip()
     if choice is None:
@@ -198,9 +233,12 @@ def _action_form(page: Page, inc: dict[str, Any]) -> None:
         return
     with st.form(f"action_form_{key}", clear_on_submit=True):
         st.radio(
-            page.t("actions.action"), legal_actions(inc["status"]), horizontal=True, key=f"action_choice_{key}",
+            page.t("actions.action"),
+            legal_actions(inc["status"]),
+            horizontal=True,
+            key=lang_key(page, f"action_choice_{key}"),
             format_func=lambda a: page.t(f"action.{a}"),
-        )  # fmt: skip
+        )
         st.text_input(page.t("actions.assignee"), key=f"action_assignee_{key}", help=page.t("actions.assignee_help"))
         st.text_area(page.t("actions.note"), key=f"action_note_{key}", max_chars=4000, height=80)
         st.form_submit_button(page.t("actions.submit"), type="primary", on_click=_submit, args=(page, key))
@@ -227,6 +265,7 @@ def render(page: Page, incident_id: str, layer: data.ZoneLayer | None, pack: Loa
         st.warning(page.t("detail.unknown", id=incident_id), icon=":material/search_off:")
         return
     st.header(f"{inc['title']}")
+    _badges(page, inc)
     left, right = st.columns([3, 2])
     with left:
         _facts(page, inc, layer)

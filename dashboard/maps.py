@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import h3
@@ -23,9 +23,10 @@ from dashboard.i18n import Lang, t
 from dashboard.ui import SEVERITY_RGB, label, local_time, severity_label, severity_rank, since
 from sinks.read import SEVERITIES
 
-# The whole city (all 13 districts) fits a 640 px map at zoom 8.1; the core fills the middle.
-WUHAN_VIEW = {"longitude": 114.38, "latitude": 30.66, "zoom": 8.1}
-MAP_HEIGHT_PX = 640
+# The urban core, where most incidents are, fills a 720 px map at zoom 8.7; the outer districts reach
+# the edges (drag or zoom out to see all of them).
+WUHAN_VIEW = {"longitude": 114.34, "latitude": 30.6, "zoom": 8.7}
+MAP_HEIGHT_PX = 720
 GRID_STEP_DEG = 0.005
 """Cell size of the store-side pre-aggregation (about 500 m): small against an H3 cell."""
 H3_RESOLUTION = 7
@@ -122,6 +123,14 @@ def district_layers(layer: data.ZoneLayer, by_zone: dict[str, int], lang: Lang, 
     return out
 
 
+def _event_time(point: dict[str, Any]) -> datetime | None:
+    """An incident's last event time, from a full row or from a map point (epoch milliseconds)."""
+    if "last_event_ms" in point:
+        return datetime.fromtimestamp(int(point["last_event_ms"]) / 1000, UTC)
+    value: datetime | None = point.get("last_event_at")
+    return value
+
+
 def incident_layer(points: Sequence[dict[str, Any]], layer: data.ZoneLayer | None, lang: Lang, tz: tzinfo) -> Any:
     """Incidents as dots coloured by severity (critical drawn last, on top); each carries its ``id``."""
     ordered = sorted(points, key=lambda p: -severity_rank(str(p["severity"])))
@@ -135,7 +144,7 @@ def incident_layer(points: Sequence[dict[str, Any]], layer: data.ZoneLayer | Non
                 str(p["title"]),
                 f"{layer.zone_name(p['zone_id'], lang, p['zone_name']) if layer else p['zone_name'] or '—'}"
                 f" · {severity_label(str(p['severity']), lang)}",
-                local_time(p["last_event_at"], tz),
+                local_time(_event_time(p), tz),
             ),
         }
         for p in ordered

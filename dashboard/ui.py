@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 
 from dashboard import auth, data, require_app_shell
-from dashboard.i18n import LANG_KEY, Lang, as_lang, has, t
+from dashboard.i18n import LANG_KEY, LANGUAGES, Lang, as_lang, has, t
 from sinks.errors import QueryError, StoreUnavailableError
 from sinks.read import SEVERITIES
 from streams.settings import Settings, get_settings
@@ -213,6 +213,23 @@ PERIODS: dict[str, timedelta | None] = {
 }
 
 
+def lang_key(page: Page, name: str) -> str:
+    """The key of a select widget whose options are shown translated: one widget per language.
+
+    Streamlit 1.67 keeps a select widget's choice in the browser as its formatted label, so after a
+    language switch the old label matches no option and stays on screen. A key per language makes a
+    fresh widget; it starts from the other language's value (session state holds values, not labels).
+    """
+    key = f"{name}.{page.lang}"
+    if key not in st.session_state:
+        for other in LANGUAGES:
+            old = f"{name}.{other}"
+            if other != page.lang and old in st.session_state:
+                st.session_state[key] = st.session_state[old]
+                break
+    return key
+
+
 def period_select(page: Page, key: str, options: tuple[str, ...], default: str, *, sidebar: bool = True) -> str:
     """A period picker (labels translated); returns the chosen key of ``PERIODS``."""
     where: Any = st.sidebar if sidebar else st
@@ -220,7 +237,7 @@ def period_select(page: Page, key: str, options: tuple[str, ...], default: str, 
         page.t("filters.period"),
         options,
         index=options.index(default),
-        key=key,
+        key=lang_key(page, key),
         format_func=lambda p: page.t(f"period.{p}"),
     )
     return choice

@@ -65,7 +65,11 @@ def over_time(page: Page, since: Any, until: Any, bucket: str, layer: data.ZoneL
         st.info(page.t("analytics.no_incidents"), icon=":material/hourglass_empty:")
         return
     cats = {str(r["key"]): label("category", str(r["key"]), page.lang) for r in by_cat}
-    zones = {str(r["key"]): layer.zone_name(str(r["key"]), page.lang) if layer else str(r["key"]) for r in by_zone}
+    outside = page.t("analytics.outside_zones")
+    zones = {
+        str(r["key"]): layer.zone_name(str(r["key"]) or None, page.lang, outside) if layer else str(r["key"]) or outside
+        for r in by_zone
+    }
     left, right = st.columns(2)
     with left:
         st.subheader(page.t("analytics.by_category"))
@@ -151,7 +155,7 @@ def intake(page: Page) -> None:
     frame["bucket"] = [local_time(_utc(b), page.tz, "%H:%M") for b in frame["bucket"]]
     wide = frame.pivot_table(index="bucket", columns="what", values="n", aggfunc="sum", fill_value=0)
     wide.index.name = page.t("analytics.bucket_minute")
-    st.line_chart(wide / 60.0, height=220, y_label=page.t("analytics.per_second"))
+    st.bar_chart(wide / 60.0, stack=False, height=220, y_label=page.t("analytics.per_second"))
     updated_caption(page)
 
 

@@ -21,6 +21,7 @@ from dashboard.ui import (
     floor_time,
     guarded,
     label,
+    lang_key,
     live_caption,
     now,
     page_context,
@@ -61,21 +62,21 @@ def filters(page: Page, layer: data.ZoneLayer | None) -> tuple[IncidentFilter, b
         severities = st.multiselect(
             page.t("filters.severity"),
             SEVERITIES,
-            key="map_severity",
+            key=lang_key(page, "map_severity"),
             format_func=lambda s: severity_label(s, page.lang),
             placeholder=page.t("filters.placeholder"),
         )
         categories = st.multiselect(
             page.t("filters.category"),
             sorted(known),
-            key="map_category",
+            key=lang_key(page, "map_category"),
             format_func=lambda c: label("category", c, page.lang),
             placeholder=page.t("filters.placeholder"),
         )
         zones = st.multiselect(
             page.t("filters.district"),
             layer.ids if layer else [],
-            key="map_district",
+            key=lang_key(page, "map_district"),
             format_func=lambda z: layer.zone_name(z, page.lang) if layer else z,
             placeholder=page.t("filters.placeholder"),
         )

@@ -23,6 +23,7 @@ from dashboard.ui import (
     duration,
     guarded,
     label,
+    lang_key,
     live_caption,
     local_time,
     now,
@@ -75,19 +76,23 @@ def filters(page: Page, layer: data.ZoneLayer | None) -> tuple[IncidentFilter, s
     with st.sidebar:
         st.header(page.t("filters.header"))
         statuses = st.multiselect(
-            page.t("filters.status"), STATUSES, default=[s for s in STATUSES if s in ACTIVE], key="queue_status",
-            format_func=lambda s: status_label(s, page.lang), placeholder=page.t("filters.placeholder"),
-        )  # fmt: skip
+            page.t("filters.status"),
+            STATUSES,
+            default=[s for s in STATUSES if s in ACTIVE],
+            key=lang_key(page, "queue_status"),
+            format_func=lambda s: status_label(s, page.lang),
+            placeholder=page.t("filters.placeholder"),
+        )
         severities = st.multiselect(
-            page.t("filters.severity"), SEVERITIES, key="queue_severity",
+            page.t("filters.severity"), SEVERITIES, key=lang_key(page, "queue_severity"),
             format_func=lambda s: severity_label(s, page.lang), placeholder=page.t("filters.placeholder"),
         )  # fmt: skip
         cats = st.multiselect(
-            page.t("filters.category"), sorted(categories), key="queue_category",
+            page.t("filters.category"), sorted(categories), key=lang_key(page, "queue_category"),
             format_func=lambda c: label("category", c, page.lang), placeholder=page.t("filters.placeholder"),
         )  # fmt: skip
         zones = st.multiselect(
-            page.t("filters.district"), layer.ids if layer else [], key="queue_district",
+            page.t("filters.district"), layer.ids if layer else [], key=lang_key(page, "queue_district"),
             format_func=lambda z: layer.zone_name(z, page.lang) if layer else z,
             placeholder=page.t("filters.placeholder"),
         )  # fmt: skip
@@ -96,7 +101,10 @@ def filters(page: Page, layer: data.ZoneLayer | None) -> tuple[IncidentFilter, s
         )
         period = period_select(page, "queue_period", QUEUE_PERIODS, "all")
         sort = st.selectbox(
-            page.t("filters.sort"), list(QUEUE_SORTS), key="queue_sort", format_func=lambda s: page.t(f"sort.{s}")
+            page.t("filters.sort"),
+            list(QUEUE_SORTS),
+            key=lang_key(page, "queue_sort"),
+            format_func=lambda s: page.t(f"sort.{s}"),
         )
     window = PERIODS[period]
     flt = IncidentFilter(

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import backtests, data, maps
+from dashboard.detail import table_height
 from dashboard.ui import (
     PERIODS,
     Page,
@@ -105,7 +106,7 @@ def rule_table(page: Page, pack: LoadedPack) -> None:
             page.t("col.last"): [local_time(h.get("last_hit"), page.tz) for _, h in rows],
         }
     )
-    st.dataframe(frame, hide_index=True, width="stretch")
+    st.dataframe(frame, hide_index=True, width="stretch", height=min(table_height(len(frame)), 700))
     if by_rule:
         st.caption(page.t("rules.not_in_pack", rules=", ".join(sorted(by_rule))))
 

@@ -20,6 +20,7 @@ from dashboard.ui import (
     duration,
     guarded,
     label,
+    lang_key,
     live_caption,
     local_time,
     now,
@@ -46,12 +47,12 @@ def health(page: Page) -> None:
     if h is None:
         return
     cols[0].metric(page.t("system.store"), page.t("system.up"), page.t("system.ping", ms=f"{ping:.1f}"),
-                   delta_color="off", border=True)  # fmt: skip
+                   delta_color="off", delta_arrow="off", border=True)  # fmt: skip
     quiet = since(h["last_event_stored"], at)
     worker_ok = quiet is not None and quiet <= WORKER_QUIET_S
     cols[1].metric(page.t("system.worker"), page.t("system.up" if worker_ok else "system.quiet"),
-                   page.t("system.last_event", ago=duration(quiet, page.lang)), delta_color="off", border=True,
-                   help=page.t("system.worker_help"))  # fmt: skip
+                   page.t("system.last_event", ago=duration(quiet, page.lang)), delta_color="off", delta_arrow="off",
+                   border=True, help=page.t("system.worker_help"))  # fmt: skip
     cols[2].metric(page.t("system.schema"), str(h["schema_version"]), border=True)
     cols[3].metric(page.t("system.last_incident"), duration(since(h["last_incident_update"], at), page.lang),
                    help=page.t("system.ago_help"), border=True)  # fmt: skip
@@ -162,7 +163,7 @@ def _create(page: Page) -> None:
     item = Silence(
         silence_id=f"dash-{uuid.uuid4().hex[:12]}", starts_at=at,
         ends_at=at + timedelta(hours=float(st.session_state.get("silence_hours") or 2.0)),
-        zones=list(st.session_state.get("silence_zones") or []), rules=patterns or ["*"],
+        zones=list(st.session_state.get(lang_key(page, "silence_zones")) or []), rules=patterns or ["*"],
         created_by=page.user.name, reason=reason,
     )  # fmt: skip
     _send(page, item, page.t("silence.created_ok", id=item.silence_id))
@@ -202,7 +203,7 @@ def silences(page: Page, layer: data.ZoneLayer | None) -> None:
     with st.form("silence_create", clear_on_submit=True):
         st.markdown(f"**{page.t('silence.create')}**")
         st.multiselect(
-            page.t("silence.zones"), layer.ids if layer else [], key="silence_zones",
+            page.t("silence.zones"), layer.ids if layer else [], key=lang_key(page, "silence_zones"),
             format_func=lambda z: layer.zone_name(z, page.lang) if layer else z,
             placeholder=page.t("silence.everywhere"),
         )  # fmt: skip

@@ -3,13 +3,13 @@
 //
 //   node tests/dashboard/browser.mjs CONFIG.json
 //
-// CONFIG: {url, outdir, user, password, target: {id, title, lon, lat}, view: {longitude, latitude, zoom},
+// CONFIG: {url, outdir, user, password, target: {lon, lat}, view: {longitude, latitude, zoom},
 //          lateSubject}
 //
 // Steps (one line on stdout each, "FAILED: ..." and exit 1 on the first failure):
 //   login      the login form (no demo mode), then sign in as CONFIG.user
 //   map        KPIs and the deck.gl canvas have drawn; open incidents > 0
-//   click      click the target incident on the map (its pixel from the view state): the queue opens it
+//   click      click the incident drawn at target (its pixel from the view state): the queue opens it
 //   acked      acknowledge it in the detail form; the page shows the new state once the store has it
 //   late       prints "ready-for-late"; the test sends a new event; the queue shows its incident (live refresh)
 //   english    switch to English; texts change; every page renders without errors
@@ -66,6 +66,7 @@ async function shot(page, name) {
   const path = join(outdir, name);
   await page.screenshot({ path, fullPage: true });
   await page.setViewportSize({ width: 1440, height: 1000 });
+  await page.waitForTimeout(1500); // deck.gl re-lays out after a resize; a click during it can be lost
   console.log(`screenshot ${path}`);
 }
 
@@ -81,6 +82,13 @@ async function metric(page, label) {
   const box = page.locator('[data-testid="stMetric"]', { hasText: label }).first();
   await box.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
   return (await box.locator('[data-testid="stMetricValue"]').innerText()).trim();
+}
+
+// The status and severity badges under the incident's title.
+async function badges(page) {
+  const box = page.locator('.st-key-incident_badges').first();
+  await box.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  return (await box.innerText()).replace(/\s+/g, ' ').trim();
 }
 
 async function canvasHasDrawn(page) {
@@ -144,22 +152,30 @@ try {
   await shot(page, 'map-zh-CN.png');
   console.log(`map ok open=${open}`);
 
-  // click the incident on the map: the queue page opens it
+  // click the incident on the map (the one drawn on top there): the queue page opens it
   const canvas = await canvasHasDrawn(page);
   const at = pixelOf(canvas, config.view, config.target.lon, config.target.lat);
   await page.mouse.move(at.x, at.y);
   await page.waitForTimeout(600);
-  const tooltip = await page.locator('.deck-tooltip').first().innerText({ timeout: 2000 }).catch(() => '(none)');
+  const tooltip = await page.locator('.deck-tooltip').first().innerText({ timeout: 5000 }).catch(() => '');
+  const title = tooltip.split('\n')[0].trim();
   console.log(`hover at ${Math.round(at.x)},${Math.round(at.y)}: ${tooltip.replace(/\n/g, ' | ')}`);
-  await page.mouse.click(at.x, at.y);
+  if (!title) fail('no incident under the pointer');
+  // deck.gl in headless Chromium now and then drops a click that lands while the live fragment redraws
+  // the map (the server never sees a selection); a person clicks again, and so does this script.
+  let clicks = 0;
+  while (!/[?&]incident=/.test(page.url())) {
+    if (++clicks > 3) fail(`three map clicks at ${JSON.stringify(at)} opened nothing; url ${page.url()}`);
+    await page.mouse.click(at.x, at.y);
+    await page.waitForURL(/[?&]incident=/, { timeout: 8_000 }).catch(() => console.log(`map click ${clicks} lost`));
+  }
+  const opened = new URL(page.url()).searchParams.get('incident');
   await expectText(page, '事件队列', 'queue page after the map click');
   await waitIdle(page);
-  await page.getByRole('heading', { name: config.target.title }).first().waitFor({ state: 'visible', timeout: TIMEOUT_MS })
-    .catch(async () => fail(`the detail of "${config.target.title}" did not open from the map click at `
-      + `${JSON.stringify(at)}; url ${page.url()}; headings ${await page.locator('h1, h2').allInnerTexts()}`));
-  if (!page.url().includes(`incident=${config.target.id}`)) fail(`the URL does not name the incident: ${page.url()}`);
-  if ((await metric(page, '状态')) !== '待处置') fail(`status before ack: ${await metric(page, '状态')}`);
-  console.log('click ok');
+  await page.getByRole('heading', { name: title }).first().waitFor({ state: 'visible', timeout: TIMEOUT_MS })
+    .catch(async () => fail(`the detail of "${title}" did not open; headings ${await page.locator('h1, h2').allInnerTexts()}`));
+  if (!(await badges(page)).includes('状态：待处置')) fail(`status before ack: ${await badges(page)}`);
+  console.log(`click ok ${opened}`);
 
   // acknowledge
   await page.locator('[data-testid="stRadio"]').getByText('确认', { exact: true }).click();
@@ -167,9 +183,9 @@ try {
   await page.getByRole('button', { name: '提交' }).click();
   await expectText(page, '“确认”已生效', 'action confirmation');
   await waitIdle(page);
-  await waitFor(async () => (await metric(page, '状态')) === '已确认', 'the status to show acknowledged');
+  await waitFor(async () => (await badges(page)).includes('状态：已确认'), 'the status to show acknowledged');
   await shot(page, 'queue-detail-zh-CN.png');
-  console.log(`acked ${config.target.id}`);
+  console.log(`acked ${opened}`);
 
   // live refresh: a new incident appears in the queue without a reload
   console.log('ready-for-late');
@@ -184,7 +200,7 @@ try {
   await page.getByRole('option', { name: 'English' }).click();
   await expectText(page, 'Incident queue', 'English queue title');
   await waitIdle(page);
-  await waitFor(async () => (await metric(page, 'Status')) === 'Acknowledged', 'the English status');
+  await waitFor(async () => (await badges(page)).includes('Status: Acknowledged'), 'the English status');
   await expectText(page, `Signed in as ${config.user}`, 'English signed-in line');
   await shot(page, 'queue-en.png');
   for (const [title, file, expected] of [

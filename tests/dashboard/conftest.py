@@ -115,7 +115,9 @@ INCIDENTS = [WATER_LEVEL, WATERLOGGING, DRONE, PM25, DUMPING]
 DEAD = [DeadLetter("cityops.events.raw[0]@17", "bad_json", "not JSON: expected value at line 1", b"{oops", NOW)]
 
 
-def _reading(sensor: str, metric: str, value: float, lon: float, lat: float, at: datetime, zone: str, n: int) -> Enriched:
+def _reading(
+    sensor: str, metric: str, value: float, lon: float, lat: float, at: datetime, zone: str, n: int
+) -> Enriched:
     event = Reading(id=f"{sensor}-e{n}", ts=at, lon=lon, lat=lat, sensor_id=sensor, metric=metric, value=value)
     return Enriched(event=event, zones={"districts": [zone]})
 
@@ -127,8 +129,8 @@ def _fix(obj: str, lon: float, lat: float, at: datetime, alt: float, n: int) -> 
 
 EVENTS = (
     # The water-level incident's evidence (its ids), from a sensor that is reporting.
-    [_reading("wl-jianghan-007", "water_level_cm", 40.0 + n, 114.255, 30.605, NOW - timedelta(minutes=4 - n), "420103", n)
-     for n in range(3)]
+    [_reading("wl-jianghan-007", "water_level_cm", 40.0 + n, 114.255, 30.605, NOW - timedelta(minutes=4 - n),
+              "420103", n) for n in range(3)]
     # A sensor that went silent an hour ago.
     + [_reading("wl-qiaokou-003", "water_level_cm", 9.0, 114.21, 30.58, NOW - timedelta(minutes=60), "420104", 0)]
     # A drone flying now.
@@ -170,6 +172,9 @@ def point_dashboard_at(
     monkeypatch.setenv("CITYOPS_DASHBOARD__LANGUAGE", language)
     monkeypatch.setenv("CITYOPS_DASHBOARD__REFRESH_S", "2")
     monkeypatch.setenv("CITYOPS_DASHBOARD__DEMO_MODE", "true" if demo else "false")
+    # The fixture's events are stamped when this module is imported: keep them "recent" for a long session.
+    monkeypatch.setenv("CITYOPS_DASHBOARD__TRACK_ACTIVE_S", "3600")
+    monkeypatch.setenv("CITYOPS_DASHBOARD__SENSOR_SILENT_S", "1800")
     get_settings.cache_clear()
     st.cache_data.clear()
 

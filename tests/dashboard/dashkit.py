@@ -85,6 +85,13 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+def badges(at: AppTest) -> str:
+    """The status and severity badges of the incident detail."""
+    found = [m.value for m in at.main.markdown if "-badge[" in m.value and ("状态" in m.value or "Status" in m.value)]
+    assert len(found) == 1, found
+    return str(found[0])
+
+
 def widget_labels(at: AppTest) -> list[str]:
     out = []
     for kind in ("multiselect", "selectbox", "checkbox", "text_input", "text_area", "radio", "button", "date_input"):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import PM25, WATER_LEVEL
-from dashkit import frames, open_page, texts
+from dashkit import badges, frames, open_page, texts
 from stack import read_topic
 
 from rules.lifecycle import Action
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def submit(at: Any, incident_id: str, action: str, *, note: str = "", assignee: str = "") -> Any:
-    at.radio(key=f"action_choice_{incident_id}").set_value(action)
+    at.radio(key=f"action_choice_{incident_id}.zh-CN").set_value(action)
     at.text_input(key=f"action_assignee_{incident_id}").input(assignee)
     at.text_area(key=f"action_note_{incident_id}").input(note)
     next(b for b in at.button if b.label in ("提交", "Send")).click()
@@ -45,7 +45,7 @@ def test_operator_acknowledges_and_sees_the_new_state_once_the_store_has_it(
     live_store: RunningStore, with_users: dict[str, object], kafka_topics: Settings
 ) -> None:
     at = open_page("queue", user="op1", incident=WATER_LEVEL.id)
-    assert at.radio(key=f"action_choice_{WATER_LEVEL.id}").options == ["确认", "指派", "解决", "备注"]
+    assert at.radio(key=f"action_choice_{WATER_LEVEL.id}.zh-CN").options == ["确认", "指派", "解决", "备注"]
 
     submit(at, WATER_LEVEL.id, "ack", note="crew on the way")
 
@@ -58,10 +58,11 @@ def test_operator_acknowledges_and_sees_the_new_state_once_the_store_has_it(
     at.run()  # the fragment's next poll finds it and reruns the page
 
     assert [s.value for s in at.success] == ["“确认”已生效，事件已显示新状态。"]
-    assert {m.label: m.value for m in at.metric}["状态"] == "已确认"
+    assert "状态：已确认" in badges(at)
     history = frames(at)[-1]
-    assert list(history["操作者"])[-1] == "user:op1" and list(history["备注"])[-1] == "crew on the way"
-    assert at.radio(key=f"action_choice_{WATER_LEVEL.id}").options == ["指派", "解决", "备注"]
+    newest = history.iloc[0]
+    assert (newest["操作者"], newest["备注"]) == ("user:op1", "crew on the way"), "newest first"
+    assert at.radio(key=f"action_choice_{WATER_LEVEL.id}.zh-CN").options == ["指派", "解决", "备注"]
     row = next(r for r in frames(at)[0].to_dict("records") if r["标题"] == WATER_LEVEL.title)
     assert row["状态"] == "已确认", "the queue shows it too"
 
@@ -78,7 +79,7 @@ def test_assign_needs_an_assignee_and_records_it(
     apply_sent(live_store, kafka_topics)
     at.run()
 
-    assert {m.label: m.value for m in at.metric}["状态"] == "处置中"
+    assert "状态：处置中" in badges(at)
     facts = frames(at)[1]
     assert dict(zip(facts["字段"], facts["值"], strict=True))["处置人"] == "li.wei"
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 from conftest import DRONE, DUMPING, PM25, WATER_LEVEL, WATERLOGGING
-from dashkit import frames, open_page, texts
+from dashkit import frames, open_page
 
 if TYPE_CHECKING:
     from conftest import RunningStore
@@ -99,7 +99,7 @@ def test_period_excludes_older_incidents(live_store: RunningStore) -> None:
             "UPDATE incidents SET first_event_at = ?, opened_at = ? WHERE id = ?", [old, old, inc.id]
         )
     at = open_page("analytics")
-    at.selectbox(key="analytics_period").set_value("24h").run()
+    at.selectbox(key="analytics_period.zh-CN").set_value("24h").run()
 
     top = next(f for f in frames(at) if "位置（经度, 纬度）" in f.columns)
     assert len(top) == 3

@@ -43,7 +43,9 @@ def test_hash_password_command_prints_a_hash_that_verifies() -> None:
     assert verify_password("open sesame", stored)
 
 
-def test_without_demo_mode_the_login_form_is_the_only_page(live_store: RunningStore, with_users: dict[str, object]) -> None:
+def test_without_demo_mode_the_login_form_is_the_only_page(
+    live_store: RunningStore, with_users: dict[str, object]
+) -> None:
     at = ok(app().run())
 
     assert at.title[0].value == "登录"
@@ -54,7 +56,9 @@ def test_without_demo_mode_the_login_form_is_the_only_page(live_store: RunningSt
         at.switch_page("pages/queue.py")
 
 
-def test_wrong_password_is_refused_and_unknown_user_too(live_store: RunningStore, with_users: dict[str, object]) -> None:
+def test_wrong_password_is_refused_and_unknown_user_too(
+    live_store: RunningStore, with_users: dict[str, object]
+) -> None:
     at = ok(app().run())
     login(at, "op1", "not-the-password")
     assert [e.value for e in at.error] == ["用户名或密码错误。"]

@@ -89,11 +89,11 @@ def test_sensor_and_track_layers_can_be_hidden(live_store: RunningStore) -> None
 
 def test_severity_and_district_filters_narrow_the_points_and_the_shading(live_store: RunningStore) -> None:
     at = ok(app().run())
-    at.multiselect(key="map_severity").set_value(["medium"]).run()
+    at.multiselect(key="map_severity.zh-CN").set_value(["medium"]).run()
     assert {p["tip_title"] for p in layer(deck(at), "incidents")["data"]} == {PM25.title, live_store.incidents[4].title}
 
-    at.multiselect(key="map_severity").set_value([]).run()
-    at.multiselect(key="map_district").set_value(["420111"]).run()
+    at.multiselect(key="map_severity.zh-CN").set_value([]).run()
+    at.multiselect(key="map_district.zh-CN").set_value(["420111"]).run()
     spec = deck(at)
     assert {p["id"] for p in layer(spec, "incidents")["data"]} == {DRONE.id, live_store.incidents[1].id}
     districts = {f["properties"]["zone_id"]: f["properties"] for f in layer(spec, "districts")["data"]["features"]}
@@ -103,7 +103,7 @@ def test_severity_and_district_filters_narrow_the_points_and_the_shading(live_st
 
 def test_filters_that_match_nothing_say_so(live_store: RunningStore) -> None:
     at = ok(app().run())
-    at.multiselect(key="map_severity").set_value(["critical"]).run()
+    at.multiselect(key="map_severity.zh-CN").set_value(["critical"]).run()
 
     assert [i.value for i in at.info] == ["没有符合筛选条件的未处置事件。请在侧边栏清除筛选条件。"]
 
@@ -170,8 +170,9 @@ def test_empty_store_draws_districts_and_says_what_to_do(empty_store: RunningSto
 def test_unreachable_store_says_how_to_start_it(unreachable_store: RunningStore) -> None:
     at = ok(app().run())
 
+    uri = f"quack:127.0.0.1:{unreachable_store.port}"
     assert [e.value for e in at.error] == [
-        f"无法连接数据存储服务（quack:127.0.0.1:{unreachable_store.port}）。请用 `cityops store`（或 `make demo`）启动它。"
+        f"无法连接数据存储服务（{uri}）。请用 `cityops store`（或 `make demo`）启动它。"
     ]
     assert len(at.metric) == 0
 

@@ -100,7 +100,12 @@ def test_sensors_and_tracks(reader: StoreReader) -> None:
 
 def test_analytics_queries(reader: StoreReader) -> None:
     rows = reader.over_time(EARLIER, LATER, bucket="hour", by="category", tz="Asia/Shanghai")
-    assert sum(r["n"] for r in rows) == 5 and {r["key"] for r in rows} == {"flood", "air_quality", "sanitation", "airspace"}
+    assert sum(r["n"] for r in rows) == 5 and {r["key"] for r in rows} == {
+        "flood",
+        "air_quality",
+        "sanitation",
+        "airspace",
+    }
     total = next(r for r in reader.response_times(EARLIER, LATER) if r["category"] is None)
     assert total["incidents"] == 5 and total["acknowledged"] == 0 and total["mtta_s"] is None
     top = reader.top_locations(EARLIER, LATER)

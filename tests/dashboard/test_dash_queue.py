@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 import streamlit as st
 from conftest import DRONE, DUMPING, PM25, WATER_LEVEL, WATERLOGGING
-from dashkit import frames, open_page, texts
+from dashkit import badges, frames, open_page, texts
 
 from rules.lifecycle import Action
 from sinks.store import Batch
@@ -71,7 +71,7 @@ def test_status_filter_defaults_to_active_and_can_show_closed(live_store: Runnin
     at = open_page("queue")
     assert DUMPING.title not in set(table(at)["标题"])
 
-    at.multiselect(key="queue_status").set_value(["closed"]).run()
+    at.multiselect(key="queue_status.zh-CN").set_value(["closed"]).run()
 
     assert list(table(at)["标题"]) == [DUMPING.title]
     assert list(table(at)["状态"]) == ["已关闭"]
@@ -80,9 +80,9 @@ def test_status_filter_defaults_to_active_and_can_show_closed(live_store: Runnin
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("queue_severity", ["medium"], {PM25.title, DUMPING.title}),
-        ("queue_category", ["flood"], {WATER_LEVEL.title, WATERLOGGING.title}),
-        ("queue_district", ["420111"], {DRONE.title, WATERLOGGING.title}),
+        ("queue_severity.zh-CN", ["medium"], {PM25.title, DUMPING.title}),
+        ("queue_category.zh-CN", ["flood"], {WATER_LEVEL.title, WATERLOGGING.title}),
+        ("queue_district.zh-CN", ["420111"], {DRONE.title, WATERLOGGING.title}),
         ("queue_pack", ["wuhan"], {i.title for i in (WATER_LEVEL, WATERLOGGING, DRONE, PM25, DUMPING)}),
     ],
 )
@@ -100,21 +100,21 @@ def test_period_filter_keeps_incidents_active_in_the_period(live_store: RunningS
         "UPDATE incidents SET first_event_at = ?, last_event_at = ? WHERE id = ?", [old, old, PM25.id]
     )
     at = open_page("queue")
-    at.selectbox(key="queue_period").set_value("24h").run()
+    at.selectbox(key="queue_period.zh-CN").set_value("24h").run()
 
     assert PM25.title not in set(table(at)["标题"]) and len(table(at)) == 4
 
 
 def test_sort_by_newest_activity(live_store: RunningStore) -> None:
     at = open_page("queue")
-    at.selectbox(key="queue_sort").set_value("newest").run()
+    at.selectbox(key="queue_sort.zh-CN").set_value("newest").run()
 
     assert list(table(at)["标题"])[:2] == [WATER_LEVEL.title, WATERLOGGING.title]
 
 
 def test_no_match_and_no_incidents_say_what_to_do(live_store: RunningStore) -> None:
     at = open_page("queue")
-    at.multiselect(key="queue_severity").set_value(["critical"]).run()
+    at.multiselect(key="queue_severity.zh-CN").set_value(["critical"]).run()
 
     assert [i.value for i in at.info] == ["没有符合筛选条件的事件。请在侧边栏清除筛选条件。"]
     assert not frames(at)
@@ -130,9 +130,10 @@ def test_detail_shows_facts_rule_thresholds_evidence_history_and_mini_map(live_s
     at = open_page("queue", incident=WATER_LEVEL.id)
 
     assert at.main.header[0].value == WATER_LEVEL.title
-    assert {m.label: m.value for m in at.metric} == {
-        "状态": "待处置", "级别": "高", "观测值 / 阈值": "42.5 > 30", "证据事件": "3",
-    }  # fmt: skip
+    assert badges(at) == ":red-badge[状态：待处置] :orange-badge[级别：高]"
+    shown = {m.label: m.value for m in at.metric}
+    assert (shown["观测值 / 阈值"], shown["证据事件"], shown["确认后"]) == ("42.5 > 30", "3", "—")
+    assert shown["已持续"].endswith("秒")
     facts, rule, evidence, history = frames(at)[1:5]
     facts = dict(zip(facts["字段"], facts["值"], strict=True))
     assert facts["事件编号"] == WATER_LEVEL.id and facts["行政区"] == "江汉区"
@@ -147,7 +148,9 @@ def test_detail_shows_facts_rule_thresholds_evidence_history_and_mini_map(live_s
 
 def test_detail_warns_when_the_loaded_rule_is_another_version(live_store: RunningStore) -> None:
     assert live_store.store is not None
-    live_store.store.con.execute("UPDATE incidents SET rule_version = 0, pack_version = '2020.1' WHERE id = ?", [PM25.id])
+    live_store.store.con.execute(
+        "UPDATE incidents SET rule_version = 0, pack_version = '2020.1' WHERE id = ?", [PM25.id]
+    )
 
     at = open_page("queue", incident=PM25.id)
 
@@ -175,3 +178,16 @@ def test_english_queue(live_store: RunningStore) -> None:
     assert frame.iloc[0]["Status"] == "Open" and frame.iloc[0]["District"] == "Hongshan"
     assert at.title[0].value == "Incident queue"
     assert "Recorded as demo." in texts(at)
+
+
+def test_filters_survive_a_language_switch_with_translated_labels(live_store: RunningStore) -> None:
+    at = open_page("queue")
+    at.multiselect(key="queue_severity.zh-CN").set_value(["medium"]).run()
+    at.selectbox(key="queue_sort.zh-CN").set_value("newest").run()
+
+    at.selectbox(key="lang_select").set_value("en").run()
+
+    severity = at.multiselect(key="queue_severity.en")
+    assert severity.value == ["medium"] and severity.format_func("medium") == "Medium"
+    assert at.selectbox(key="queue_sort.en").value == "newest"
+    assert set(table(at)["Title"]) == {PM25.title, DUMPING.title}

@@ -125,7 +125,9 @@ def test_backtest_of_a_stricter_pack_shows_fewer_water_level_incidents(
 
     table = frames(at)[-1]  # type: ignore[arg-type]
     row = table[table["规则"] == "flood.water-level-high"].iloc[0]
-    assert row["候选规则包"] == 0 and row["当前规则包"] == 3 and row["差值"] == -3  # 2 in the scenario, 1 in the fixture
+    # The live pack fires for the scenario's two rising sensors and the fixture's one (more when the run
+    # crosses a 15-minute dedup bucket); a 10 m threshold fires for none of them.
+    assert row["候选规则包"] == 0 and row["当前规则包"] >= 3 and row["差值"] == -row["当前规则包"]
     assert "**pack.yaml**" in texts(at)  # type: ignore[arg-type]
 
 

@@ -60,10 +60,10 @@ def test_consumer_lag_when_turned_on_reads_the_groups(
     for n in range(3):
         producer.send(kafka_topics.kafka.raw_topic, value=b"x%d" % n, partition=0).get(10)
     producer.close()
+    kafka = kafka_topics.kafka
     consumer = KafkaConsumer(
-        kafka_topics.kafka.raw_topic, bootstrap_servers=kafka_topics.kafka.bootstrap, group_id=kafka_topics.kafka.app_id,
-        auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000,
-        consumer_timeout_ms=15000,
+        kafka.raw_topic, bootstrap_servers=kafka.bootstrap, group_id=kafka.app_id, auto_offset_reset="earliest",
+        enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000, consumer_timeout_ms=15000,
     )  # fmt: skip
     next(iter(consumer))
     consumer.commit()
@@ -75,7 +75,11 @@ def test_consumer_lag_when_turned_on_reads_the_groups(
 
     lag = next(f for f in frames(at) if "消费组" in f.columns)
     row = lag.iloc[0]
-    assert (row["进程"], row["消费组"], row["主题"]) == ("worker", kafka_topics.kafka.app_id, kafka_topics.kafka.raw_topic)
+    assert (row["进程"], row["消费组"], row["主题"]) == (
+        "worker",
+        kafka_topics.kafka.app_id,
+        kafka_topics.kafka.raw_topic,
+    )
     assert row["延迟（条）"] >= 0  # Tansu's end offsets are wrong: the number is not checked, the path is
 
 
@@ -122,7 +126,7 @@ def test_operator_creates_and_expires_a_silence_through_the_topic(
     live_store: RunningStore, with_users: dict[str, object], kafka_topics: Settings
 ) -> None:
     at = open_page("system", user="op1")
-    at.multiselect(key="silence_zones").set_value(["420106"])
+    at.multiselect(key="silence_zones.zh-CN").set_value(["420106"])
     at.text_input(key="silence_rules").input("flood.*, sanitation.*")
     at.number_input(key="silence_hours").set_value(3.0)
     at.text_input(key="silence_reason").input("pump maintenance")
