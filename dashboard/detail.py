@@ -25,6 +25,7 @@ from dashboard.ui import (
     since,
     status_label,
 )
+from rules.crs import wgs84_to_bd09, wgs84_to_gcj02
 from rules.lifecycle import ActionName, legal_actions
 from rules.pack import LoadedPack
 from sinks.actions import new_action
@@ -83,6 +84,15 @@ def _badges(page: Page, inc: dict[str, Any]) -> None:
         )
 
 
+def display_position(lon: float, lat: float, crs: str) -> str:
+    """A WGS-84 position as the operators' map apps expect it ("lat, lon", 6 decimals)."""
+    if crs == "GCJ02":
+        lon, lat = wgs84_to_gcj02(lon, lat)
+    elif crs == "BD09":
+        lon, lat = wgs84_to_bd09(lon, lat)
+    return f"{float(lat):.6f}, {float(lon):.6f}"
+
+
 def _facts(page: Page, inc: dict[str, Any], layer: data.ZoneLayer | None) -> None:
     at = now()
     district = layer.zone_name(inc["zone_id"], page.lang, inc["zone_name"]) if layer else inc["zone_name"] or "—"
@@ -109,6 +119,9 @@ def _facts(page: Page, inc: dict[str, Any], layer: data.ZoneLayer | None) -> Non
         page.t("detail.assignee"): inc.get("assignee") or "—",
         page.t("detail.silenced"): page.t("common.yes") if inc.get("silenced") else page.t("common.no"),
         page.t("detail.certainty"): label("certainty", inc.get("certainty"), page.lang),
+        page.t("detail.position", crs=page.settings.dashboard.display_crs): display_position(
+            float(inc["lon"]), float(inc["lat"]), page.settings.dashboard.display_crs
+        ),
     }
     frame = pd.DataFrame({page.t("detail.field"): list(facts), page.t("detail.field_value"): list(facts.values())})
     st.dataframe(frame, hide_index=True, width="stretch", height=table_height(len(frame)))

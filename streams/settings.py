@@ -204,6 +204,11 @@ class DashboardSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8501, ge=1, le=65535)
     language: Literal["zh-CN", "en"] = "zh-CN"
+    display_crs: Literal["WGS84", "GCJ02", "BD09"] = Field(
+        default="GCJ02",
+        description="Coordinate system of the positions shown to operators: what their map apps expect "
+        "(GCJ-02: Amap/Tencent, BD-09: Baidu, WGS-84: GPS). Outside mainland China GCJ-02 equals WGS-84.",
+    )
     timezone: str = "Asia/Shanghai"
     refresh_s: float = Field(default=3.0, gt=0)
     demo_mode: bool = Field(

@@ -191,3 +191,17 @@ def test_filters_survive_a_language_switch_with_translated_labels(live_store: Ru
     assert severity.value == ["medium"] and severity.format_func("medium") == "Medium"
     assert at.selectbox(key="queue_sort.en").value == "newest"
     assert set(table(at)["Title"]) == {PM25.title, DUMPING.title}
+
+
+def test_positions_are_shown_in_the_coordinate_system_of_the_operators_map_apps() -> None:
+    from dashboard.detail import display_position
+    from rules.crs import gcj02_to_wgs84
+
+    # Wuhan: GCJ-02 (Amap) is a few hundred metres off WGS-84, and converts back exactly
+    shown = display_position(114.3055, 30.5928, "GCJ02")
+    lat, lon = (float(x) for x in shown.split(", "))
+    assert abs(lon - 114.3055) > 0.003 and abs(lat - 30.5928) > 0.001
+    back_lon, back_lat = gcj02_to_wgs84(lon, lat)
+    assert abs(back_lon - 114.3055) < 1e-5 and abs(back_lat - 30.5928) < 1e-5
+    assert display_position(114.3055, 30.5928, "WGS84") == "30.592800, 114.305500"
+    assert display_position(-73.9857, 40.7484, "GCJ02") == "40.748400, -73.985700"  # outside China: unchanged
