@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from rules.formats.open311 import Gazetteer, Open311Context, RequestRecord, erro
 from rules.formats.sensorthings import LocationCache
 from rules.pack import LoadedPack
 from rules.pipeline import dead_letter
+from rules.sources import by_source
 from streams import metrics
 from streams.gateways.limits import RateLimiter
 from streams.gateways.observe import http_metrics
@@ -238,8 +240,16 @@ class HttpGateway:
             raise Refusal(
                 "too_many", f"{len(events)} events in one request; at most {self.g.http.max_events_per_request}"
             )
+        # One envelope per source key (usually one: a request is about one device or report), so that
+        # each subject's events stay in order on one partition.
+        groups = by_source(events, attrgetter("subject"), self.settings.kafka.partitions)
         try:
-            await self.outbox.send_async(self.raw_topic, encode_events(events), None, timeout=self.g.ack_timeout_s)
+            await asyncio.gather(
+                *(
+                    self.outbox.send_async(self.raw_topic, encode_events(group), key, timeout=self.g.ack_timeout_s)
+                    for key, group in groups
+                )
+            )
         except OverloadedError as exc:
             raise Refusal(
                 "overloaded",

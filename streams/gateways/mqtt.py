@@ -18,6 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from rules.decode import Decoded
 from rules.formats.mqtt_payload import PayloadContext, decode_payload, format_for
 from rules.formats.sensorthings import LocationCache
 from rules.pipeline import dead_letter
+from rules.sources import by_source
 from streams import metrics
 from streams.gateways.observe import mqtt_metrics
 from streams.gateways.outbox import GatewayError, Outbox
@@ -218,22 +220,27 @@ class MqttBridge:
             self._submit(Batch(messages))
 
     def _submit(self, batch: Batch) -> None:
-        events: list[dict[str, Any]] = []
+        decoded: list[Any] = []
         for m in batch.messages:
-            events.extend(e.model_dump(mode="json", exclude_none=True) for e in m.decoded.events)
+            decoded.extend(m.decoded.events)
             for rej in m.decoded.rejected:
                 where = m.source + (f"[{rej.index}]" if rej.index is not None else "")
                 letter = dead_letter(rej.reason, rej.kind, where, rej.original)
                 batch.records.append((self.dead_topic, letter.model_dump_json().encode(), where.encode()))
                 logger.info("mqtt dead letter source=%s kind=%s reason=%s", where, rej.kind, rej.reason)
                 metrics.DEAD_LETTERS.labels("gateway_mqtt", rej.kind).inc()
+        # one envelope per source key: a sensor's readings always share a key, so they stay in order
+        groups = by_source(decoded, attrgetter("subject"), self.settings.kafka.partitions)
+        for n, (key, group) in enumerate(groups):
+            envelope = orjson.dumps({"events": [e.model_dump(mode="json", exclude_none=True) for e in group]})
+            batch.records.insert(n, (self.raw_topic, envelope, key))
+        events = decoded
         if events:
-            batch.records.insert(0, (self.raw_topic, orjson.dumps({"events": events}), None))
             metrics.EVENTS_IN.labels("gateway_mqtt").inc(len(events))
         with self.lock:
             self.counts["messages"] += len(batch.messages)
             self.counts["events"] += len(events)
-            self.counts["rejected"] += len(batch.records) - (1 if events else 0)
+            self.counts["rejected"] += len(batch.records) - len(groups)
             batch.remaining = len(batch.records)
             self.order.append(batch)
         if not batch.records:

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from stack import make_settings, read_topic
 
 from rules.model import DeadLetterRecord
+from rules.sources import source_key
 from streams.broker import DevBroker
 from streams.gateways.mqtt import MqttBridge, check_startup
 from streams.gateways.outbox import GatewayError, KafkaOutbox, MemoryOutbox
@@ -101,7 +102,12 @@ def test_every_payload_format_reaches_kafka_and_bad_ones_are_dead_lettered(
         pub.disconnect()
         bridge.stop()
         box.close()
-    events = [e for r in read_topic(s, s.kafka.raw_topic, 2.0) for e in json.loads(r.value)["events"]]
+    records = read_topic(s, s.kafka.raw_topic, 2.0)
+    events = [e for r in records for e in json.loads(r.value)["events"]]
+    # every envelope travels under its sensors' source key, so one sensor's readings stay in order
+    for r in records:
+        keys = {source_key(e["sensor_id"], s.kafka.partitions) for e in json.loads(r.value)["events"]}
+        assert keys == {r.key}
     by_id = {e["id"]: e for e in events}
     assert {"ours-1", "ours-2", "st-ds-pm-7-1782864000000", "st-ds-pm-7-1782864060000", "wl-3-1751328000"} == set(by_id)
     assert by_id["st-ds-pm-7-1782864060000"]["lon"] == 114.42  # the bare observation used the cached location
