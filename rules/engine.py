@@ -14,20 +14,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from rules.columns import EventColumns, locate
 from rules.kinds import Kind, PackContext, evaluator
-from rules.kinds.base import OPS, Scope, incident_id
-from rules.model import Enriched, Incident, Reading, Report, Track, event_value
+from rules.kinds.base import Scope, incident_id
+from rules.model import Enriched, Incident, Reading, Report, Track
 from rules.pack import LoadedPack
 from rules.schedule import ScheduleCheck as _ScheduleCheck
+from rules.selection import Selection
 from rules.spec import RuleBase
-from rules.state import from_ms, to_ms
+from rules.state import from_ms
 
 logger = logging.getLogger(__name__)
 
 AnyEvent = Reading | Report | Track
 
-__all__ = ["AnyEvent", "Engine", "Outcome", "incident_id", "run"]
+__all__ = ["AnyEvent", "Engine", "EventColumns", "Outcome", "incident_id", "run"]
 
 
 @dataclass
@@ -58,63 +61,25 @@ class Engine:
             _Compiled(r, evaluator(r, self.ctx), _ScheduleCheck(r.schedule, spec.timezone) if r.schedule else None)
             for r in spec.rules
         ]
-        self._by_kind: dict[str, list[_Compiled]] = {"reading": [], "report": [], "track": []}
-        self._index: dict[tuple[str, str | None], list[_Compiled]] = {}
-        for c in self.compiled:
-            for k in [c.rule.match.kind] if c.rule.match.kind else list(self._by_kind):
-                self._by_kind[k].append(c)
+        self._selector = Selection(
+            [c.rule for c in self.compiled], [c.kind for c in self.compiled], [c.schedule for c in self.compiled]
+        )
 
     # -- enrichment -------------------------------------------------------------------------
     def enrich(self, events: Sequence[AnyEvent]) -> list[Enriched]:
         """Attach the zones of every layer to each event: one STRtree query per layer per batch."""
         if not events:
             return []
-        lon = np.fromiter((e.lon for e in events), dtype=np.float64, count=len(events))
-        lat = np.fromiter((e.lat for e in events), dtype=np.float64, count=len(events))
-        per_layer = {name: layer.locate(lon, lat) for name, layer in self.pack.layers.items()}
-        return [
-            Enriched.model_construct(event=e, zones={name: zones[i] for name, zones in per_layer.items() if zones[i]})
-            for i, e in enumerate(events)
-        ]
+        columns = EventColumns.from_events(events)
+        self.enrich_columns(columns)
+        return columns.all_enriched()
+
+    def enrich_columns(self, columns: EventColumns) -> EventColumns:
+        """Locate a column batch in every layer of the pack (one vectorised query per layer)."""
+        locate(columns, self.pack.layers)
+        return columns
 
     # -- evaluation -------------------------------------------------------------------------
-    def _candidates(self, event: AnyEvent) -> list[_Compiled]:
-        """Rules that can match this event's kind and metric/category/object type (an index, cached)."""
-        kind = event.kind
-        value = getattr(event, _DISCRIMINATOR[kind], None)
-        key = (kind, value)
-        found = self._index.get(key)
-        if found is None:
-            found = [c for c in self._by_kind[kind] if _accepts(c.rule.match, kind, value)]
-            if len(self._index) < 100_000:
-                self._index[key] = found
-        return found
-
-    @staticmethod
-    def _matches(c: _Compiled, item: Enriched) -> bool:
-        # Each filter compares the event's own field of that name, so a category filter never
-        # matches a reading whose metric happens to have the same name.
-        rule, match, event = c.rule, c.rule.match, item.event
-        if match.metric is not None and getattr(event, "metric", None) != match.metric:
-            return False
-        if match.category is not None and getattr(event, "category", None) != match.category:
-            return False
-        if match.categories is not None and getattr(event, "category", None) not in match.categories:
-            return False
-        if match.object_type is not None and getattr(event, "object_type", None) != match.object_type:
-            return False
-        if rule.layer is not None:
-            zone = item.primary_zone(rule.layer)
-            if zone is None or (match.zones is not None and zone not in match.zones):
-                return False
-        if c.kind.gates_itself:  # sequence kinds judge ``when`` and the schedule on every event themselves
-            return True
-        for cond in rule.when:
-            value = event_value(event, cond.field)
-            if value is None or not OPS[cond.op](value, cond.value):
-                return False
-        return c.schedule is None or c.schedule.active(event.ts)
-
     def process(
         self,
         batch: Sequence[Enriched],
@@ -132,14 +97,32 @@ class Engine:
             position: (partition, offset) of the source message; when given, a message that
                 was already applied to an entry is not applied again.
         """
+        columns = EventColumns.from_enriched(batch, self._selector.layers)
+        return self.process_columns(columns, state, position, home, check_late)
+
+    def process_columns(
+        self,
+        batch: EventColumns,
+        state: MutableMapping[str, Any],
+        position: tuple[int, int] | None = None,
+        home: int | None = None,
+        check_late: bool = True,
+    ) -> Outcome:
+        """``process`` for a column batch (located with ``enrich_columns``, or built from enriched events).
+
+        Rules see their events sorted by (event time, id); an ``Enriched`` is built only for the
+        rows that some rule is fed.
+        """
         outcome = Outcome()
+        if not len(batch):
+            return outcome
         floor = None if (self.watermark_ms is None or not check_late) else self.watermark_ms - self.lateness_ms
-        stamped = sorted(((to_ms(i.event.ts), i.event.id, n) for n, i in enumerate(batch)))
-        per_rule: dict[int, tuple[list[Enriched], list[int]]] = {}
-        batch_max: int | None = None
-        for ts, _, n in stamped:
-            item = batch[n]
-            if floor is not None and ts < floor:
+        ts_ms = batch.ts_ms
+        order = _time_order(ts_ms, batch.ids)
+        late = ts_ms < floor if floor is not None else np.zeros(len(batch), dtype=bool)
+        if late.any():
+            for n in order[late[order]].tolist():
+                item = batch.enriched(n)
                 outcome.late.append(
                     (
                         item,
@@ -150,21 +133,17 @@ class Engine:
                         ),
                     )
                 )
-                continue
-            batch_max = ts
-            for c in self._candidates(item.event):
-                if self._matches(c, item):
-                    items, stamps = per_rule.setdefault(id(c), ([], []))
-                    items.append(item)
-                    stamps.append(ts)
+        on_time = ~late
         scope = Scope(state, position, home=home)
-        for c in self.compiled:
-            if id(c) in per_rule:
-                items, stamps = per_rule[id(c)]
-                c.kind.feed(items, stamps, scope)
+        stamps = ts_ms.tolist()
+        for rule, rows in self._selector.select(batch, on_time, order):
+            c = self.compiled[rule]
+            c.kind.feed([batch.enriched(r) for r in rows], [stamps[r] for r in rows], scope)
         scope.commit()
-        if batch_max is not None and (self.watermark_ms is None or batch_max > self.watermark_ms):
-            self.watermark_ms = batch_max
+        if on_time.any():
+            batch_max = int(ts_ms[on_time].max())
+            if self.watermark_ms is None or batch_max > self.watermark_ms:
+                self.watermark_ms = batch_max
         outcome.incidents = list(scope.incidents.values())
         return outcome
 
@@ -215,24 +194,22 @@ class Engine:
         return len(dead)
 
 
-_DISCRIMINATOR = {"reading": "metric", "report": "category", "track": "object_type"}
-
-
-def _accepts(match: Any, kind: str, value: str | None) -> bool:
-    """Whether a rule's match could accept an event of this kind with this metric/category/object type."""
-    if kind == "reading":
-        if match.category is not None or match.categories is not None or match.object_type is not None:
-            return False
-        return match.metric is None or match.metric == value
-    if kind == "report":
-        if match.metric is not None or match.object_type is not None:
-            return False
-        if match.category is not None and match.category != value:
-            return False
-        return match.categories is None or value in match.categories
-    if match.metric is not None or match.category is not None or match.categories is not None:
-        return False
-    return match.object_type is None or match.object_type == value
+def _time_order(ts_ms: NDArray[np.int64], ids: Sequence[str]) -> NDArray[np.intp]:
+    """Row numbers sorted by (event time in ms, id, row): the order rules see a batch in."""
+    order = np.argsort(ts_ms, kind="stable")
+    ties = np.flatnonzero(ts_ms[order][1:] == ts_ms[order][:-1])
+    if not len(ties):
+        return order
+    out = order.tolist()
+    a = b = int(ties[0])
+    for t in [*ties[1:].tolist(), -2]:
+        if t == b + 1:
+            b = t
+            continue
+        run = slice(a, b + 2)  # positions a .. b + 1 share one time
+        out[run] = sorted(out[run], key=lambda n: (ids[n], n))
+        a = b = t
+    return np.array(out, dtype=np.intp)
 
 
 def _home(entry: dict[str, Any]) -> int | None:
@@ -256,7 +233,9 @@ def run(engine: Engine, events: Iterable[AnyEvent], *, batch_size: int = 1000) -
                 latest[incident.id] = incident
 
     def flush() -> None:
-        keep(engine.process(engine.enrich(chunk), state).incidents)
+        if chunk:
+            columns = engine.enrich_columns(EventColumns.from_events(chunk))
+            keep(engine.process_columns(columns, state).incidents)
         chunk.clear()
 
     for event in events:

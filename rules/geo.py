@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -93,24 +94,35 @@ class Layer:
         logger.info("layer loaded name=%s zones=%d path=%s crs=%s", name, len(layer.ids), path, crs.value)
         return layer
 
+    def query(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """(point, zone) index pairs of every zone containing a point, sorted by point then zone.
+
+        One vectorised STRtree query for the whole batch; a point on a border is in both zones.
+        """
+        if len(lon) == 0:
+            empty = np.zeros(0, dtype=np.intp)
+            return empty, empty
+        point_idx, zone_idx = self.tree.query(shapely.points(lon, lat), predicate="intersects")
+        order = np.lexsort((zone_idx, point_idx))
+        return point_idx[order].astype(np.intp, copy=False), zone_idx[order].astype(np.intp, copy=False)
+
     def locate(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[list[str]]:
         """Zone ids containing each point, in one vectorised STRtree query for the whole batch."""
         result: list[list[str]] = [[] for _ in range(len(lon))]
-        if len(lon) == 0:
-            return result
-        points = shapely.points(lon, lat)
-        point_idx, zone_idx = self.tree.query(points, predicate="intersects")
-        order = np.lexsort((zone_idx, point_idx))
-        for p, z in zip(point_idx[order].tolist(), zone_idx[order].tolist(), strict=True):
+        point_idx, zone_idx = self.query(lon, lat)
+        for p, z in zip(point_idx.tolist(), zone_idx.tolist(), strict=True):
             result[p].append(self.ids[z])
         return result
 
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Position of each zone id in ``ids``."""
+        return {zone_id: n for n, zone_id in enumerate(self.ids)}
+
     def name_of(self, zone_id: str) -> str:
         """Human name of a zone (falls back to its id)."""
-        try:
-            return self.names[self.ids.index(zone_id)]
-        except ValueError:
-            return zone_id
+        n = self.index.get(zone_id)
+        return zone_id if n is None else self.names[n]
 
     def to_geojson(self) -> dict[str, Any]:
         """The layer as a WGS-84 FeatureCollection (for maps)."""

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from rules.geo import Layer
 from rules.model import Enriched, Evidence, Incident, event_value
 from rules.schedule import ScheduleCheck
-from rules.spec import SEVERITIES, RuleBase, Severity, Step
+from rules.spec import SEVERITIES, Condition, RuleBase, Severity, Step
 from rules.state import Entry, already_applied, from_ms, mark_applied
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -270,6 +270,14 @@ class Kind(ABC):
             if value is None or not OPS[cond.op](value, cond.value):
                 return False
         return self.schedule is None or self.schedule.active(item.event.ts)
+
+    def conditions(self) -> Sequence[Condition]:
+        """Conditions besides ``when`` that an event must meet for ``feed`` to do anything with it.
+
+        The engine drops events that fail them before building anything for ``feed`` (a kind that
+        gates itself is never asked). Only declare what ``feed`` would skip without a trace.
+        """
+        return ()
 
     @abstractmethod
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:

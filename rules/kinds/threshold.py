@@ -14,7 +14,7 @@ from pydantic import Field
 from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.model import Enriched, Incident, event_value
-from rules.spec import Op, RuleBase
+from rules.spec import Condition, Op, RuleBase
 from rules.state import Entry, add_event, bucket_of, new_entry
 
 
@@ -40,6 +40,9 @@ class Threshold(Kind):
         self.size_ms = int(rule.dedup.total_seconds() * 1000)
         self.compare = OPS[rule.op]
         self.higher_is_worse = rule.op not in ("<", "<=")
+
+    def conditions(self) -> Sequence[Condition]:
+        return (Condition(field=self.rule.field, op=self.rule.op, value=self.rule.value),)
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         rule = self.rule

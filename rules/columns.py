@@ -1,0 +1,213 @@
+"""A batch of events as columns: what the engine filters and groups with numpy.
+
+Every row is one event. The engine reads the columns to choose which rules see which events, and
+builds an ``Enriched`` (the event object plus its zones) only for the rows a rule is fed. Rows keep
+the batch order; the engine sorts by (event time, id) itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rules.geo import Layer
+from rules.model import Enriched, Reading, Report, Track
+from rules.state import EPOCH
+
+AnyEvent = Reading | Report | Track
+
+KINDS: tuple[str, ...] = ("reading", "report", "track")
+KIND_CODE: dict[str, int] = {k: n for n, k in enumerate(KINDS)}
+#: The field of each event kind that rules are indexed by.
+DISCRIMINATOR: dict[str, str] = {"reading": "metric", "report": "category", "track": "object_type"}
+#: Numeric event fields kept as float columns (NaN where an event has no finite number there).
+NUMERIC: tuple[str, ...] = ("value", "alt_m", "speed_mps", "heading", "lon", "lat")
+#: Event fields that are never numbers: a condition on them never holds (``event_value`` is None).
+NOT_NUMERIC = frozenset(
+    {"id", "ts", "source", "kind", "sensor_id", "metric", "unit", "category", "description", "channel"}
+    | {"object_id", "object_type", "subject"}
+)
+_US = timedelta(microseconds=1)
+
+
+def to_us(ts: Any) -> int:
+    """Exact integer microseconds since the epoch of an aware datetime."""
+    return int((ts - EPOCH) // _US)
+
+
+def number(raw: Any) -> float:
+    """``event_value`` as a float column cell: NaN for a missing, boolean or non-finite value."""
+    if type(raw) is float:
+        return raw if math.isfinite(raw) else math.nan
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return math.nan
+    value = float(raw)
+    return value if math.isfinite(value) else math.nan
+
+
+_PLAIN = frozenset({float, type(None)})
+
+
+def floats(values: list[Any]) -> NDArray[np.float64]:
+    """A float column of raw field values, ``number`` applied to each."""
+    if set(map(type, values)) <= _PLAIN:  # the common case: numpy turns None into NaN
+        out = np.array(values, dtype=np.float64)
+        if len(out) and not np.isfinite(out).all():
+            out[~np.isfinite(out)] = np.nan
+        return out
+    return np.fromiter((number(v) for v in values), dtype=np.float64, count=len(values))
+
+
+@dataclass(frozen=True)
+class Zones:
+    """The zones of one layer for every row.
+
+    Row ``r`` lies in ``ids[m]`` for every ``m`` in ``members[starts[r]:starts[r + 1]]`` (in the
+    layer's order); ``primary[r]`` is the first of them, or -1 when the row is in no zone.
+    """
+
+    ids: Sequence[str]
+    primary: NDArray[np.intp]
+    starts: NDArray[np.intp]
+    members: NDArray[np.intp]
+
+    @classmethod
+    def locate(cls, layer: Layer, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> Zones:
+        """One vectorised STRtree query for the whole batch."""
+        point_idx, zone_idx = layer.query(lon, lat)
+        starts = np.searchsorted(point_idx, np.arange(len(lon) + 1)).astype(np.intp)
+        found = starts[:-1] < starts[1:]
+        first = zone_idx[np.minimum(starts[:-1], max(0, len(zone_idx) - 1))] if len(zone_idx) else starts[:-1]
+        primary = np.where(found, first, -1).astype(np.intp)
+        return cls(layer.ids, primary, starts, zone_idx)
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[str] | None]) -> Zones:
+        """From each row's list of zone ids (as an ``Enriched`` carries them)."""
+        vocab: dict[str, int] = {}
+        members: list[int] = []
+        starts = [0]
+        for ids in lists:
+            if ids:
+                members.extend(vocab.setdefault(z, len(vocab)) for z in ids)
+            starts.append(len(members))
+        start = np.array(starts, dtype=np.intp)
+        member = np.array(members, dtype=np.intp)
+        found = start[:-1] < start[1:]
+        first = member[np.minimum(start[:-1], max(0, len(member) - 1))] if len(member) else start[:-1]
+        return cls(list(vocab), np.where(found, first, -1).astype(np.intp), start, member)
+
+    def of(self, row: int) -> list[str]:
+        """Zone ids of one row."""
+        a, b = int(self.starts[row]), int(self.starts[row + 1])
+        return [self.ids[m] for m in self.members[a:b].tolist()]
+
+
+@dataclass
+class EventColumns:
+    """A batch of events, column by column.
+
+    ``ts_us`` is the exact event time in microseconds since the epoch, ``kind`` the code of the
+    event kind (``KINDS``), ``disc`` the metric, category or object type, ``numeric`` the float
+    columns of ``NUMERIC``. ``zones`` holds the zones per layer once the batch is located
+    (``Engine.enrich_columns``). ``event_at`` gives the event object of a row (it may be built
+    on demand); ``given`` holds the enriched events the batch was made from, if any.
+    """
+
+    ts_us: NDArray[np.int64]
+    kind: NDArray[np.int8]
+    disc: list[str | None]
+    ids: list[str]
+    numeric: dict[str, NDArray[np.float64]]
+    event_at: Callable[[int], AnyEvent]
+    zones: dict[str, Zones] = field(default_factory=dict)
+    given: Sequence[Enriched] | None = None
+    _built: list[Enriched | None] = field(default_factory=list, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def ts_ms(self) -> NDArray[np.int64]:
+        """Event time in whole milliseconds (floored, like ``rules.state.to_ms``)."""
+        return self.ts_us // 1000
+
+    @property
+    def lon(self) -> NDArray[np.float64]:
+        return self.numeric["lon"]
+
+    @property
+    def lat(self) -> NDArray[np.float64]:
+        return self.numeric["lat"]
+
+    @classmethod
+    def from_events(cls, events: Sequence[AnyEvent]) -> EventColumns:
+        """Columns of validated event objects."""
+        n = len(events)
+        fields = [e.__dict__ for e in events]  # a pydantic model keeps its field values here
+        numeric = {name: floats([f.get(name) for f in fields]) for name in NUMERIC}
+        kinds = [f["kind"] for f in fields]
+        return cls(
+            ts_us=np.fromiter((to_us(f["ts"]) for f in fields), dtype=np.int64, count=n),
+            kind=np.fromiter((KIND_CODE[k] for k in kinds), dtype=np.int8, count=n),
+            disc=[f.get(DISCRIMINATOR[k]) for f, k in zip(fields, kinds, strict=True)],
+            ids=[f["id"] for f in fields],
+            numeric=numeric,
+            event_at=events.__getitem__,
+        )
+
+    @classmethod
+    def from_enriched(cls, items: Sequence[Enriched], layers: Sequence[str]) -> EventColumns:
+        """Columns of events enriched elsewhere (the live detect stage): their own zones count."""
+        events = [i.event for i in items]
+        columns = cls.from_events(events)
+        columns.given = items
+        columns.zones = {name: Zones.from_lists([i.zones.get(name) for i in items]) for name in layers}
+        return columns
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Sequence[tuple[int, int, str | None, str, float, float, float, float, float, float]],
+        event_at: Callable[[int], AnyEvent],
+    ) -> EventColumns:
+        """Columns of pre-checked rows ``(ts_us, kind code, disc, id, value, alt_m, speed_mps, heading, lon, lat)``."""
+        n = len(rows)
+        numeric = {
+            name: np.fromiter((r[4 + k] for r in rows), dtype=np.float64, count=n) for k, name in enumerate(NUMERIC)
+        }
+        return cls(
+            ts_us=np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
+            kind=np.fromiter((r[1] for r in rows), dtype=np.int8, count=n),
+            disc=[r[2] for r in rows],
+            ids=[r[3] for r in rows],
+            numeric=numeric,
+            event_at=event_at,
+        )
+
+    def enriched(self, row: int) -> Enriched:
+        """The enriched event of one row, built once, on first use."""
+        if self.given is not None:
+            return self.given[row]
+        if not self._built:
+            self._built = [None] * len(self)
+        item = self._built[row]
+        if item is None:
+            zones = {name: z.of(row) for name, z in self.zones.items() if z.primary[row] >= 0}
+            item = Enriched.model_construct(event=self.event_at(row), zones=zones)
+            self._built[row] = item
+        return item
+
+    def all_enriched(self) -> list[Enriched]:
+        return [self.enriched(r) for r in range(len(self))]
+
+
+def locate(columns: EventColumns, layers: Mapping[str, Layer]) -> None:
+    """Attach the zones of every layer: one vectorised STRtree query per layer for the whole batch."""
+    columns.zones = {name: Zones.locate(layer, columns.lon, columns.lat) for name, layer in layers.items()}
