@@ -18,7 +18,7 @@ from streams.gateways.cli import gateway
 from streams.logs import setup_logging
 from streams.settings import Settings
 
-_SERVICES = {"demo", "worker", "store", "broker", "dashboard", "alerts", "gateway"}
+_SERVICES = {"demo", "worker", "store", "broker", "dashboard", "alerts", "gateway", "bench"}
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -255,6 +255,46 @@ def simulate(
         return
     sent = produce(s, messages, speed=speed)
     click.echo(f"sent {sent} events to {s.kafka.raw_topic}")
+
+
+@main.command()
+@click.option("--events", type=int, default=100_000, show_default=True, help="Events in the throughput phases.")
+@click.option(
+    "--zones", type=int, default=None, help="Use a synthetic grid of about N zones (default: the configured pack)."
+)
+@click.option(
+    "--rules", "rule_count", type=int, default=None, help="Rules of the synthetic pack (default 100 with --zones)."
+)
+@click.option("--batch", type=int, default=500, show_default=True, help="Events per envelope sent to cityops.")
+@click.option("--rate", type=float, default=5000.0, show_default=True, help="Events/s of the latency phase.")
+@click.option("--latency-seconds", type=float, default=20.0, show_default=True, help="0 skips the latency phase.")
+@click.option(
+    "--alerts/--no-alerts", default=True, show_default=True, help="Also measure to the alert topic (`cityops alerts`)."
+)
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the JSON here.")
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    events: int,
+    zones: int | None,
+    rule_count: int | None,
+    batch: int,
+    rate: float,
+    latency_seconds: float,
+    alerts: bool,
+    run_dir: Path,
+    json_path: Path | None,
+) -> None:
+    """Events/s of cityops vs a naive Faust agent vs raw aiokafka on one event set, and latency at --rate.
+
+    Starts its own broker on a free loopback port (--bootstrap is not used); prints JSON on stdout,
+    progress on stderr. Exit code 2 when cityops' incidents differ from replay's. See README, "Benchmarks".
+    """
+    from streams.bench import BenchOptions, bench_main
+
+    opts = BenchOptions(events, batch, zones, rule_count, rate, latency_seconds, alerts, run_dir)
+    sys.exit(bench_main(_settings(ctx), opts, json_path))
 
 
 def _lines(path: Path) -> Iterator[bytes]:

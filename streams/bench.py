@@ -1,0 +1,231 @@
+"""`cityops bench`: cityops against a naive Faust agent and raw aiokafka, on one event set, in one run.
+
+It starts its own Tansu broker on a free loopback port, generates one deterministic event set
+(``streams.bench_data``), and runs, one after the other so that they do not share the 2 cores:
+
+1. **raw aiokafka** (the limit): the events one per message, consumed by a plain aiokafka
+   consumer that parses each JSON value;
+2. **naive Faust** (the baseline a user would write; ``streams.bench_naive`` in a child
+   process): the same events one per message through one agent that validates, locates zones
+   and runs the rule engine per event;
+3. **cityops**: the real worker (``cityops worker``, a child process) fed micro-batch envelopes
+   as the simulator and gateways send them. Timed from the first produce until a marker track
+   at the end of the set has opened its incident in every partition of the events topic;
+4. **latency**: a fresh live worker (``worker.clock=wall``), and the alerts process, fed
+   envelopes at a fixed rate; one probe per envelope opens a new incident, and the time from
+   handing the probe to the producer to reading its incident (and its alert) back is sampled.
+
+Incident sets are compared with ``rules.replay`` on the same events. Every child process is
+stopped at the end, also on Ctrl-C or SIGTERM. The result is one JSON document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rules.decode import decode_message
+from rules.engine import Engine
+from rules.pack import LoadedPack, load_pack
+from rules.replay import replay
+from streams import bench_data
+from streams.bench_data import BenchError, Event
+from streams.bench_phases import BenchOptions, Run, cityops_phase, latency_phase, naive_phase, raw_phase
+from streams.broker import DevBroker
+from streams.settings import Settings
+
+__all__ = ["BenchOptions", "bench_main", "run_bench"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
+    """Run every phase and return the result document. Stops every child process, whatever happens."""
+    if opts.run_dir.exists():
+        shutil.rmtree(opts.run_dir)
+    opts.run_dir.mkdir(parents=True)
+    load = os.getloadavg()[0]  # the other processes on the machine: the numbers are only as quiet as it
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
+    broker: DevBroker | None = None
+    run: Run | None = None
+    try:
+        pack, events, markers, label = _event_set(settings, opts)
+        logger.info("bench event set pack=%s events=%d rules=%d", label, len(events), len(pack.spec.rules))
+        replay_rate, replayed = _replay(pack, events)
+        per_event_rate = _per_event(pack, events)
+        broker = DevBroker(log_path=opts.run_dir / "broker.log")
+        with _signals_held():  # the broker's process must be known before a signal may unwind
+            broker.start()
+        settings.kafka.bootstrap = broker.bootstrap
+        run = Run(settings, opts, pack, events, replayed, markers)
+        run.pids.append(broker.proc.pid if broker.proc else -1)
+        try:
+            result = asyncio.run(_phases(run))
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+        result["replay"] = {"events_per_s": round(replay_rate), "incidents": len(replayed)}
+        result["engine_per_event"] = round(per_event_rate)
+        result["config"] = {**_config(run, label), "load_average_1m_at_start": round(load, 2)}
+        return _ordered(result, run)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan a child
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            for child in reversed(run.children if run else []):
+                child.stop(grace=10)
+            if broker is not None:
+                broker.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous)
+        logger.info("bench stopped every child process")
+
+
+def _event_set(settings: Settings, opts: BenchOptions) -> tuple[LoadedPack, list[Event], set[str], str]:
+    """The pack and the one event set every phase uses: regular events, then one marker per partition."""
+    if opts.zones is not None or opts.rules is not None:
+        zones, rules = opts.zones or 1000, opts.rules or 100
+        pack = load_pack(bench_data.write_grid_pack(opts.run_dir / "pack", zones, rules))
+        body = bench_data.grid_events(max(0, opts.events - settings.kafka.partitions), opts.seed)
+        label = f"grid ({len(pack.layers['grid'].ids)} zones, {len(pack.spec.rules)} rules)"
+    else:
+        pack = load_pack(settings.rules.pack)
+        body = bench_data.wuhan_events(max(0, opts.events - settings.kafka.partitions), opts.seed)
+        label = f"{pack.spec.pack}@{pack.version} ({pack.path})"
+    settings.rules.pack = pack.path
+    at = bench_data.START + timedelta(milliseconds=len(body) * bench_data.STEP_MS)
+    where = (float(body[0]["lon"]), float(body[0]["lat"])) if body else (114.3, 30.6)
+    marks = bench_data.markers(pack, settings.kafka.partitions, at, where)
+    return pack, body + marks, {m["id"] for m in marks}, label
+
+
+def _replay(pack: LoadedPack, events: list[Event]) -> tuple[float, dict[str, int]]:
+    began = time.perf_counter()
+    result = replay(pack, (orjson.dumps(e) for e in events))
+    rate = len(events) / (time.perf_counter() - began)
+    logger.info("bench replay events_per_s=%.0f incidents=%d", rate, len(result.incidents))
+    return rate, {inc.id: inc.revision for inc in result.incidents}
+
+
+def _per_event(pack: LoadedPack, events: list[Event], limit: int = 20_000) -> float:
+    """The naive agent's work without Kafka or Faust: decode, enrich and process one event at a time."""
+    engine, state = Engine(pack), dict[str, Any]()
+    values = [orjson.dumps(e) for e in events[:limit]]
+    began = time.perf_counter()
+    for value in values:
+        engine.process(engine.enrich(decode_message(value).events), state)
+    rate = len(values) / (time.perf_counter() - began)
+    logger.info("bench engine per event (in process) events_per_s=%.0f", rate)
+    return rate
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Delay SIGINT and SIGTERM until the block is done (they are delivered right after)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+async def _phases(run: Run) -> dict[str, Any]:
+    """The phases in order. SIGINT/SIGTERM cancel them at their next await, so their cleanup runs in order."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        out: dict[str, Any] = {}
+        out["raw_aiokafka"] = await raw_phase(run)
+        out["naive_faust"] = await naive_phase(run)
+        out["cityops"] = await cityops_phase(run)
+        if run.opts.latency_seconds > 0:
+            out["latency"] = await latency_phase(run)
+        return out
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.default_int_handler)  # until run_bench's cleanup ignores them
+
+
+def _config(run: Run, label: str) -> dict[str, Any]:
+    return {
+        "pack": label,
+        "zones": {name: len(layer.ids) for name, layer in run.pack.layers.items()},
+        "rules": len(run.pack.spec.rules),
+        "events": len(run.events),
+        "markers": len(run.markers),
+        "envelope_events": run.opts.batch,
+        "partitions": run.settings.kafka.partitions,
+        "cpus": os.cpu_count(),
+    }
+
+
+def _ordered(result: dict[str, Any], run: Run) -> dict[str, Any]:
+    """The result document: rates and ratios first, then incident counts, phase details and latency."""
+    rates = {k: result[k]["events_per_s"] for k in ("raw_aiokafka", "naive_faust", "cityops")}
+    mine = rates["cityops"]
+    doc: dict[str, Any] = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": result["config"],
+        "events_per_s": rates,
+        "ratios": {
+            "cityops_vs_naive": round(mine / rates["naive_faust"], 2) if rates["naive_faust"] else None,
+            "cityops_vs_raw": round(mine / rates["raw_aiokafka"], 3) if rates["raw_aiokafka"] else None,
+        },
+        "incidents": {
+            "replay": result["replay"]["incidents"],
+            "naive_faust": result["naive_faust"]["incidents"],
+            "cityops": result["cityops"]["incidents"],
+            "naive_equal_replay": result["naive_faust"]["incidents_equal_replay"],
+            "cityops_equal_replay": result["cityops"]["incidents_equal_replay"],
+        },
+        "in_process": {
+            "replay_events_per_s": result["replay"]["events_per_s"],
+            "engine_per_event_events_per_s": result["engine_per_event"],
+            "what": "no broker: `rules.replay` (batches of 1,000), and the naive agent's work one event at a "
+            "time (decode, enrich, process) on the first 20,000 events; ceilings for cityops and the baseline",
+        },
+        "phases": {k: result[k] for k in ("raw_aiokafka", "naive_faust", "cityops")},
+    }
+    if "latency" in result:
+        doc["latency"] = result["latency"]
+    doc["pids"] = run.pids
+    return doc
+
+
+def bench_main(settings: Settings, opts: BenchOptions, json_path: Path | None) -> int:
+    """Run the benchmark, print its JSON on stdout (and to ``json_path``); returns the exit code."""
+    try:
+        result = run_bench(settings, opts)
+    except KeyboardInterrupt:
+        logger.warning("bench interrupted; every child process was stopped")
+        return 130
+    except BenchError as exc:
+        logger.error("bench failed: %s", exc)
+        return 1
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    if json_path is not None:
+        json_path.write_text(text + "\n", encoding="utf-8")
+    sys.stdout.write(text + "\n")
+    return 0 if _consistent(result) else 2
+
+
+def _consistent(result: dict[str, Any]) -> bool:
+    """Whether cityops gave exactly replay's incidents (the naive baseline is reported, not required)."""
+    return bool(result["phases"]["cityops"].get("incidents_equal_replay"))

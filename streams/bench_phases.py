@@ -1,0 +1,547 @@
+"""The four phases of `cityops bench` and what they share (see ``streams.bench`` for the whole picture)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from rules.pack import LoadedPack
+from streams.bench_data import BenchError, Event, probe_event, probe_rule
+from streams.bench_naive import CONTROL_KEY, WARMUP
+from streams.procs import Child, spawn
+from streams.security import aiokafka_options
+from streams.settings import Settings
+from streams.topics import create_topics
+
+logger = logging.getLogger(__name__)
+
+ENVELOPE_INTERVAL_S = 0.02  # the latency phase sends one envelope every 20 ms
+DRAIN_S = 30.0  # how long, beyond the phase's own length, the last probes may take
+
+
+@dataclass
+class BenchOptions:
+    events: int = 100_000
+    batch: int = 500
+    zones: int | None = None
+    rules: int | None = None
+    rate: float = 5000.0
+    latency_seconds: float = 20.0
+    alerts: bool = True
+    run_dir: Path = Path("var/bench")
+    seed: int = 1
+    timeout_s: float = 900.0
+
+
+@dataclass
+class Run:
+    """One benchmark run: its settings, directory, broker and every child process it started."""
+
+    settings: Settings
+    opts: BenchOptions
+    pack: LoadedPack
+    events: list[Event]
+    replayed: dict[str, int]
+    markers: set[str]
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    children: list[Child] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def logs(self) -> Path:
+        return self.opts.run_dir / "logs"
+
+    def spawn(self, name: str, argv: list[str], settings: Settings) -> Child:
+        child = spawn(name, argv, settings.to_env(), self.logs)
+        self.children.append(child)
+        self.pids.append(child.proc.pid)
+        return child
+
+    def stop(self, child: Child) -> None:
+        child.stop(grace=10)
+        if child in self.children:
+            self.children.remove(child)
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            if not child.alive():
+                raise BenchError(f"{child.name} exited with code {child.proc.returncode} (see {child.log})")
+
+    def child_settings(self, phase: str, *, clock: str = "event") -> Settings:
+        s = self.settings.model_copy(deep=True)
+        s.kafka.topic_prefix = f"bench-{self.tag}-{phase}"
+        s.kafka.app_id = f"bench-{self.tag}-{phase}"
+        s.worker.data_dir = self.opts.run_dir / "faust" / phase
+        s.worker.clock = clock  # type: ignore[assignment]
+        s.log_level = "INFO"
+        return s
+
+
+# -- helpers shared by the phases ------------------------------------------------------------------
+
+
+def create_plain_topics(settings: Settings, names: list[str]) -> None:
+    """Create topics with the configured partitions (never left to broker auto-creation)."""
+    admin = KafkaAdminClient(client_id="cityops-bench", request_timeout_ms=5000, **settings.kafka.client_options())
+    try:
+        admin.create_topics([NewTopic(n, settings.kafka.partitions, settings.kafka.replication_factor) for n in names])
+    finally:
+        admin.close()
+
+
+def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        client_id="cityops-bench", max_request_size=16 * 2**20, **aiokafka_options(settings.kafka), **extra
+    )
+
+
+async def reader(settings: Settings, topics: list[str]) -> AIOKafkaConsumer:
+    """A consumer of every partition of ``topics`` from the beginning (no group)."""
+    consumer = AIOKafkaConsumer(
+        client_id="cityops-bench-reader",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=20,
+        max_partition_fetch_bytes=16 * 2**20,
+        **aiokafka_options(settings.kafka),
+    )
+    await consumer.start()
+    consumer.assign([TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)])
+    await consumer.seek_to_beginning()
+    return consumer
+
+
+async def wait_for(
+    run: Run,
+    what: str,
+    done: Callable[[], bool],
+    timeout: float,
+    progress: Callable[[], str] | None = None,
+    *,
+    required: bool = True,
+) -> bool:
+    """Poll ``done`` every 10 ms; log progress every 5 s; fail when a child died or after ``timeout``.
+
+    With ``required=False`` a timeout returns False instead of raising.
+    """
+    began = last = time.monotonic()
+    while not done():
+        now = time.monotonic()
+        if now - began > timeout:
+            if not required:
+                return False
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what} (logs in {run.logs})")
+        if now - last >= 5.0:
+            last = now
+            logger.info("bench waiting for %s elapsed_s=%.0f %s", what, now - began, progress() if progress else "")
+        run.check_alive()
+        await asyncio.sleep(0.01)
+    return True
+
+
+def percentiles(samples: list[float]) -> dict[str, float | int | None]:
+    """p50, p95, p99 and max in milliseconds (nearest rank), and the sample count."""
+    ordered = sorted(samples)
+
+    def rank(q: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))] * 1000, 1)
+
+    return {
+        "samples": len(ordered),
+        "p50_ms": rank(0.50),
+        "p95_ms": rank(0.95),
+        "p99_ms": rank(0.99),
+        "max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
+    }
+
+
+def subject_key(event: Event) -> bytes:
+    """The naive producer's key: one subject's events stay in order in one partition."""
+    kind = event.get("kind")
+    subject = event.get("sensor_id") if kind == "reading" else event.get("object_id") if kind == "track" else None
+    return str(subject or event.get("id")).encode()
+
+
+def chunks(items: list[Event], size: int) -> Iterator[list[Event]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+async def produce_all(prod: AIOKafkaProducer, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    """Send (key, value) pairs and wait until the broker has every one."""
+    pending = []
+    for key, value in items:
+        pending.append(await prod.send(topic, value, key=key))
+        if len(pending) >= 10_000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+
+
+def compare(seen: dict[str, int], replayed: dict[str, int]) -> dict[str, Any]:
+    """Incident ids and final revisions against replay's."""
+    return {
+        "incidents": len(seen),
+        "incidents_equal_replay": seen == replayed,
+        "missing": len(replayed.keys() - seen.keys()),
+        "extra": len(seen.keys() - replayed.keys()),
+        "revision_differs": sum(1 for k, v in seen.items() if k in replayed and replayed[k] != v),
+    }
+
+
+def _keep(latest: dict[str, int], doc: dict[str, Any]) -> None:
+    if doc["revision"] >= latest.get(doc["id"], 0):
+        latest[doc["id"]] = doc["revision"]
+
+
+# -- 1. raw aiokafka -------------------------------------------------------------------------------
+
+
+async def raw_phase(run: Run) -> dict[str, Any]:
+    """Produce the events one per message, then consume them all with a plain consumer that parses JSON."""
+    s = run.child_settings("raw")
+    topic = s.kafka.topic("events.single")
+    create_plain_topics(s, [topic])
+    values = [(subject_key(e), orjson.dumps(e)) for e in run.events]
+    prod = producer(s, linger_ms=5)
+    await prod.start()
+    try:
+        began = time.perf_counter()
+        await produce_all(prod, topic, values)
+        produced = time.perf_counter() - began
+    finally:
+        await prod.stop()
+    consumer = await reader(s, [topic])
+    try:
+        count = 0
+        began = time.perf_counter()
+        deadline = time.monotonic() + run.opts.timeout_s
+        while count < len(values):
+            batches: Any = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    orjson.loads(record.value)
+                    count += 1
+            if time.monotonic() > deadline:
+                raise BenchError(f"raw consumer read {count} of {len(values)} messages of {topic}")
+        seconds = time.perf_counter() - began
+    finally:
+        await consumer.stop()
+    logger.info("bench raw done events_per_s=%.0f produce_events_per_s=%.0f", count / seconds, count / produced)
+    return {
+        "events_per_s": round(count / seconds),
+        "seconds": round(seconds, 3),
+        "produce_events_per_s": round(count / produced),
+        "what": "one event per message; a plain aiokafka consumer (no group) reads every partition and parses "
+        "each value with orjson; consumption only (the topic was filled first)",
+    }
+
+
+# -- 2. naive Faust --------------------------------------------------------------------------------
+
+
+@dataclass
+class _NaiveOutput:
+    ready: bool = False
+    progress: int = 0
+    done: dict[str, Any] | None = None
+    done_at: float = 0.0
+    snapshots: int = 0
+    latest: dict[str, int] = field(default_factory=dict)
+
+
+async def _follow_naive(consumer: AIOKafkaConsumer, out: _NaiveOutput) -> None:
+    while True:
+        batches: Any = await consumer.getmany(timeout_ms=200)
+        now = time.perf_counter()
+        for records in batches.values():
+            for record in records:
+                doc = orjson.loads(record.value)
+                if record.key != CONTROL_KEY:
+                    out.snapshots += 1
+                    _keep(out.latest, doc)
+                elif doc["control"] == "ready":
+                    out.ready = True
+                elif doc["control"] == "progress":
+                    out.progress = max(out.progress, int(doc["events"]))
+                elif doc["control"] == "done":
+                    out.done, out.done_at = doc, now
+
+
+async def naive_phase(run: Run) -> dict[str, Any]:
+    """The naive agent in a child process, warmed up, then fed the events one per message."""
+    s = run.child_settings("naive")
+    source, sink = s.kafka.topic("naive.in"), s.kafka.topic("naive.out")
+    create_plain_topics(s, [source, sink])
+    out = _NaiveOutput()
+    consumer = await reader(s, [sink])
+    follower = asyncio.create_task(_follow_naive(consumer, out))
+    child = run.spawn("naive", [sys.executable, "-m", "streams.bench_naive", source, sink, str(len(run.events))], s)
+    prod = producer(s, linger_ms=5)
+    await prod.start()
+    try:
+        await prod.send_and_wait(source, WARMUP, key=b"warmup")
+        await wait_for(run, "the naive agent to join its group", lambda: out.ready, 180)
+        values = [(subject_key(e), orjson.dumps(e)) for e in run.events]
+        logger.info("bench naive started; producing %d events one per message", len(values))
+        began = time.perf_counter()
+        await produce_all(prod, source, values)
+        await wait_for(
+            run, "the naive agent", lambda: out.done is not None, run.opts.timeout_s, lambda: f"events={out.progress}"
+        )
+        seconds = out.done_at - began
+        assert out.done is not None
+        sent = int(out.done["sent"])
+        await wait_for(run, "the naive agent's incidents", lambda: out.snapshots >= sent, 60)
+    finally:
+        await prod.stop()
+        follower.cancel()
+        await consumer.stop()
+        run.stop(child)
+    rate = len(run.events) / seconds
+    logger.info("bench naive done events_per_s=%.0f seconds=%.1f", rate, seconds)
+    result: dict[str, Any] = {
+        "events_per_s": round(rate),
+        "seconds": round(seconds, 3),
+        **compare(out.latest, run.replayed),
+        "late": out.done["late"],
+        "what": "one Faust agent, one event per message (keyed by subject): pydantic decode, enrich, "
+        "Engine.process on a one-event batch with a dict state, one send per incident snapshot; timed from "
+        "the first produce until it has processed the last event (it was warmed up first)",
+    }
+    if not result["incidents_equal_replay"]:
+        result["note"] = (
+            "the naive agent sees the events in per-partition order (each subject in order, the set "
+            "interleaved across partitions), so late events or watermark-dependent rules may differ from replay"
+        )
+    return result
+
+
+# -- 3. cityops ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Incidents:
+    latest: dict[str, int] = field(default_factory=dict)
+    markers: set[str] = field(default_factory=set)
+    markers_at: float = 0.0
+    dead: int = 0
+    snapshots: int = 0
+
+
+async def _follow_incidents(
+    consumer: AIOKafkaConsumer, out: _Incidents, incidents_topic: str, wanted: set[str]
+) -> None:
+    while True:
+        batches: Any = await consumer.getmany(timeout_ms=200)
+        now = time.perf_counter()
+        for tp, records in batches.items():
+            if tp.topic != incidents_topic:
+                out.dead += len(records)
+                continue
+            for record in records:
+                doc = orjson.loads(record.value)
+                out.snapshots += 1
+                _keep(out.latest, doc)
+                hit = wanted.intersection(doc["evidence"]["event_ids"])
+                if hit and not hit <= out.markers:
+                    out.markers |= hit
+                    if out.markers == wanted:
+                        out.markers_at = now
+
+
+async def cityops_phase(run: Run) -> dict[str, Any]:
+    """The real worker, warmed up, fed envelopes of ``batch`` events; done when every marker fired."""
+    s = run.child_settings("cityops", clock="event")  # synthetic event times: only they move the watermark
+    kafka = s.kafka
+    create_topics(kafka)
+    out = _Incidents()
+    consumer = await reader(s, [kafka.incidents_topic, kafka.deadletter_topic])
+    follower = asyncio.create_task(_follow_incidents(consumer, out, kafka.incidents_topic, run.markers))
+    child = run.spawn("worker", ["cityops", "worker"], s)
+    prod = producer(s, linger_ms=5)
+    await prod.start()
+    try:
+        # a record the worker dead-letters: proves it has joined its group and consumes
+        await prod.send_and_wait(kafka.raw_topic, b'{"bench": "warm-up"}', key=b"bench")
+        await wait_for(run, "the worker to join its group", lambda: out.dead >= 1, 180)
+        envelopes = [orjson.dumps({"events": c}) for c in chunks(run.events, run.opts.batch)]
+        logger.info("bench cityops worker started; producing %d envelopes", len(envelopes))
+        began = time.perf_counter()
+        await produce_all(prod, kafka.raw_topic, [(b"bench", v) for v in envelopes])
+        await wait_for(
+            run,
+            "the worker",
+            lambda: out.markers == run.markers,
+            run.opts.timeout_s,
+            lambda: f"markers={len(out.markers)}/{len(run.markers)} incidents={len(out.latest)}",
+        )
+        seconds = out.markers_at - began
+        # time-driven incidents come with the worker's next tick: wait for them, but outside the timing
+        complete = await wait_for(
+            run, "replay's incidents", lambda: out.latest == run.replayed, 2 * s.worker.tick_s + 5, required=False
+        )
+    finally:
+        await prod.stop()
+        follower.cancel()
+        await consumer.stop()
+        run.stop(child)
+    rate = len(run.events) / seconds
+    logger.info("bench cityops done events_per_s=%.0f seconds=%.2f complete=%s", rate, seconds, complete)
+    return {
+        "events_per_s": round(rate),
+        "seconds": round(seconds, 3),
+        **compare(out.latest, run.replayed),
+        "incident_snapshots": out.snapshots,
+        "dead_letters": out.dead - 1,
+        "what": f"`cityops worker` (ingest + detect) fed envelopes of {run.opts.batch} events; timed from the "
+        "first produce until a marker event placed last in every events-topic partition has opened its incident",
+    }
+
+
+# -- 4. latency ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Samples:
+    sent: dict[str, float] = field(default_factory=dict)
+    incident: dict[str, float] = field(default_factory=dict)
+    alert: dict[str, float] = field(default_factory=dict)
+
+
+async def _follow_probes(consumer: AIOKafkaConsumer, out: _Samples, alert_topic: str | None) -> None:
+    while True:
+        batches: Any = await consumer.getmany(timeout_ms=100)
+        now = time.time()
+        for tp, records in batches.items():
+            into = out.alert if tp.topic == alert_topic else out.incident
+            for record in records:
+                doc = orjson.loads(record.value)
+                inc = doc.get("incident", doc)
+                ids = inc["evidence"]["event_ids"]
+                if inc["revision"] == 1 and ids and ids[0] in out.sent and ids[0] not in into:
+                    into[ids[0]] = now - out.sent[ids[0]]
+
+
+async def latency_phase(run: Run) -> dict[str, Any]:
+    """A live worker (and the alerts process) at a fixed rate; event -> incident (-> alert) latency."""
+    s = run.child_settings("latency", clock="wall")
+    kafka, opts = s.kafka, run.opts
+    create_topics(kafka)
+    probe = probe_rule(run.pack)
+    alert_topic = None
+    if opts.alerts:
+        plain = [r for r in s.alerts.routes if r.format == "json" and not r.categories and r.min_severity is None]
+        alert_topic = plain[0].topic_name(kafka.topic_prefix) if plain else None
+        if alert_topic:
+            create_plain_topics(s, [alert_topic])
+    out = _Samples()
+    consumer = await reader(s, [kafka.incidents_topic] + ([alert_topic] if alert_topic else []))
+    follower = asyncio.create_task(_follow_probes(consumer, out, alert_topic))
+    children = [run.spawn("latency-worker", ["cityops", "worker"], s)]
+    if opts.alerts:
+        children.append(run.spawn("latency-alerts", ["cityops", "alerts"], s))
+    background = [e for e in run.events if e["id"] not in run.markers] or [dict(run.events[0])]
+    where = (float(background[0]["lon"]), float(background[0]["lat"]))
+    prod = producer(s)  # no linger: each envelope leaves at once
+    await prod.start()
+    per_envelope = max(1, round(opts.rate * ENVELOPE_INTERVAL_S))
+    sent_events = 0
+
+    async def envelope(probe_id: str, n: int) -> None:
+        now = time.time()
+        ts = datetime.fromtimestamp(now, UTC)
+        stamp = ts.isoformat()
+        items = [
+            {**background[(sent_events + j) % len(background)], "id": f"l{sent_events + j}", "ts": stamp}
+            for j in range(n - 1)
+        ]
+        items.append(probe_event(probe, probe_id, probe_id, ts, *where))
+        out.sent[probe_id] = now
+        await prod.send(kafka.raw_topic, orjson.dumps({"events": items}), key=b"bench")
+
+    try:
+        warm = 0
+
+        def ready() -> bool:
+            return any(k.startswith("warm-") for k in out.incident) and (
+                alert_topic is None or any(k.startswith("warm-") for k in out.alert)
+            )
+
+        began = time.monotonic()
+        while not ready():  # one probe a second until the worker (and alerts) answer
+            await envelope(f"warm-{warm}", 1)
+            warm += 1
+            await wait_for(run, "the live worker", ready, 1.0, required=False)
+            if time.monotonic() - began > 180:
+                raise BenchError(f"the live worker (or alerts) did not answer within 180 s (logs in {run.logs})")
+        logger.info("bench latency: worker ready; %.0f events/s for %.0f s", opts.rate, opts.latency_seconds)
+        probes = 0
+        start = time.monotonic()
+        next_at = start
+        while next_at < start + opts.latency_seconds:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await envelope(f"probe-{probes}", per_envelope)
+            sent_events += per_envelope
+            probes += 1
+            next_at += ENVELOPE_INTERVAL_S
+        seconds = time.monotonic() - start
+        wanted = {f"probe-{k}" for k in range(probes)}
+        # a worker that fell behind answers late: wait for it (the samples would be biased low without)
+        await wait_for(
+            run,
+            "the last probes",
+            lambda: wanted <= out.incident.keys() and (alert_topic is None or wanted <= out.alert.keys()),
+            DRAIN_S + opts.latency_seconds,
+            lambda: f"incidents={len(wanted & out.incident.keys())}/{len(wanted)}",
+            required=False,
+        )
+    finally:
+        await prod.stop()
+        follower.cancel()
+        await consumer.stop()
+        for child in children:
+            run.stop(child)
+    result: dict[str, Any] = {
+        "rate_target": opts.rate,
+        "rate_achieved": round(sent_events / seconds),
+        "seconds": round(seconds, 2),
+        "events": sent_events,
+        "envelope_events": per_envelope,
+        "envelope_interval_ms": round(ENVELOPE_INTERVAL_S * 1000),
+        "event_to_incident": percentiles([v for k, v in out.incident.items() if k in wanted]),
+        "missing_incidents": len(wanted - out.incident.keys()),
+    }
+    if alert_topic:
+        result["event_to_alert"] = percentiles([v for k, v in out.alert.items() if k in wanted])
+        result["missing_alerts"] = len(wanted - out.alert.keys())
+        result["alert_topic"] = alert_topic
+    if result["missing_incidents"] or result.get("missing_alerts"):
+        result["note"] = (
+            f"some probes were not answered within {DRAIN_S + opts.latency_seconds:.0f} s after the last one was "
+            "sent: the worker did not keep up with the rate, and the percentiles (over answered probes) are "
+            "lower bounds"
+        )
+    result["what"] = (
+        "a live worker (clock=wall) on fresh topics, fed one envelope every 20 ms with the events stamped with "
+        "the wall time at which the envelope is handed to the producer; one event per envelope is a probe "
+        "(a new drone above the height limit) that opens a new incident; a sample is the time from that "
+        "hand-over to this process reading the incident on the incidents topic (and its alert on "
+        "the alert topic, through `cityops alerts`): broker, ingest, events topic, detect, broker, plus the "
+        "reading consumer's fetch; no gateway batching is included"
+    )
+    return result
