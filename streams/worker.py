@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from streams import metrics
 from streams.app import Runtime, build_runtime
@@ -17,6 +18,7 @@ def run_worker(settings: Settings) -> None:
 
     runtime = build_runtime(settings)
     observe(runtime)
+    log_assignments(runtime)
     # override_logging=False keeps cityops' handlers (key=value or --log-json): Faust would replace them
     worker = Worker(runtime.app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False)
     worker.spinner = None  # avoids Faust switching the root logger to DEBUG
@@ -36,3 +38,26 @@ def observe(runtime: Runtime) -> metrics.MetricsServer | None:
         health.beat()
 
     return metrics.serve(settings.metrics.host, settings.metrics.worker_port, health, process="worker")
+
+
+def log_assignments(runtime: Runtime) -> None:
+    """Log the partitions this worker owns after every rebalance (which worker holds which rule state).
+
+    One line per rebalance: ``partitions assigned app_id=... events=[0, 2] raw=[0, 2] all=N``.
+    ``events`` are the partitions whose rule state (changelog) this worker now holds.
+    """
+    kafka = runtime.settings.kafka
+
+    async def on_assigned(sender: object, assigned: set[Any], **_: object) -> None:
+        def of(topic: str) -> list[int]:
+            return sorted(tp.partition for tp in assigned if tp.topic == topic)
+
+        logger.info(
+            "partitions assigned app_id=%s events=%s raw=%s all=%d",
+            kafka.app_id,
+            of(kafka.events_topic),
+            of(kafka.raw_topic),
+            len(assigned),
+        )
+
+    runtime.app.on_partitions_assigned.connect(on_assigned)

@@ -72,6 +72,8 @@ class Sustained(Kind):
             subject = item.event.subject
             key = self.key(subject)
             entry, fresh = scope.load(key, _factory(subject))
+            if "phase" not in entry:  # an idle entry kept as its core (see _store)
+                entry.update(phase="idle", since=None, ooo=0, subj=subject)
             if not fresh:
                 if entry.get("ep"):
                     scope.emit(self._snapshot(entry))
@@ -84,7 +86,7 @@ class Sustained(Kind):
             entry["t"] = ts
             if not self.gate(item):
                 self._break(entry, ts)
-                scope.put(key, entry)
+                _store(scope, key, entry)
                 if entry.get("ep"):
                     scope.emit(self._snapshot(entry))
                 continue
@@ -121,7 +123,7 @@ class Sustained(Kind):
                         entry.update(phase="resolved", since=None)
                 else:
                     entry.update(phase="open", close_since=None)
-            scope.put(key, entry)
+            _store(scope, key, entry)
             if entry.get("ep"):
                 scope.emit(self._snapshot(entry))
 
@@ -182,6 +184,21 @@ class Sustained(Kind):
                 "ended_by_gate": bool(ep.get("gated")),
             },
         )
+
+
+def _store(scope: Scope, key: str, entry: Entry) -> None:
+    """Keep the entry; when the subject has nothing pending and nothing to show, keep only its core.
+
+    Most sensors read normal values most of the time, so most entries are idle. An idle entry
+    without an episode or an out-of-order count needs only the newest reading time ``t`` (to
+    recognise an out-of-order reading) and the applied source positions ``pos`` (idempotency, set
+    at commit): everything else is its factory default, restored when it is loaded (``feed``).
+    Dropping the entry altogether would lose both, so a re-delivered message would be folded in
+    again; keeping the core keeps incidents identical whatever the redelivery.
+    """
+    if entry["phase"] == "idle" and not entry.get("ep") and not entry.get("ooo"):
+        entry = {"t": entry["t"], "pos": entry.get("pos", {})}
+    scope.put(key, entry)
 
 
 def _factory(subject: str) -> Callable[[], Entry]:
