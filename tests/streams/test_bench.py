@@ -87,6 +87,7 @@ def test_small_bench_reports_every_phase_and_leaves_no_process(tmp_path: Path) -
     assert incidents["replay"] > 0
     assert incidents["cityops"] == incidents["replay"] and incidents["cityops_equal_replay"]
     assert incidents["naive_faust"] == incidents["replay"]
+    assert doc["phases"]["cityops"]["markers_cover_partitions"]
     for target in ("event_to_incident", "event_to_alert"):
         lat = doc["latency"][target]
         assert lat["samples"] > 0
