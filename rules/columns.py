@@ -35,6 +35,8 @@ NOT_NUMERIC = frozenset(
     | {"object_id", "object_type", "subject"}
 )
 _US = timedelta(microseconds=1)
+#: One event as a row: (ts_us, kind code, discriminator, id, value, alt_m, speed_mps, heading, lon, lat).
+Row = tuple[int, int, str | None, str, float, float, float, float, float, float]
 
 
 def to_us(ts: Any) -> int:
@@ -202,20 +204,19 @@ class EventColumns:
     @classmethod
     def from_rows(
         cls,
-        rows: Sequence[tuple[int, int, str | None, str, float, float, float, float, float, float]],
+        rows: Sequence[Row],
         event_at: Callable[[int], AnyEvent],
     ) -> EventColumns:
-        """Columns of pre-checked rows ``(ts_us, kind code, disc, id, value, alt_m, speed_mps, heading, lon, lat)``."""
-        n = len(rows)
-        numeric = {
-            name: np.fromiter((r[4 + k] for r in rows), dtype=np.float64, count=n) for k, name in enumerate(NUMERIC)
-        }
+        """Columns of rows (``Row``); ``event_at`` gives the event object of a row when a rule needs it."""
+        if not rows:
+            return cls.from_events([])
+        ts, kinds, disc, ids, *numbers = zip(*rows, strict=True)
         return cls(
-            ts_us=np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
-            kind=np.fromiter((r[1] for r in rows), dtype=np.int8, count=n),
-            disc=[r[2] for r in rows],
-            ids=[r[3] for r in rows],
-            numeric=numeric,
+            ts_us=np.array(ts, dtype=np.int64),
+            kind=np.array(kinds, dtype=np.int8),
+            disc=list(disc),
+            ids=list(ids),
+            numeric={name: np.array(col, dtype=np.float64) for name, col in zip(NUMERIC, numbers, strict=True)},
             event_at=event_at,
         )
 
@@ -238,6 +239,14 @@ class EventColumns:
 
     def all_enriched(self) -> list[Enriched]:
         return [self.enriched(r) for r in range(len(self))]
+
+
+def row_of(event: AnyEvent) -> Row:
+    """The row of one event object (as ``EventColumns.from_events`` would make it)."""
+    fields = event.__dict__
+    kind = fields["kind"]
+    numbers = [number(fields.get(name)) for name in NUMERIC]
+    return (to_us(fields["ts"]), KIND_CODE[kind], fields.get(DISCRIMINATOR[kind]), fields["id"], *numbers)  # type: ignore[return-value]
 
 
 def locate(columns: EventColumns, layers: Mapping[str, Layer]) -> None:

@@ -6,13 +6,16 @@ A message is one JSON event object, a JSON array of events, or an envelope
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from rules.columns import KIND_CODE, Row, to_us
 from rules.model import Event, Reading, Report, Track
 
 _EVENT: TypeAdapter[Reading | Report | Track] = TypeAdapter(Event)
@@ -106,3 +109,100 @@ def _original(item: Any, raw: bytes) -> bytes:
 def encode_events(events: list[Reading | Report | Track]) -> bytes:
     """Serialise events as one envelope (the inverse of decode_message)."""
     return orjson.dumps({"events": [e.model_dump(mode="json", exclude_none=True) for e in events]})
+
+
+# -- the fast path: plain JSON objects straight to column rows -----------------------------------
+# ``fast_row`` accepts a strict subset of what ``decode_one`` accepts (plain ASCII ids, ISO 8601
+# timestamps with an offset, numbers as numbers) and gives the same values; anything else is left
+# to pydantic, so that errors and rejections stay exactly those of ``decode_message``.
+_KEYS = {
+    "reading": frozenset({"id", "ts", "lon", "lat", "source", "kind", "sensor_id", "metric", "value", "unit"}),
+    "report": frozenset({"id", "ts", "lon", "lat", "source", "kind", "category", "description", "channel"}),
+    "track": frozenset(
+        {"id", "ts", "lon", "lat", "source", "kind", "object_id", "object_type", "alt_m", "speed_mps", "heading"}
+    ),
+}
+_IDENT = re.compile(r"[!-~]{1,128}")
+_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TS = re.compile(
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_NO = math.nan
+_EXACT_INT = 2**53
+
+
+def _num(raw: Any, low: float = -math.inf, high: float = math.inf) -> float | None:
+    if type(raw) is float or (type(raw) is int and -_EXACT_INT <= raw <= _EXACT_INT):
+        value = float(raw)
+        if math.isfinite(value) and low <= value <= high:
+            return value
+    return None
+
+
+def _text(raw: Any, limit: int) -> bool:
+    return raw is None or (type(raw) is str and len(raw) <= limit)
+
+
+def fast_row(obj: Any) -> Row | None:
+    """The column row of a JSON object that is plainly a valid event, or None to ask pydantic."""
+    if type(obj) is not dict:
+        return None
+    kind = obj.get("kind")
+    keys = _KEYS.get(kind) if type(kind) is str else None
+    if keys is None or not obj.keys() <= keys:
+        return None
+    eid, ts = obj.get("id"), obj.get("ts")
+    if type(eid) is not str or not _IDENT.fullmatch(eid) or type(ts) is not str or not _TS.fullmatch(ts):
+        return None
+    lon, lat = _num(obj.get("lon"), -180.0, 180.0), _num(obj.get("lat"), -90.0, 90.0)
+    if lon is None or lat is None or not _text(obj.get("source"), 128):
+        return None
+    value, alt, speed, heading = _NO, _NO, _NO, _NO
+    if kind == "reading":
+        disc, subject, reading = obj.get("metric"), obj.get("sensor_id"), _num(obj.get("value"))
+        if reading is None or not _text(obj.get("unit"), 32):
+            return None
+        value = reading
+    elif kind == "report":
+        disc, subject = obj.get("category"), eid
+        if not _text(obj.get("description"), 4000) or not _text(obj.get("channel"), 32):
+            return None
+    else:
+        disc, subject = obj.get("object_type"), obj.get("object_id")
+        numbers = []
+        for name, low, high in (("alt_m", -500.0, 20000.0), ("speed_mps", 0.0, 1000.0), ("heading", 0.0, 360.0)):
+            raw = obj.get(name)
+            got = None if raw is None else _num(raw, low, high)
+            if raw is not None and got is None:
+                return None
+            numbers.append(_NO if got is None else got)
+        alt, speed, heading = numbers
+    if type(disc) is not str or not _LABEL.fullmatch(disc) or type(subject) is not str or not _IDENT.fullmatch(subject):
+        return None
+    try:
+        at = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return (to_us(at), KIND_CODE[str(kind)], disc, eid, value, alt, speed, heading, lon, lat)
+
+
+def fast_objects(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Any] | None:
+    """The JSON objects of a message (one event, a list, or an envelope), parsed once with orjson.
+
+    None when the message is oversized, not JSON or not a list/envelope/object: ``decode_message``
+    then says why, exactly as it always did.
+    """
+    if len(raw) > max_bytes:
+        return None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict) and "events" in doc and "kind" not in doc:
+        doc = doc["events"]
+        if not isinstance(doc, list):
+            return None
+    if isinstance(doc, dict):
+        return [doc]
+    return doc if isinstance(doc, list) else None

@@ -9,7 +9,7 @@ give the same incidents in every mode.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 AnyEvent = Reading | Report | Track
 
-__all__ = ["AnyEvent", "Engine", "EventColumns", "Outcome", "incident_id", "run"]
+__all__ = ["AnyEvent", "Engine", "EventColumns", "Outcome", "incident_id", "run", "run_columns"]
 
 
 @dataclass
@@ -220,11 +220,10 @@ def _home(entry: dict[str, Any]) -> int | None:
     return min(homes) if homes else None
 
 
-def run(engine: Engine, events: Iterable[AnyEvent], *, batch_size: int = 1000) -> dict[str, Incident]:
-    """Run events through an engine with in-memory state; the latest snapshot per incident id."""
+def run_columns(engine: Engine, batches: Iterable[EventColumns]) -> dict[str, Incident]:
+    """Run column batches through an engine with in-memory state; the latest snapshot per incident id."""
     state: dict[str, Any] = {}
     latest: dict[str, Incident] = {}
-    chunk: list[AnyEvent] = []
 
     def keep(incidents: Iterable[Incident]) -> None:
         for incident in incidents:
@@ -232,18 +231,26 @@ def run(engine: Engine, events: Iterable[AnyEvent], *, batch_size: int = 1000) -
             if prev is None or incident.revision >= prev.revision:
                 latest[incident.id] = incident
 
-    def flush() -> None:
-        if chunk:
-            columns = engine.enrich_columns(EventColumns.from_events(chunk))
-            keep(engine.process_columns(columns, state).incidents)
-        chunk.clear()
-
-    for event in events:
-        chunk.append(event)
-        if len(chunk) >= batch_size:
-            flush()
-    flush()
+    for batch in batches:
+        if len(batch):
+            keep(engine.process_columns(engine.enrich_columns(batch), state).incidents)
     # Time-driven rules need only the final watermark: gaps inside the data are found by the events
     # themselves, so ticking once at the end gives the same incidents as ticking after every batch.
     keep(engine.tick(state))
     return latest
+
+
+def run(engine: Engine, events: Iterable[AnyEvent], *, batch_size: int = 1000) -> dict[str, Incident]:
+    """Run events through an engine with in-memory state; the latest snapshot per incident id."""
+
+    def batches() -> Iterator[EventColumns]:
+        chunk: list[AnyEvent] = []
+        for event in events:
+            chunk.append(event)
+            if len(chunk) >= batch_size:
+                yield EventColumns.from_events(chunk)
+                chunk = []
+        if chunk:
+            yield EventColumns.from_events(chunk)
+
+    return run_columns(engine, batches())
