@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,8 +50,13 @@ def _topic(app: faust.App, name: str, partitions: int) -> Any:
 def build_runtime(settings: Settings) -> Runtime:
     """Build the Faust app and its topics for the configured pack (loaded and validated here)."""
     kafka = settings.kafka
+    worker = settings.worker
     pack = load_pack(settings.rules.pack)
-    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    worker.data_dir.mkdir(parents=True, exist_ok=True)
+    # Without a changelog table nothing reads end offsets back, so Tansu's ListOffsets bug with
+    # multi-record batches does not matter and the producer may batch (one record per request
+    # costs a broker round trip each).
+    batch_bytes = kafka.producer_max_batch_size if worker.state_changelog else worker.producer_batch_bytes
     app = faust.App(
         kafka.app_id,
         broker=[f"kafka://{b}" for b in kafka.bootstrap.split(",")],
@@ -63,14 +69,18 @@ def build_runtime(settings: Settings) -> Runtime:
         broker_session_timeout=kafka.session_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_s,
         broker_commit_interval=kafka.commit_interval_s,
-        producer_max_batch_size=kafka.producer_max_batch_size,
+        producer_max_batch_size=batch_bytes,
+        producer_linger=worker.producer_linger_ms / 1000,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        datadir=str(settings.worker.data_dir / kafka.app_id),
+        datadir=str(worker.data_dir / kafka.app_id),
         table_cleanup_interval=60.0,
     )
-    # keys and values are JSON (Faust's default for plain types); entries are small dicts
-    state = app.Table("rule-state", default=None, partitions=kafka.partitions)
+    # With a changelog: keys and values are JSON (Faust's default for plain types), entries small dicts.
+    # Without (the default): rule state is a pure function of the events topic (the engine is
+    # idempotent per source position), and the detect agent's gap guard re-applies each
+    # partition's history at start and when a partition is assigned (worker.rebuild_state).
+    state: Any = app.Table("rule-state", default=None, partitions=kafka.partitions) if worker.state_changelog else {}
     runtime = Runtime(
         settings=settings,
         app=app,
@@ -80,7 +90,10 @@ def build_runtime(settings: Settings) -> Runtime:
         deadletter=_topic(app, kafka.deadletter_topic, kafka.partitions),
         state=state,
         pipeline=Pipeline(
-            Engine(pack), max_bytes=settings.worker.max_message_bytes, wall_clock=settings.worker.clock == "wall"
+            Engine(pack),
+            max_bytes=worker.max_message_bytes,
+            wall_clock=worker.clock == "wall",
+            partitions=kafka.partitions,
         ),
     )
     runtime.pack_digest = bundle_pack(settings.rules.pack).digest
@@ -89,6 +102,14 @@ def build_runtime(settings: Settings) -> Runtime:
     ingest.attach(runtime)
     detect.attach(runtime)
     rules.attach(runtime)
+    if worker.gc_threshold:
+        # Every event allocates a few dicts; with Python's default gen-0 threshold (700) the cyclic
+        # GC runs every few events and its older generations scan the whole rule state. What was
+        # built at start (pack, layers, STRtrees) is frozen out of collection altogether.
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(worker.gc_threshold, gen1, gen2)
+        gc.collect()
+        gc.freeze()
     logger.info(
         "worker app built app_id=%s pack=%s version=%s topics=%s",
         kafka.app_id,

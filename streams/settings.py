@@ -163,11 +163,42 @@ class WorkerSettings(BaseModel):
         "guards against a changelog that lost its tail. Start-up time grows with the topic's retention.",
     )
     rebuild_timeout_s: float = Field(default=120.0, gt=0, description="Give up a partition's rebuild after this.")
+    state_changelog: bool = Field(
+        default=False,
+        description="Also keep rule state in a Faust table with a changelog topic (one record per changed entry; "
+        "on Tansu it needs kafka.producer_max_batch_size=1). Off: state lives in memory and rebuild_state "
+        "restores it from the events topic, which already holds every input of it.",
+    )
+    producer_batch_bytes: int = Field(
+        default=262_144,
+        ge=1,
+        description="Producer batch size of the worker (events, incidents) when state_changelog is off; "
+        "with it on, kafka.producer_max_batch_size applies.",
+    )
+    producer_linger_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long the worker's producer waits to fill a batch: incidents are many small "
+        "records, and one request per record costs a broker round trip each.",
+    )
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Generation-0 threshold of Python's cyclic GC in the worker (Python's 700 costs a large "
+        "share of the hot path); 0 keeps Python's default.",
+    )
     clock: Literal["wall", "event"] = Field(
         default="wall",
         description="wall: ticks also advance the watermark with the wall clock (live); event: only event time "
         "moves it (replays, tests), so the live pipeline gives exactly replay's incidents.",
     )
+
+    @model_validator(mode="after")
+    def _state_recoverable(self) -> WorkerSettings:
+        """Rule state must survive a restart: from a changelog, or rebuilt from the events topic."""
+        if not (self.state_changelog or self.rebuild_state):
+            raise ValueError("worker.rebuild_state=false needs worker.state_changelog=true (state would be lost)")
+        return self
 
 
 class MetricsSettings(BaseModel):

@@ -1,4 +1,8 @@
-"""Ingest agent: raw bytes -> validated, zone-enriched events routed by zone (or object)."""
+"""Ingest agent: raw bytes -> validated, zone-enriched events, one envelope per target partition.
+
+Events are routed by zone (or object) through ``rules.pipeline.partition_for``; all of one raw
+message's events bound for one partition travel in one envelope that names the raw message.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +44,10 @@ def attach(rt: Runtime) -> None:
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
             await dead_letter_failure(rt, "ingest", topic_name, msg, exc)
             return
-        for key, items in out.routed.items():
-            await rt.events.send(key=key.encode(), value=encode_enriched(items, (msg.partition, msg.offset)))
+        # one envelope per target partition: Faust's cost is per message, not per event
+        src = (msg.partition, msg.offset)
+        for partition, items in out.routed.items():
+            await rt.events.send(value=encode_enriched(items, src), partition=partition)
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
         metrics.observe_ingest(out, time.perf_counter() - started)

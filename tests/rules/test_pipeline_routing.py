@@ -1,0 +1,191 @@
+"""Batched repartitioning: one envelope per target partition per raw message, and idempotency by source."""
+
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kafka.partitioner.default import murmur2 as kafka_murmur2
+
+from rules.engine import Engine
+from rules.pack import LoadedPack, load_pack
+from rules.pipeline import (
+    MAX_PARTITIONS,
+    Pipeline,
+    decode_envelope,
+    encode_enriched,
+    murmur2,
+    partition_for,
+    source_position,
+)
+
+WUHAN = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan" / "pack.yaml"
+JIANGAN = (114.30, 30.60)  # district 420102
+
+
+@functools.cache
+def _wuhan() -> LoadedPack:
+    return load_pack(WUHAN)
+
+
+def _pipeline(partitions: int = 4) -> Pipeline:
+    return Pipeline(Engine(_wuhan()), partitions=partitions)
+
+
+def _report(i: int, minute: int, lon: float, lat: float, category: str = "waterlogging") -> dict[str, Any]:
+    return {
+        "kind": "report",
+        "id": f"r{i}",
+        "ts": f"2026-07-01T08:{minute:02d}:00+08:00",
+        "lon": lon,
+        "lat": lat,
+        "category": category,
+    }
+
+
+def _mixed(n: int) -> bytes:
+    """A raw envelope of n readings, reports and tracks spread over Wuhan (and a few outside it)."""
+    rng = random.Random(7)
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        lon, lat = 114.1 + rng.random() * 0.45, 30.4 + rng.random() * 0.35
+        ts = f"2026-07-01T08:{i % 60:02d}:00+08:00"
+        if i % 5 == 0:
+            events.append(
+                {"kind": "track", "id": f"t{i}", "ts": ts, "lon": lon, "lat": lat, "object_id": f"uav-{i % 7}"}
+                | {"object_type": "drone", "alt_m": 50.0}
+            )
+        elif i % 5 == 1:
+            events.append(_report(i, i % 60, lon, lat))
+        else:
+            events.append(
+                {"kind": "reading", "id": f"e{i}", "ts": ts, "lon": lon, "lat": lat, "sensor_id": f"s{i % 40}"}
+                | {"metric": "pm25", "value": 20.0}
+            )
+    events.append({"kind": "reading", "id": "far", "ts": "2026-07-01T08:00:00+08:00", "lon": 116.4, "lat": 39.9})
+    events[-1] |= {"sensor_id": "bj", "metric": "pm25", "value": 1.0}
+    return orjson.dumps({"events": events})
+
+
+def test_partition_function_is_kafkas_default_partitioner_and_stable_across_runs() -> None:
+    # fixed values: a change of the function would move every zone's state to another partition
+    keys = ("zone:420102", "zone:420111", "obj:uav-3", "zone:_outside")
+    assert [partition_for(k, 4) for k in keys] == [2, 1, 1, 2]
+    assert [partition_for(k, 12) for k in keys] == [6, 1, 5, 10]
+    for key in (*keys, "zone:c00017", "zone:区", ""):
+        for n in (1, 3, 4, 12, MAX_PARTITIONS):
+            assert partition_for(key, n) == (kafka_murmur2(key.encode()) & 0x7FFFFFFF) % n
+
+
+@given(st.binary(max_size=64))
+def test_murmur2_equals_the_kafka_clients(data: bytes) -> None:
+    assert murmur2(data) == kafka_murmur2(data)
+
+
+def test_partition_of_caches_the_same_answer_as_partition_for() -> None:
+    pipeline = _pipeline(12)
+    for key in ("zone:420102", "obj:x", "zone:420102"):
+        assert pipeline.partition_of(key) == partition_for(key, 12)
+
+
+def test_a_raw_message_gives_at_most_one_envelope_per_target_partition_routed_by_zone_or_object() -> None:
+    pipeline = _pipeline(4)
+    out = pipeline.ingest(_mixed(600), "raw", 0, 0)
+    assert out.dead == []
+    assert set(out.routed) <= set(range(4))
+    assert len(out.routed) > 1, "600 events over Wuhan spread over several partitions"
+    assert out.count == 601
+    keys_per_partition: dict[int, set[str]] = {}
+    for partition, items in out.routed.items():
+        for item in items:
+            key = pipeline.route_key(item)
+            assert partition_for(key, 4) == partition
+            keys_per_partition.setdefault(partition, set()).add(key)
+    assert any(len(keys) > 1 for keys in keys_per_partition.values()), "several zones share one envelope"
+    assert {i.event.id for items in out.routed.values() for i in items} == {
+        e["id"] for e in orjson.loads(_mixed(600))["events"]
+    }
+
+
+def test_envelope_round_trip_keeps_events_zones_and_source() -> None:
+    pipeline = _pipeline(4)
+    out = pipeline.ingest(_mixed(50), "raw", 0, 0)
+    items = next(iter(out.routed.values()))
+    decoded, src = decode_envelope(encode_enriched(items, (3, 41)))
+    assert src == (3, 41)
+    assert [(i.event, i.zones) for i in decoded] == [(i.event, i.zones) for i in items]
+
+
+def test_source_positions_are_one_ordered_stream_per_events_and_raw_partition() -> None:
+    positions = {source_position(q, (r, 5)) for q in range(4) for r in range(4)}
+    assert len(positions) == 16
+    assert all(offset == 5 for _, offset in positions)
+
+
+def _envelope(pipeline: Pipeline, events: list[dict[str, Any]], src: tuple[int, int]) -> bytes:
+    out = pipeline.ingest(orjson.dumps({"events": events}), "raw", src[0], src[1])
+    assert len(out.routed) == 1
+    return encode_enriched(next(iter(out.routed.values())), src)
+
+
+def test_a_re_ingested_raw_message_is_skipped_by_detect() -> None:
+    pipeline = _pipeline(4)
+    state: dict[str, Any] = {}
+    reports = [_report(i, i, *JIANGAN) for i in range(3)]
+    envelope = _envelope(pipeline, reports, (0, 17))
+    first = pipeline.detect(envelope, state, "events", 2, 5)
+    [incident] = [i for i in first.incidents if i.rule_id == "flood.waterlogging-reports"]
+    assert incident.evidence.count == 3
+    # the same raw message ingested again after a crash: a new events offset, the same source
+    again = pipeline.detect(envelope, state, "events", 2, 9)
+    [repeat] = [i for i in again.incidents if i.rule_id == "flood.waterlogging-reports"]
+    assert repeat.evidence.count == 3 and repeat.revision == incident.revision
+
+
+def test_an_older_raw_message_arriving_through_another_partition_is_not_skipped() -> None:
+    """One entry fed from two events partitions (e.g. a rule keyed across zone borders)."""
+    pipeline = _pipeline(4)
+    state: dict[str, Any] = {}
+    two = _envelope(pipeline, [_report(1, 1, *JIANGAN), _report(2, 2, *JIANGAN)], (0, 10))
+    one = _envelope(pipeline, [_report(3, 3, *JIANGAN)], (0, 9))
+    assert [i for i in pipeline.detect(two, state, "events", 0, 100).incidents if i.rule_id.endswith("-reports")] == []
+    out = pipeline.detect(one, state, "events", 1, 200)  # raw offset 9 < 10, but another partition
+    [incident] = [i for i in out.incidents if i.rule_id == "flood.waterlogging-reports"]
+    assert incident.evidence.count == 3
+
+
+def test_tick_and_poison_envelopes() -> None:
+    pipeline = _pipeline(4)
+    assert decode_envelope(orjson.dumps({"v": 1, "tick": 5})) == ([], None)
+    out = pipeline.detect(b"{not json", {}, "events", 0, 1)
+    assert [d.kind for d in out.dead] == ["poison"]
+
+
+@pytest.mark.parametrize("partitions", [0, MAX_PARTITIONS + 1])
+def test_pipeline_refuses_a_partition_count_out_of_range(partitions: int) -> None:
+    with pytest.raises(ValueError, match="partitions"):
+        Pipeline(Engine(_wuhan()), partitions=partitions)
+
+
+def test_an_envelope_item_without_a_newer_field_still_decodes_with_its_default() -> None:
+    pipeline = _pipeline(4)
+    items = next(iter(pipeline.ingest(_mixed(20), "raw", 0, 0).routed.values()))
+    doc = orjson.loads(encode_enriched(items, (0, 1)))
+    for item in doc["items"]:
+        del item["event"]["source"]  # as if written before the model had this field
+    decoded, _ = decode_envelope(orjson.dumps(doc))
+    assert [i.event for i in decoded] == [i.event for i in items]
+    assert all(i.event.source is None for i in decoded)
+
+
+def test_malformed_envelope_items_are_poison() -> None:
+    pipeline = _pipeline(4)
+    bad = orjson.dumps({"v": 1, "items": [{"event": {"kind": "reading"}, "zones": []}], "src": [0, 1]})
+    out = pipeline.detect(bad, {}, "events", 0, 3)
+    assert [d.kind for d in out.dead] == ["poison"]
