@@ -21,6 +21,7 @@ is already ``for`` past its subject's previous event opens an episode that repla
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -52,17 +53,23 @@ class Silence(Kind):
         self.for_ms = int(rule.for_.total_seconds() * 1000)
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
+        # per zone touched in this batch: its subjects' last event times, sorted, kept in step with
+        # entry["last"], so judging blindness at each event costs a bisection, not a pass over the zone
+        order: dict[str, list[int]] = {}
         for item, ts in zip(items, ts_ms, strict=True):
             zone = self.zone_of(item) or OUTSIDE
             key = self.key("zone", zone)
             entry, fresh = scope.load(key, _factory(zone))
             if not fresh:
                 continue
+            lasts = order.get(key)
+            if lasts is None:
+                lasts = order[key] = self._sorted_lasts(entry)
             sid = item.event.subject
             prev = entry["last"].get(sid)
             # The zone just before this event, then just after it: every event is a point at which
             # blindness is judged, whatever the batching, so replay finds what live ticks find.
-            self._blind(scope, entry, ts)
+            self._blind(scope, entry, ts, lasts)
             if prev is not None and ts > prev:
                 if ts - prev >= self.for_ms:
                     # a gap inside the data: a silence episode that already ended (a tick may have opened it)
@@ -71,9 +78,13 @@ class Silence(Kind):
                     self._episode(scope, entry, sid, int(entry["silent"][sid]), resolved=ts)
                 entry["silent"].pop(sid, None)
             if prev is None or ts > prev:
+                if prev is not None and lasts:
+                    del lasts[bisect.bisect_left(lasts, int(prev))]
+                if self.rule.zone_share is not None:
+                    bisect.insort(lasts, ts)
                 entry["last"][sid] = ts
                 entry["where"][sid] = [item.event.lon, item.event.lat]
-            self._blind(scope, entry, ts)
+            self._blind(scope, entry, ts, lasts)
             scope.put(key, entry)
 
     def tick(self, scope: Scope, watermark_ms: int, keys: Sequence[str]) -> None:
@@ -115,21 +126,31 @@ class Silence(Kind):
             )
         )
 
-    def _blind(self, scope: Scope, entry: dict[str, Any], now_ms: int) -> bool:
-        """Judge the zone at ``now_ms``; emit when a blind episode starts, grows or ends."""
+    def _sorted_lasts(self, entry: dict[str, Any]) -> list[int]:
+        """The subjects' last event times, sorted (only blindness needs them)."""
+        return sorted(int(v) for v in entry["last"].values()) if self.rule.zone_share is not None else []
+
+    def _blind(self, scope: Scope, entry: dict[str, Any], now_ms: int, lasts: list[int] | None = None) -> bool:
+        """Judge the zone at ``now_ms``; emit when a blind episode starts, grows or ends.
+
+        ``lasts`` are the subjects' last event times, sorted (built from the entry when not given).
+        """
         share = self.rule.zone_share
         known = len(entry["last"])
         if share is None or entry["zone"] == OUTSIDE or known == 0:
             return False
-        silent = sorted(int(v) + self.for_ms for v in entry["last"].values() if now_ms - int(v) >= self.for_ms)
+        if lasts is None:
+            lasts = self._sorted_lasts(entry)
+        # silent: the subjects whose last event is ``for`` or more before now (the earliest first)
+        silent = bisect.bisect_right(lasts, now_ms - self.for_ms)
         needed = max(1, math.ceil(share * known))
         zone = entry["zone"]
-        if len(silent) >= needed:
+        if silent >= needed:
             if entry["blind"] is None:
-                entry["blind"] = silent[needed - 1]  # the moment the share was reached
-                entry["peak"] = len(silent)
-            elif len(silent) > int(entry.get("peak", 0)):
-                entry["peak"] = len(silent)
+                entry["blind"] = lasts[needed - 1] + self.for_ms  # the moment the share was reached
+                entry["peak"] = silent
+            elif silent > int(entry.get("peak", 0)):
+                entry["peak"] = silent
             else:
                 return False
             self._emit_blind(scope, zone, int(entry["blind"]), int(entry["peak"]), known, resolved=None)
