@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: demo test lint typecheck unit system-deps venv node clean bench pack-tests schemas audit deploy-check
+.PHONY: demo test lint typecheck unit system-deps venv node clean bench pack-tests schemas audit deploy-check faults
 
 venv: $(STAMP)
 
@@ -52,6 +52,13 @@ audit: venv
 # Kubernetes manifests (kubernetes-validate --strict), Dockerfiles (hadolint).
 deploy-check: venv
 	BIN=$(BIN) bash scripts/deploy_check.sh
+
+# The fault-injection suite alone (also part of `make test`): worker and writer SIGKILLs, a broker
+# restart, a 10x burst with frozen consumers, poison in every topic, invalid rule packs. Each scenario
+# prints one FAULT-FIGURES JSON line and appends it to build/faults.jsonl. CITYOPS_FAULT_EVENTS sets the
+# size of the big worker-kill run (default 200000).
+faults: venv
+	$(BIN)/pytest tests/faults -s
 
 bench: venv
 	$(BIN)/python bench/pipeline.py

@@ -218,6 +218,7 @@ class AlertRunner:
             acks="all",
             linger_ms=5,
             max_in_flight_requests_per_connection=1,
+            enable_idempotence=False,  # its InitProducerId fails for good after a broker restart
             **kafka.producer_options(),
         )
         logger.info(
@@ -241,8 +242,16 @@ class AlertRunner:
                 records = consumer.poll(timeout_ms=alerts.poll_timeout_ms, max_records=alerts.batch_max_records)
                 if records:
                     started = time.perf_counter()
-                    self.handle(records)
-                    consumer.commit()
+                    before = {
+                        key.decode(errors="replace"): self.publisher.last(key.decode(errors="replace"))
+                        for key in {rec.key for recs in records.values() for rec in recs if rec.key}
+                    }
+                    try:
+                        self.handle(records)
+                        consumer.commit()
+                    except KafkaError as exc:  # e.g. the broker restarted: publish the batch again
+                        self.rewind(consumer, records, before, exc)
+                        continue
                     metrics.BATCH_SECONDS.labels("alerts").observe(time.perf_counter() - started)
                 if time.monotonic() - last_stats >= alerts.stats_interval_s:
                     logger.info("alerts stats %s", self.stats())
@@ -254,6 +263,30 @@ class AlertRunner:
             consumer.close(autocommit=False)
             self._producer.close(timeout=10)
             logger.info("alerts stopped stats %s", self.stats())
+
+    def rewind(
+        self,
+        consumer: KafkaConsumer,
+        records: Mapping[Any, list[Any]],
+        before: Mapping[str, Any],
+        exc: Exception,
+    ) -> None:
+        """A batch failed to publish or commit: forget it and seek back, so it is published again.
+
+        ``before`` is what the publisher remembered of the batch's incidents (keyed by id), so the
+        retry is not judged "unchanged". Re-publishing is harmless: alert message ids are
+        deterministic. The pause keeps a broker that is down from turning this into a busy loop.
+        """
+        self._futures = []
+        for incident_id, state in before.items():
+            self.publisher.restore(incident_id, state)
+        logger.error("alerts: batch not published, retrying error=%s", exc)
+        for tp, recs in records.items():
+            if recs:
+                with contextlib.suppress(KafkaError, AssertionError):  # a partition revoked meanwhile
+                    consumer.seek(tp, recs[0].offset)
+        self.counters["retried_batches"] += 1
+        self.stop_event.wait(1.0)
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from rules.lifecycle import Action
 from rules.model import DeadLetterRecord, Incident
+from rules.pipeline import dead_letter as make_dead_letter
 from rules.pipeline import decode_enriched, source_label
 from rules.silences import Silence
 from sinks.store import Batch, DeadLetter, Store
@@ -42,8 +44,14 @@ def _poison(topic: str, partition: int, offset: int, raw: bytes, exc: Exception)
     )
 
 
-def collect(settings: Settings, records: dict[TopicPartition, list[object]]) -> Batch:
-    """Turn polled Kafka records into a store batch (pure apart from logging)."""
+def collect(
+    settings: Settings, records: dict[TopicPartition, list[object]], poisoned: list[DeadLetter] | None = None
+) -> Batch:
+    """Turn polled Kafka records into a store batch (pure apart from logging).
+
+    Unreadable records become dead letters in the batch, and are also appended to ``poisoned``
+    (when given), so that the writer can publish them on the dead-letter topic.
+    """
     kafka = settings.kafka
     batch = Batch()
     for tp, recs in records.items():
@@ -66,6 +74,8 @@ def collect(settings: Settings, records: dict[TopicPartition, list[object]]) -> 
                     )
             except (ValidationError, ValueError) as exc:
                 batch.dead_letters.append(_poison(tp.topic, tp.partition, offset, raw, exc))
+                if poisoned is not None:
+                    poisoned.append(batch.dead_letters[-1])
     return batch
 
 
@@ -95,11 +105,14 @@ class Writer:
             client_id="cityops-store",
             **s.kafka.client_options(),
         )
-        producer = KafkaProducer(client_id="cityops-store", acks="all", linger_ms=5, **s.kafka.producer_options())
+        # no idempotent producer: after a broker restart (or on Tansu) its InitProducerId fails for good
+        producer = KafkaProducer(
+            client_id="cityops-store", acks="all", linger_ms=5, enable_idempotence=False, **s.kafka.producer_options()
+        )
         health = metrics.Health(stale_after_s=120.0)
         server = metrics.serve(s.metrics.host, s.metrics.store_port, health, process="store")
         logger.info("store writer running path=%s quack=%s topics=%s", self.store.path, uri, self.topics())
-        last_prune = 0.0
+        last_prune = last_outbox = 0.0
         try:
             self.publish_updates(producer)  # whatever a previous run stored but did not publish
             while not self.stop_event.is_set():
@@ -107,11 +120,19 @@ class Writer:
                 records = consumer.poll(timeout_ms=s.store.poll_timeout_ms, max_records=s.store.batch_max_records)
                 if records:
                     started = time.perf_counter()
-                    batch = collect(s, records)
+                    poisoned: list[DeadLetter] = []
+                    batch = collect(s, records, poisoned)
                     self.store.apply(batch)
+                    self.publish_poison(producer, poisoned)
                     self.publish_updates(producer)
-                    consumer.commit()
+                    try:
+                        consumer.commit()
+                    except KafkaError as exc:  # a rebalance or a broker restart: the batch comes again, harmlessly
+                        logger.warning("store: offset commit failed, the batch will be re-applied error=%s", exc)
                     metrics.observe_store_batch(batch, sum(map(len, records.values())), time.perf_counter() - started)
+                elif time.monotonic() - last_outbox > 5:  # what a failed send left in the outbox
+                    last_outbox = time.monotonic()
+                    self.publish_updates(producer)
                 if time.monotonic() - last_prune > 600:
                     last_prune = time.monotonic()
                     self.store.prune_events(s.store.event_retention_days)
@@ -123,6 +144,23 @@ class Writer:
             self.store.close()
             logger.info("store writer stopped")
 
+    def publish_poison(self, producer: KafkaProducer, letters: list[DeadLetter]) -> None:
+        """Put the writer's own dead letters on the dead-letter topic too (after they are stored).
+
+        Subscribers of the topic see every dead letter, whoever found it; reading them back is
+        harmless (the store keeps one row per source). A crash before the commit publishes them again.
+        """
+        futures = []
+        for d in letters:
+            record = make_dead_letter(d.reason, d.kind, d.source, d.original)
+            value = record.model_dump_json().encode()
+            futures.append(producer.send(self.settings.kafka.deadletter_topic, key=d.source.encode(), value=value))
+        if futures:
+            producer.flush()
+        for d, future in zip(letters, futures, strict=True):
+            if future.failed():  # stored all the same; only the topic's copy is missing
+                logger.error("store: dead letter not published source=%s error=%s", d.source, future.exception)
+
     def publish_updates(self, producer: KafkaProducer) -> int:
         """Publish the history outbox on the incident-updates topic (keyed by incident id), then mark it."""
         total = 0
@@ -130,15 +168,24 @@ class Writer:
             pending = self.store.pending_updates()
             if not pending:
                 return total
-            for t in pending:
+            futures = [
                 producer.send(
                     self.settings.kafka.updates_topic, key=t.incident_id.encode(), value=t.model_dump_json().encode()
                 )
+                for t in pending
+            ]
             producer.flush()
-            self.store.mark_published([t.update_id for t in pending])
-            for t in pending:
+            sent = [t for t, future in zip(pending, futures, strict=True) if future.succeeded()]
+            self.store.mark_published([t.update_id for t in sent])
+            for t in sent:
                 metrics.TRANSITIONS.labels(t.to_status, t.kind).inc()
-            total += len(pending)
+            total += len(sent)
+            if len(sent) < len(pending):  # e.g. the broker restarted: the rest stays in the outbox
+                error = next(f.exception for f in futures if f.failed())
+                logger.error(
+                    "store: %d update(s) not published, retrying later error=%s", len(pending) - len(sent), error
+                )
+                return total
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

@@ -104,6 +104,13 @@ class AlertPublisher:
         """What was last published for an incident (None when unknown or evicted)."""
         return self._last.get(incident_id)
 
+    def restore(self, incident_id: str, state: Published | None) -> None:
+        """Put back what ``last`` returned before a batch whose alerts were not delivered."""
+        if state is None:
+            self._last.pop(incident_id, None)
+        else:
+            self._remember(incident_id, state)
+
     def __len__(self) -> int:
         return len(self._last)
 
