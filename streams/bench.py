@@ -119,7 +119,7 @@ def _replay(pack: LoadedPack, events: list[Event]) -> tuple[float, dict[str, int
     return rate, {inc.id: inc.revision for inc in result.incidents}
 
 
-def _per_event(pack: LoadedPack, events: list[Event], limit: int = 20_000) -> float:
+def _per_event(pack: LoadedPack, events: list[Event], limit: int = 5_000) -> float:
     """The naive agent's work without Kafka or Faust: decode, enrich and process one event at a time."""
     engine, state = Engine(pack), dict[str, Any]()
     values = [orjson.dumps(e) for e in events[:limit]]
@@ -199,7 +199,7 @@ def _ordered(result: dict[str, Any], run: Run) -> dict[str, Any]:
             "replay_events_per_s": result["replay"]["events_per_s"],
             "engine_per_event_events_per_s": result["engine_per_event"],
             "what": "no broker: `rules.replay` (batches of 1,000), and the naive agent's work one event at a "
-            "time (decode, enrich, process) on the first 20,000 events; ceilings for cityops and the baseline",
+            "time (decode, enrich, process) on the first 5,000 events; ceilings for cityops and the baseline",
         },
         "phases": {k: result[k] for k in ("raw_aiokafka", "naive_faust", "cityops")},
     }

@@ -545,6 +545,9 @@ async def latency_phase(run: Run) -> dict[str, Any]:
             sent_events += per_envelope
             probes += 1
             next_at += ENVELOPE_INTERVAL_S
+            if probes % round(5 / ENVELOPE_INTERVAL_S) == 0:
+                answered = len(out.incident)
+                logger.info("bench latency sent_events=%d probes=%d answered=%d", sent_events, probes, answered)
         seconds = time.monotonic() - start
         wanted = {f"probe-{k}" for k in range(probes)}
         # a worker that fell behind answers late: wait for it (the samples would be biased low without)
