@@ -25,12 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _alive(pid: int) -> bool:
-    """True while a process with this pid exists and is not a zombie."""
+    """True while a process of the benchmark with this pid runs (not a zombie, not a reused pid)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    ours = b"streams" in cmdline or b"tansu" in cmdline
+    return ours and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _bench(args: list[str], tmp_path: Path, **kw: object) -> subprocess.Popen[str]:
