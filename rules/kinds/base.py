@@ -41,6 +41,26 @@ def incident_id(pack: str, rule_id: str, subject: str, start_ms: int) -> str:
     return hashlib.sha256(f"{pack}|{rule_id}|{subject}|{start_ms}".encode()).hexdigest()[:24]
 
 
+_ABSENT = object()
+
+
+def field_value(event: Any, name: str) -> float | None:
+    """``event_value``, without pydantic's slow lookup of an attribute the event does not have.
+
+    A field of the event is read from its ``__dict__``; a name the event's class does not define
+    either (a ``value`` of a report) is None, as ``event_value`` would find.
+    """
+    raw = event.__dict__.get(name, _ABSENT)
+    if raw is _ABSENT:
+        return event_value(event, name) if hasattr(type(event), name) else None
+    if type(raw) is float:
+        return raw if math.isfinite(raw) else None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    value = float(raw)
+    return value if math.isfinite(value) else None
+
+
 def metres_between(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     """Great-circle distance in metres (haversine)."""
     p1, p2 = math.radians(lat1), math.radians(lat2)

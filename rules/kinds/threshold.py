@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import Field
 
 from rules.duration import Duration
-from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
-from rules.model import Enriched, Incident, event_value
+from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident, field_value
+from rules.model import Enriched, Incident
 from rules.spec import Condition, Op, RuleBase
 from rules.state import Entry, add_event, bucket_of, new_entry
 
@@ -46,14 +46,18 @@ class Threshold(Kind):
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         rule = self.rule
+        # An entry only grows within a batch, so its last snapshot (the highest revision) is the
+        # one that counts: each is built once, at the end, in the order the entries were first hit.
+        touched: dict[str, Entry] = {}
         for item, ts in zip(items, ts_ms, strict=True):
-            value = event_value(item.event, rule.field)
+            value = field_value(item.event, rule.field)
             if value is None or not self.compare(value, rule.value):
                 continue
             zone = self.zone_of(item)
             subject = zone if (rule.group_by == "zone" and zone) else item.event.subject
             start = bucket_of(ts, self.size_ms)
-            entry, fresh = scope.load(self.key(subject, start), _factory(subject, zone, start, self.size_ms))
+            key = self.key(subject, start)
+            entry, fresh = scope.load(key, _factory(subject, zone, start, self.size_ms))
             if fresh:
                 add_event(
                     entry,
@@ -65,6 +69,8 @@ class Threshold(Kind):
                     prefer_max=self.higher_is_worse,
                     zone=zone,
                 )
+            touched.setdefault(key, entry)
+        for entry in touched.values():
             scope.emit(self.snapshot(entry))
 
     def snapshot(self, entry: Entry) -> Incident:

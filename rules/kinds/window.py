@@ -18,8 +18,8 @@ import h3
 from pydantic import Field, model_validator
 
 from rules.duration import Duration
-from rules.kinds.base import OPS, Kind, Scope, build_incident
-from rules.model import Enriched, event_value
+from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
+from rules.model import Enriched
 from rules.spec import Op, RuleBase
 from rules.state import EVIDENCE_CAP, Entry, bucket_of
 
@@ -79,12 +79,16 @@ class Window(Kind):
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         rule = self.rule
+        # A window that fires keeps firing as events are added (a count going up): only its last
+        # snapshot of the batch counts (the highest revision), so it is built once, at the end,
+        # in the order the windows first fired.
+        firing: dict[str, Entry] | None = {} if self.persistent else None
         for item, ts in zip(items, ts_ms, strict=True):
             group = self._group(item)
             if group is None:
                 continue
             subject, zone = group
-            raw = event_value(item.event, rule.field)
+            raw = field_value(item.event, rule.field)
             if raw is None and rule.aggregate in ("sum", "avg", "min", "max"):
                 continue
             raw = 1.0 if raw is None else raw  # counts keep the event's value as evidence when it has one
@@ -97,12 +101,36 @@ class Window(Kind):
             for start in range(last_start, last_start - self.size_ms, -self.hop_ms):
                 if ts >= start + self.size_ms:
                     continue
-                entry, fresh = scope.load(self.key(subject, start), self._factory(subject, zone, start))
+                key = self.key(subject, start)
+                entry, fresh = scope.load(key, self._factory(subject, zone, start))
                 if fresh and _fold(entry, ts, item, raw, distinct, zone):
-                    scope.put(self.key(subject, start), entry)
+                    scope.put(key, entry)
+                if firing is not None:
+                    if key not in firing and self._fires(entry):
+                        firing[key] = entry
+                    continue
                 snap = self._evaluate(entry, closing=False)
                 if snap is not None:
                     scope.emit(snap)
+        for entry in (firing or {}).values():
+            scope.emit(self._evaluate(entry, closing=False))
+
+    @property
+    def persistent(self) -> bool:
+        """Whether a window that fires keeps firing whatever events are added to it."""
+        rule = self.rule
+        up = rule.op in (">", ">=")
+        return (rule.aggregate in ("count", "distinct", "max") and up) or (
+            rule.aggregate == "min" and rule.op in ("<", "<=")
+        )
+
+    def _fires(self, entry: dict[str, Any]) -> bool:
+        """``_evaluate(entry, closing=False) is not None``, without building the incident."""
+        if int(entry["n"]) < self.rule.min_events or not entry["ev"]:
+            return False
+        if not self.rule.monotone and not entry.get("closed"):
+            return False
+        return self.compare(self.value_of(entry), self.rule.value)
 
     def _factory(self, subject: str, zone: str | None, start: int) -> Callable[[], Entry]:
         # A window judged at close is marked closed=False until then, so Engine.expire keeps it.

@@ -1,7 +1,9 @@
 """The columnar engine gives exactly what the per-event engine gave, batch by batch.
 
 ``reference_process`` below is the engine as it was before batches became columns: every event,
-sorted by (time, id), checked rule by rule (discriminator, zone, ``when``, schedule). Hypothesis
+sorted by (time, id), checked rule by rule (discriminator, zone, ``when``, schedule), and threshold
+and window rules fed one event at a time (a snapshot after every event, as before they built
+only the last snapshot of each entry per batch). Hypothesis
 draws random packs (every filter the engine applies, schedules across a DST change) and random
 batches (duplicates, ties, out-of-order and late events, re-delivered positions); both engines must
 return the same incidents in the same order, the same late events, the same state and watermark.
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 
 from rules.columns import EventColumns, enriched_of, to_us
 from rules.engine import AnyEvent, Engine, Outcome
-from rules.kinds.base import OPS, Scope
+from rules.kinds.base import OPS, Scope, field_value
 from rules.model import Enriched, Reading, Report, Track, event_value
 from rules.pack import LoadedPack, Pack, load_pack
 from rules.schedule import ScheduleCheck
@@ -31,7 +33,7 @@ from rules.spec import Schedule
 from rules.state import from_ms, to_ms
 
 WUHAN = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan" / "pack.yaml"
-T0 = datetime(2026, 10, 31, 18, 0, tzinfo=UTC)  # New York leaves DST at 2026-11-01 06:00 UTC
+T0 = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)  # DST ends at 04:30 UTC in St John's, 06:00 UTC in New York
 POINTS = [
     (114.30, 30.60),  # 420102
     (114.35, 30.50),  # 420111
@@ -111,7 +113,12 @@ def reference_process(
     scope = Scope(state, position)
     for c in engine.compiled:
         if id(c) in per_rule:
-            c.kind.feed(*per_rule[id(c)], scope)
+            items, stamps = per_rule[id(c)]
+            if c.rule.kind in ("threshold", "window"):  # one at a time: a snapshot after every event
+                for item, ts in zip(items, stamps, strict=True):
+                    c.kind.feed([item], [ts], scope)
+            else:
+                c.kind.feed(items, stamps, scope)
     scope.commit()
     if batch_max is not None and (engine.watermark_ms is None or batch_max > engine.watermark_ms):
         engine.watermark_ms = batch_max
@@ -185,7 +192,8 @@ def rules(draw: st.DrawFn, number: int) -> dict[str, Any]:
     elif kind == "window":
         group = "zone" if "layer" in rule else "sensor"
         aggregate = draw(st.sampled_from(["count", "sum", "max", "min", "avg", "distinct"]))
-        rule.update(aggregate=aggregate, window="30m", group_by=group, op=">=", value=2, field=field)
+        op = draw(st.sampled_from([">=", ">", "<", "<=", "=="]))
+        rule.update(aggregate=aggregate, window="30m", group_by=group, op=op, value=2, field=field)
     elif kind == "sustained":
         rule.update(field=field, op=">", value=10.0, **{"for": "5m"})
     elif kind == "proximity":
@@ -216,7 +224,7 @@ def packs(draw: st.DrawFn) -> LoadedPack:
 
 @st.composite
 def events(draw: st.DrawFn, number: int) -> AnyEvent:
-    ts = T0 + timedelta(minutes=draw(st.integers(0, 24 * 60)), microseconds=draw(st.sampled_from([0, 1, 999, 5000])))
+    ts = T0 + timedelta(minutes=draw(st.integers(0, 4 * 60)), microseconds=draw(st.sampled_from([0, 1, 999, 5000])))
     lon, lat = draw(st.sampled_from(POINTS))
     eid = f"e{draw(st.integers(0, 40))}" if draw(st.booleans()) else f"u{number}"
     kind = draw(st.sampled_from(["reading", "report", "track"]))
@@ -298,6 +306,45 @@ def test_vectorised_schedule_across_a_dst_switch_inside_a_utc_hour() -> None:
     assert active(local_us(ts_us, check), check).tolist() == [check.active(t) for t in instants]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["threshold", "window"]),
+    aggregate=st.sampled_from(["count", "distinct", "max", "min", "sum", "avg"]),
+    op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
+    bound=st.sampled_from([1.0, 2.0, 3.0, 10.0]),
+    readings=st.lists(
+        st.tuples(st.integers(0, 50), st.sampled_from(["s1", "s2"]), st.sampled_from([0.0, 1.0, 2.0, 10.0, 20.0])),
+        min_size=1,
+        max_size=25,
+    ),
+)
+def test_one_snapshot_per_entry_and_batch_equals_a_snapshot_after_every_event(
+    kind: str, aggregate: str, op: str, bound: float, readings: list[tuple[int, str, float]]
+) -> None:
+    rule: dict[str, Any] = {"id": "r", "kind": kind, "title": "T", "category": "t", "op": op, "value": bound}
+    if kind == "window":
+        rule.update(aggregate=aggregate, window="30m", slide="10m", group_by="sensor")
+    else:
+        rule.update(dedup="20m")
+    if kind == "window" and aggregate in ("count", "distinct") and op in (">", ">=") and bound < 0:
+        return
+    spec = Pack.model_validate({"pack": "p", "version": "1", "rules": [rule]})
+    engine = Engine(LoadedPack(spec=spec, path=WUHAN, layers=_wuhan().layers, digest="x"))
+    events = [
+        Reading(id=f"e{n}", ts=T0 + timedelta(minutes=m), lon=114.3, lat=30.6, sensor_id=s, metric="m", value=v)
+        for n, (m, s, v) in enumerate(readings)
+    ]
+    items = sorted(engine.enrich(events), key=lambda i: (to_ms(i.event.ts), i.event.id))
+    stamps = [to_ms(i.event.ts) for i in items]
+    evaluator = engine.compiled[0].kind
+    together, apart = Scope({}, None), Scope({}, None)
+    evaluator.feed(items, stamps, together)
+    for item, ts in zip(items, stamps, strict=True):
+        evaluator.feed([item], [ts], apart)
+    assert list(together.incidents.values()) == list(apart.incidents.values())
+    assert together.touched == apart.touched
+
+
 def test_enriched_of_equals_model_construct() -> None:
     event = Report(id="r1", ts=T0, lon=114.3, lat=30.6, category="c1")
     zones = {"districts": ["420102"]}
@@ -324,3 +371,18 @@ def test_a_condition_on_a_field_no_event_has_as_a_number_never_holds() -> None:
     engine = Engine(LoadedPack(spec=spec, path=WUHAN, layers=pack.layers, digest="x"))
     event = Reading(id="a", ts=T0, lon=114.3, lat=30.6, sensor_id="s", metric="m", value=5)
     assert engine.process(engine.enrich([event]), {}).incidents == []
+
+
+def test_field_value_equals_event_value_for_every_kind_and_name() -> None:
+    events: list[AnyEvent] = [
+        Reading(id="a", ts=T0, lon=114.3, lat=30.6, sensor_id="s", metric="m", value=5),
+        Report(id="b", ts=T0, lon=114.3, lat=30.6, category="c"),
+        Track(id="c", ts=T0, lon=114.3, lat=30.6, object_id="o", object_type="drone", speed_mps=2.5),
+        Reading.model_construct(id="d", ts=T0, lon=1, lat=2, sensor_id="s", metric="m", value=True),
+        Reading.model_construct(id="e", ts=T0, lon=1, lat=2, sensor_id="s", metric="m", value=float("inf")),
+    ]
+    names = ["value", "alt_m", "speed_mps", "heading", "lon", "lat", "id", "ts", "subject", "kind", "unit"]
+    names += ["model_fields", "model_fields_set", "__class__", "__pydantic_complete__", "no_such_field", "category"]
+    for event in events:
+        for name in names:
+            assert field_value(event, name) == event_value(event, name), (event.id, name)
