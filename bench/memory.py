@@ -1,7 +1,8 @@
 """Benchmark: rule state per active sensor, with 100,000 simulated sensors (issue #7: about 1 KB or less).
 
 Run with ``.venv/bin/python bench/memory.py`` (``--sensors``, ``--readings``, ``--alarm-share``;
-``--worker`` also feeds the same readings through the broker to one live worker and reports its RSS).
+``--worker`` also feeds the same sensors, ``--worker-readings`` readings each, through a broker to
+one live ``cityops worker`` and reports its RSS; ``--no-engine`` skips the in-process part).
 
 The sensors are spread over Wuhan's 13 districts with the demo pack's metric mix (water level,
 PM2.5, night noise, manhole tilt). Each reports ``--readings`` readings a minute apart, starting at
