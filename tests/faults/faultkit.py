@@ -140,8 +140,8 @@ def producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(linger_ms=5, acks="all", max_request_size=8_000_000, **settings.kafka.producer_options())
 
 
-def send(settings: Settings, messages: list[bytes], *, topic: str | None = None, pace_s: float = 0.0) -> None:
-    """Produce raw messages in order under one key; ``pace_s`` between messages (0: as fast as possible)."""
+def send(settings: Settings, messages: list[bytes], *, topic: str | None = None, pace_s: float = 0.0) -> float:
+    """Produce raw messages in order under one key, ``pace_s`` apart (0: at once); returns the seconds it took."""
     prod = producer(settings)
     began = time.monotonic()
     try:
@@ -150,6 +150,7 @@ def send(settings: Settings, messages: list[bytes], *, topic: str | None = None,
                 time.sleep(max(0.0, began + n * pace_s - time.monotonic()))
             prod.send(topic or settings.kafka.raw_topic, key=SOURCE_KEY, value=value)
         prod.flush()
+        return time.monotonic() - began
     finally:
         prod.close()
 
