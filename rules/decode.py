@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 from pydantic import TypeAdapter, ValidationError
 
-from rules.columns import KIND_CODE, Row, to_us
+from rules.columns import DISCRIMINATOR, KIND_CODE, Row, to_us
 from rules.model import Event, Reading, Report, Track
 
 _EVENT: TypeAdapter[Reading | Report | Track] = TypeAdapter(Event)
@@ -125,7 +127,7 @@ _KEYS = {
 _IDENT = re.compile(r"[!-~]{1,128}")
 _LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TS = re.compile(
-    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(19|2[0-1])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 )
 _NO = math.nan
@@ -185,6 +187,112 @@ def fast_row(obj: Any) -> Row | None:
     except ValueError:
         return None
     return (to_us(at), KIND_CODE[str(kind)], disc, eid, value, alt, speed, heading, lon, lat)
+
+
+def _all_match(pattern: re.Pattern[str], values: list[Any]) -> NDArray[np.bool_]:
+    """Which values are strings that ``pattern`` matches in full: one regex call for a clean batch."""
+    if values and set(map(type, values)) == {str}:
+        joined = "\n".join(values)
+        # no value can hold a newline if there are exactly len - 1 of them in the joined text
+        if joined.count("\n") == len(values) - 1 and re.fullmatch(
+            f"(?:{pattern.pattern})(?:\n(?:{pattern.pattern}))*", joined
+        ):
+            return np.ones(len(values), dtype=bool)
+    return np.array([type(v) is str and pattern.fullmatch(v) is not None for v in values], dtype=bool)
+
+
+def _all_text(values: list[Any], limit: int) -> NDArray[np.bool_]:
+    return np.array([v is None or (type(v) is str and len(v) <= limit) for v in values], dtype=bool)
+
+
+def _all_numbers(
+    values: list[Any], low: float = -math.inf, high: float = math.inf, *, optional: bool = False
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """The numbers as floats (NaN for None), and which rows hold an acceptable one (or None if optional)."""
+    types = set(map(type, values))
+    if types <= {float, type(None)}:
+        out = np.array(values, dtype=np.float64)  # orjson never makes NaN or infinities: NaN is None
+    else:
+        out = np.array([_NO if (got := _num(v)) is None else got for v in values], dtype=np.float64)
+        given = np.array([v is not None for v in values], dtype=bool)
+        ok = (out >= low) & (out <= high)
+        return out, (ok | (~given if optional else False)) & ~(given & np.isnan(out))
+    ok = (out >= low) & (out <= high)
+    return out, (ok | np.isnan(out)) if optional else ok
+
+
+def _times(values: list[Any], ok: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """Microseconds since the epoch of ISO 8601 times that ``_TS`` matched (``ok``); bad dates fail."""
+    out = np.zeros(len(values), dtype=np.int64)
+    rows = np.flatnonzero(ok).tolist()
+    texts = [values[r] for r in rows]
+    if all(t.endswith("Z") for t in texts):
+        try:
+            out[rows] = np.array([t[:-1] for t in texts], dtype="datetime64[us]").astype(np.int64)
+            return out, ok
+        except ValueError:  # a day that does not exist: judge row by row
+            pass
+    ok = ok.copy()
+    for r, text in zip(rows, texts, strict=True):
+        try:
+            out[r] = to_us(datetime.fromisoformat(text))
+        except ValueError:
+            ok[r] = False
+    return out, ok
+
+
+def fast_rows(objects: list[Any]) -> list[Row | None]:
+    """``fast_row`` of every object, checked column by column (the same answers, faster)."""
+    n = len(objects)
+    if not n:
+        return []
+    dicts = [o if type(o) is dict else {} for o in objects]
+    kinds = [d.get("kind") for d in dicts]
+    ok = np.array(
+        [
+            type(d) is dict and type(k) is str and k in _KEYS and d.keys() <= _KEYS[k]
+            for d, k in zip(objects, kinds, strict=True)
+        ],
+        dtype=bool,
+    )
+    codes = np.array([KIND_CODE.get(k, -1) if type(k) is str else -1 for k in kinds], dtype=np.int8)
+    ids = [d.get("id") for d in dicts]
+    ok &= _all_match(_IDENT, ids)
+    stamps = [d.get("ts") for d in dicts]
+    ok &= _all_match(_TS, stamps)
+    lon, good = _all_numbers([d.get("lon") for d in dicts], -180.0, 180.0)
+    ok &= good
+    lat, good = _all_numbers([d.get("lat") for d in dicts], -90.0, 90.0)
+    ok &= good
+    ok &= _all_text([d.get("source") for d in dicts], 128)
+    value, good = _all_numbers([d.get("value") for d in dicts], optional=True)
+    ok &= good & ((codes != 0) | ~np.isnan(value))
+    ok &= _all_text([d.get("unit") for d in dicts], 32)
+    ok &= _all_text([d.get("description") for d in dicts], 4000)
+    ok &= _all_text([d.get("channel") for d in dicts], 32)
+    track = {}
+    for name, low, high in (("alt_m", -500.0, 20000.0), ("speed_mps", 0.0, 1000.0), ("heading", 0.0, 360.0)):
+        track[name], good = _all_numbers([d.get(name) for d in dicts], low, high, optional=True)
+        ok &= good
+    disc = [d.get(DISCRIMINATOR.get(k, "")) if type(k) is str else None for d, k in zip(dicts, kinds, strict=True)]
+    ok &= _all_match(_LABEL, disc)
+    subjects = [d.get("sensor_id") if k == "reading" else d.get("object_id") for d, k in zip(dicts, kinds, strict=True)]
+    ok &= (codes == 1) | _all_match(_IDENT, subjects)
+    ts_us, ok = _times(stamps, ok)
+    rows = zip(
+        ts_us.tolist(),
+        codes.tolist(),
+        disc,
+        ids,
+        value.tolist(),
+        track["alt_m"].tolist(),
+        track["speed_mps"].tolist(),
+        track["heading"].tolist(),
+        lon.tolist(),
+        lat.tolist(),
+        strict=True,
+    )
+    return [row if good else None for row, good in zip(rows, ok.tolist(), strict=True)]  # type: ignore[misc]
 
 
 def fast_objects(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Any] | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.columns import EventColumns, Row, row_of
-from rules.decode import Rejected, decode_message, decode_one, fast_objects, fast_row
+from rules.decode import Rejected, decode_message, decode_one, fast_objects, fast_rows
 from rules.engine import AnyEvent, Engine, run, run_columns
 from rules.model import Incident
 from rules.pack import LoadedPack
@@ -39,35 +39,57 @@ def replay(
     rejected: list[tuple[int, Rejected]] = []
     counter = {"n": 0}
 
-    def batches() -> Iterator[EventColumns]:
-        rows: list[Row] = []
-        sources: list[Any] = []  # per row: the event, or its JSON object (validated when a rule needs it)
+    def parsed() -> Iterator[tuple[Row, Any]]:
+        """(row, source) of every event in file order; lines are checked a chunk at a time."""
+        chunk: list[tuple[int, bytes, list[Any] | None]] = []
+        size = 0
         for number, line in enumerate(lines, start=1):
             raw = line.strip()
             if not raw:
                 continue
             objects = fast_objects(raw)
-            fast = [fast_row(o) for o in objects] if objects is not None else [None]
-            if all(r is not None for r in fast) and objects is not None:
-                pairs: list[tuple[Row, Any]] = list(zip(fast, objects, strict=True))  # type: ignore[arg-type]
-            else:
-                decoded = decode_message(raw)
-                rejected.extend((number, r) for r in decoded.rejected)
-                pairs = [(row_of(e), e) for e in decoded.events]
-            for row, source in pairs:
-                rows.append(row)
-                sources.append(source)
-                counter["n"] += 1
-                if progress is not None and counter["n"] % 100_000 == 0:
-                    progress(counter["n"])
-                if len(rows) >= batch_size:
-                    yield _columns(rows, sources)
-                    rows, sources = [], []
+            chunk.append((number, raw, objects))
+            size += len(objects) if objects is not None else 1
+            if size >= batch_size:
+                yield from _checked(chunk, rejected)
+                chunk, size = [], 0
+        yield from _checked(chunk, rejected)
+
+    def batches() -> Iterator[EventColumns]:
+        rows: list[Row] = []
+        sources: list[Any] = []  # per row: the event, or its JSON object (validated when a rule needs it)
+        for row, source in parsed():
+            rows.append(row)
+            sources.append(source)
+            counter["n"] += 1
+            if progress is not None and counter["n"] % 100_000 == 0:
+                progress(counter["n"])
+            if len(rows) >= batch_size:
+                yield _columns(rows, sources)
+                rows, sources = [], []
         if rows:
             yield _columns(rows, sources)
 
     latest = run_columns(Engine(pack), batches())
     return ReplayResult(incidents=[latest[k] for k in sorted(latest)], events=counter["n"], rejected=rejected)
+
+
+def _checked(
+    chunk: list[tuple[int, bytes, list[Any] | None]], rejected: list[tuple[int, Rejected]]
+) -> Iterator[tuple[Row, Any]]:
+    """The events of some lines: a line whose every object passes ``fast_rows`` as rows of those
+    objects, any other line through ``decode_message`` (with its rejections), in line order."""
+    objects = [o for _, _, found in chunk if found is not None for o in found]
+    fast = iter(fast_rows(objects))
+    for number, raw, found in chunk:
+        rows = [next(fast) for _ in found] if found is not None else [None]
+        if found is not None and all(r is not None for r in rows):
+            yield from zip(rows, found, strict=True)  # type: ignore[misc]
+            continue
+        decoded = decode_message(raw)
+        rejected.extend((number, r) for r in decoded.rejected)
+        for event in decoded.events:
+            yield row_of(event), event
 
 
 def _columns(rows: list[Row], sources: list[Any]) -> EventColumns:

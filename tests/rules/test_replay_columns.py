@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from rules.columns import row_of
-from rules.decode import decode_message, decode_one, fast_row
+from rules.decode import decode_message, decode_one, fast_row, fast_rows
 from rules.engine import AnyEvent, Engine, run
 from rules.pack import LoadedPack, load_pack
 from rules.replay import replay
@@ -125,6 +125,18 @@ def test_fast_rows_are_only_what_pydantic_accepts_with_the_same_values(obj: dict
     except ValidationError as exc:
         raise AssertionError(f"fast path accepted what pydantic rejects: {obj}: {exc}") from exc
     assert _same_row(row, row_of(event))
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(objects() | st.sampled_from([1, "x", None, []]), max_size=30))
+def test_fast_rows_checks_a_batch_exactly_as_fast_row_checks_each_object(batch: list[Any]) -> None:
+    expected = [fast_row(o) for o in batch]
+    got = fast_rows(batch)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert (a is None) == (b is None), (a, b)
+        if a is not None and b is not None:
+            assert _same_row(a, b)
 
 
 def test_the_fast_path_takes_ordinary_events() -> None:
