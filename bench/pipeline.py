@@ -236,7 +236,13 @@ class IncidentsTail:
 
 
 def bench_broker(
-    settings: Settings, events: list[dict[str, Any]], batch: int, tmp: Path, expected: dict[str, Incident], store: bool
+    settings: Settings,
+    events: list[dict[str, Any]],
+    batch: int,
+    tmp: Path,
+    expected: dict[str, Incident],
+    store: bool,
+    quiet_s: float = 30.0,
 ) -> dict[str, Any]:
     want = {k: v.revision for k, v in expected.items()}
     children: list[Child] = []
@@ -250,7 +256,9 @@ def bench_broker(
                 children.append(spawn("store", ["cityops", "store"], env, tmp))
             worker = spawn("worker", ["cityops", "worker"], env, tmp)
             children.append(worker)
-            producer = KafkaProducer(linger_ms=5, max_request_size=8_000_000, **settings.kafka.producer_options())
+            # batched: the worker reads the raw topic by offsets, never by Tansu's end offsets
+            options = {**settings.kafka.producer_options(), "batch_size": 4_000_000}
+            producer = KafkaProducer(linger_ms=5, max_request_size=8_000_000, **options)
             _warm_up(settings, producer, worker)
             tail = IncidentsTail(settings)
             payloads = [orjson.dumps({"events": events[i : i + batch]}) for i in range(0, len(events), batch)]
@@ -261,10 +269,17 @@ def bench_broker(
                 producer.send(settings.kafka.raw_topic, payload, key=b"bench")
             producer.flush()
             produced = time.time() - began
+            # until parity, or (a pipeline that never reaches it) until the topic has been quiet for quiet_s
             deadline = time.monotonic() + 900
+            quiet_since, seen = time.monotonic(), -1
             while tail.revisions() != want:
                 if time.monotonic() > deadline or not worker.alive():
                     raise SystemExit(f"no parity: {len(tail.latest)} incidents on the topic, replay has {len(want)}")
+                if tail.records != seen:
+                    quiet_since, seen = time.monotonic(), tail.records
+                elif time.monotonic() - quiet_since > quiet_s:
+                    print(f"no parity, and no incident for {quiet_s:.0f} s: stopping", file=sys.stderr)
+                    break
                 tail.poll()
             cpu = _cpu_seconds(worker.proc.pid) - cpu0
             elapsed = tail.last_ts_ms / 1000 - began
@@ -284,6 +299,8 @@ def bench_broker(
         "incident_records": tail.records,
         "pipeline_incidents": len(incidents),
         "incidents_equal": incidents == expected,
+        "incidents_differing": sum(incidents.get(k) != v for k, v in expected.items())
+        + len(incidents.keys() - expected),
     }
 
 
@@ -353,7 +370,8 @@ def main() -> None:
             settings.store.quack_port = free_port()
             settings.worker.data_dir = tmp / f"faust-{n}"
             settings.worker.clock = "event"  # the events are from 2026-07-01: only event time moves the watermark
-            settings.worker.state_changelog = args.changelog
+            if args.changelog:
+                settings.worker.state_changelog = True
             run = bench_broker(settings, events, args.batch, tmp / f"run-{n}", expected, args.with_store)
             print(f"run {n}: {run['worker_events_per_s']:,.0f} events/s", file=sys.stderr)
             runs.append(run)

@@ -7,8 +7,10 @@ import json
 import pytest
 from stack import Stack, latest_by_id, read_topic
 
+from rules.engine import Engine
 from rules.model import Incident
 from rules.pack import load_pack
+from rules.pipeline import Pipeline, decode_envelope, partition_for
 from rules.replay import replay
 from streams.scenario import Message, scenario_events
 from streams.simulate import produce
@@ -74,3 +76,18 @@ def test_scenario_gives_exactly_the_replayed_incidents_on_the_alert_topic_and_in
     ):
         assert record_key == inc.id.encode(), "alert records are keyed by incident id"
     assert latest_by_id(alerts) == expected
+
+    # batched repartitioning: one envelope per target partition per raw message, routed by zone/object
+    pipeline = Pipeline(Engine(load_pack(stack.settings.rules.pack)), partitions=stack.settings.kafka.partitions)
+    seen: set[tuple[int, tuple[int, int]]] = set()
+    for record in read_topic(stack.settings, stack.settings.kafka.events_topic):
+        items, src = decode_envelope(record.value)
+        if not items:
+            continue  # a tick
+        assert src is not None, "every envelope names its raw message"
+        assert (record.partition, src) not in seen, f"two envelopes of raw message {src} in one partition"
+        seen.add((record.partition, src))
+        assert {partition_for(pipeline.route_key(i), stack.settings.kafka.partitions) for i in items} == {
+            record.partition
+        }
+    assert len({src for _, src in seen}) < len(seen), "some raw messages were split over several partitions"
