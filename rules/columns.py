@@ -29,6 +29,7 @@ KIND_CODE: dict[str, int] = {k: n for n, k in enumerate(KINDS)}
 DISCRIMINATOR: dict[str, str] = {"reading": "metric", "report": "category", "track": "object_type"}
 #: Numeric event fields kept as float columns (NaN where an event has no finite number there).
 NUMERIC: tuple[str, ...] = ("value", "alt_m", "speed_mps", "heading", "lon", "lat")
+TRACK_ONLY = frozenset({"alt_m", "speed_mps", "heading"})
 #: Event fields that are never numbers: a condition on them never holds (``event_value`` is None).
 NOT_NUMERIC = frozenset(
     {"id", "ts", "source", "kind", "sensor_id", "metric", "unit", "category", "description", "channel"}
@@ -181,8 +182,13 @@ class EventColumns:
         """Columns of validated event objects."""
         n = len(events)
         fields = [e.__dict__ for e in events]  # a pydantic model keeps its field values here
-        numeric = {name: floats([f.get(name) for f in fields]) for name in NUMERIC}
         kinds = [f["kind"] for f in fields]
+        tracks = "track" in kinds
+        none = np.full(n, np.nan)
+        numeric = {
+            name: floats([f.get(name) for f in fields]) if (tracks or name not in TRACK_ONLY) else none
+            for name in NUMERIC
+        }
         return cls(
             ts_us=np.fromiter((to_us(f["ts"]) for f in fields), dtype=np.int64, count=n),
             kind=np.fromiter((KIND_CODE[k] for k in kinds), dtype=np.int8, count=n),

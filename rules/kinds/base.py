@@ -14,6 +14,7 @@ import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -310,13 +311,13 @@ class Kind(ABC):
     def time_driven(self) -> bool:
         return type(self).tick is not Kind.tick
 
-    @property
+    @cached_property
     def state_prefix(self) -> str:
         """State keys start with ``rule@version``: a new rule version starts with fresh state."""
         return f"{self.rule.id}@{self.rule.version}"
 
     def key(self, *parts: object) -> str:
-        return "|".join([self.state_prefix, *(str(p) for p in parts)])
+        return "|".join([self.state_prefix, *map(str, parts)])
 
     def zone_of(self, item: Enriched) -> str | None:
         return item.primary_zone(self.rule.layer) if self.rule.layer else None

@@ -67,6 +67,8 @@ class Window(Kind):
         self.size_ms = int(rule.window.total_seconds() * 1000)
         self.hop_ms = int(rule.slide.total_seconds() * 1000) if rule.slide else self.size_ms
         self.compare = OPS[rule.op]
+        self._persistent = self.persistent
+        self._closing = self.time_driven
 
     def _group(self, item: Enriched) -> tuple[str, str | None] | None:
         zone = self.zone_of(item)
@@ -82,7 +84,7 @@ class Window(Kind):
         # A window that fires keeps firing as events are added (a count going up): only its last
         # snapshot of the batch counts (the highest revision), so it is built once, at the end,
         # in the order the windows first fired.
-        firing: dict[str, Entry] | None = {} if self.persistent else None
+        firing: dict[str, Entry] | None = {} if self._persistent else None
         for item, ts in zip(items, ts_ms, strict=True):
             group = self._group(item)
             if group is None:
@@ -134,7 +136,7 @@ class Window(Kind):
 
     def _factory(self, subject: str, zone: str | None, start: int) -> Callable[[], Entry]:
         # A window judged at close is marked closed=False until then, so Engine.expire keeps it.
-        closing = self.time_driven
+        closing = self._closing
         return lambda: _new(subject, zone, start, start + self.size_ms, closing=closing)
 
     @property
