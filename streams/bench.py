@@ -63,13 +63,13 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     try:
         pack, events, markers, label = _event_set(settings, opts)
         logger.info("bench event set pack=%s events=%d rules=%d", label, len(events), len(pack.spec.rules))
-        replay_rate, replayed = _replay(pack, events)
+        replay_rate, replayed, rule_of = _replay(pack, events)
         per_event_rate = _per_event(pack, events)
         broker = DevBroker(log_path=opts.run_dir / "broker.log")
         with _signals_held():  # the broker's process must be known before a signal may unwind
             broker.start()
         settings.kafka.bootstrap = broker.bootstrap
-        run = Run(settings, opts, pack, events, replayed, markers)
+        run = Run(settings, opts, pack, events, replayed, markers, rule_of)
         run.pids.append(broker.proc.pid if broker.proc else -1)
         try:
             result = asyncio.run(_phases(run))
@@ -111,12 +111,12 @@ def _event_set(settings: Settings, opts: BenchOptions) -> tuple[LoadedPack, list
     return pack, body + marks, {m["id"] for m in marks}, label
 
 
-def _replay(pack: LoadedPack, events: list[Event]) -> tuple[float, dict[str, int]]:
+def _replay(pack: LoadedPack, events: list[Event]) -> tuple[float, dict[str, int], dict[str, str]]:
     began = time.perf_counter()
     result = replay(pack, (orjson.dumps(e) for e in events))
     rate = len(events) / (time.perf_counter() - began)
     logger.info("bench replay events_per_s=%.0f incidents=%d", rate, len(result.incidents))
-    return rate, {inc.id: inc.revision for inc in result.incidents}
+    return rate, {i.id: i.revision for i in result.incidents}, {i.id: i.rule_id for i in result.incidents}
 
 
 def _per_event(pack: LoadedPack, events: list[Event], limit: int = 5_000) -> float:

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ class Run:
     events: list[Event]
     replayed: dict[str, int]
     markers: set[str]
+    rule_of: dict[str, str] = field(default_factory=dict)  # incident id -> rule id (replay's and seen)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     children: list[Child] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
@@ -192,20 +194,27 @@ async def produce_all(prod: AIOKafkaProducer, topic: str, items: list[tuple[byte
     await asyncio.gather(*pending)
 
 
-def compare(seen: dict[str, int], replayed: dict[str, int]) -> dict[str, Any]:
-    """Incident ids and final revisions against replay's."""
-    return {
+def compare(seen: dict[str, int], replayed: dict[str, int], rule_of: dict[str, str]) -> dict[str, Any]:
+    """Incident ids and final revisions against replay's (with the rules of the ones that differ)."""
+    missing = replayed.keys() - seen.keys()
+    extra = seen.keys() - replayed.keys()
+    differs = {k for k, v in seen.items() if k in replayed and replayed[k] != v}
+    out: dict[str, Any] = {
         "incidents": len(seen),
         "incidents_equal_replay": seen == replayed,
-        "missing": len(replayed.keys() - seen.keys()),
-        "extra": len(seen.keys() - replayed.keys()),
-        "revision_differs": sum(1 for k, v in seen.items() if k in replayed and replayed[k] != v),
+        "missing": len(missing),
+        "extra": len(extra),
+        "revision_differs": len(differs),
     }
+    if missing or extra or differs:
+        out["differing_rules"] = dict(Counter(rule_of.get(k, "?") for k in missing | extra | differs))
+    return out
 
 
-def _keep(latest: dict[str, int], doc: dict[str, Any]) -> None:
+def _keep(latest: dict[str, int], rule_of: dict[str, str], doc: dict[str, Any]) -> None:
     if doc["revision"] >= latest.get(doc["id"], 0):
         latest[doc["id"]] = doc["revision"]
+    rule_of.setdefault(doc["id"], doc["rule_id"])
 
 
 # -- 1. raw aiokafka -------------------------------------------------------------------------------
@@ -262,6 +271,7 @@ class _NaiveOutput:
     done_at: float = 0.0
     snapshots: int = 0
     latest: dict[str, int] = field(default_factory=dict)
+    rule_of: dict[str, str] = field(default_factory=dict)
 
 
 async def _follow_naive(consumer: AIOKafkaConsumer, out: _NaiveOutput) -> None:
@@ -273,7 +283,7 @@ async def _follow_naive(consumer: AIOKafkaConsumer, out: _NaiveOutput) -> None:
                 doc = orjson.loads(record.value)
                 if record.key != CONTROL_KEY:
                     out.snapshots += 1
-                    _keep(out.latest, doc)
+                    _keep(out.latest, out.rule_of, doc)
                 elif doc["control"] == "ready":
                     out.ready = True
                 elif doc["control"] == "progress":
@@ -287,7 +297,7 @@ async def naive_phase(run: Run) -> dict[str, Any]:
     s = run.child_settings("naive")
     source, sink = s.kafka.topic("naive.in"), s.kafka.topic("naive.out")
     create_plain_topics(s, [source, sink])
-    out = _NaiveOutput()
+    out = _NaiveOutput(rule_of=run.rule_of)
     consumer = await reader(s, [sink])
     follower = asyncio.create_task(_follow_naive(consumer, out))
     child = run.spawn("naive", [sys.executable, "-m", "streams.bench_naive", source, sink, str(len(run.events))], s)
@@ -317,7 +327,7 @@ async def naive_phase(run: Run) -> dict[str, Any]:
     result: dict[str, Any] = {
         "events_per_s": round(rate),
         "seconds": round(seconds, 3),
-        **compare(out.latest, run.replayed),
+        **compare(out.latest, run.replayed, run.rule_of),
         "late": out.done["late"],
         "what": "one Faust agent, one event per message (keyed by subject): pydantic decode, enrich, "
         "Engine.process on a one-event batch with a dict state, one send per incident snapshot; timed from "
@@ -337,6 +347,7 @@ async def naive_phase(run: Run) -> dict[str, Any]:
 @dataclass
 class _Incidents:
     latest: dict[str, int] = field(default_factory=dict)
+    rule_of: dict[str, str] = field(default_factory=dict)
     markers: set[str] = field(default_factory=set)
     markers_at: float = 0.0
     dead: int = 0
@@ -356,7 +367,7 @@ async def _follow_incidents(
             for record in records:
                 doc = orjson.loads(record.value)
                 out.snapshots += 1
-                _keep(out.latest, doc)
+                _keep(out.latest, out.rule_of, doc)
                 hit = wanted.intersection(doc["evidence"]["event_ids"])
                 if hit and not hit <= out.markers:
                     out.markers |= hit
@@ -369,7 +380,7 @@ async def cityops_phase(run: Run) -> dict[str, Any]:
     s = run.child_settings("cityops", clock="event")  # synthetic event times: only they move the watermark
     kafka = s.kafka
     create_topics(kafka)
-    out = _Incidents()
+    out = _Incidents(rule_of=run.rule_of)
     consumer = await reader(s, [kafka.incidents_topic, kafka.deadletter_topic])
     follower = asyncio.create_task(_follow_incidents(consumer, out, kafka.incidents_topic, run.markers))
     child = run.spawn("worker", ["cityops", "worker"], s)
@@ -409,7 +420,7 @@ async def cityops_phase(run: Run) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "incidents_equal_replay_after_s": round(equal_at, 3) if equal_at is not None else None,
         "markers_cover_partitions": covered,
-        **compare(out.latest, run.replayed),
+        **compare(out.latest, run.replayed, run.rule_of),
         "incident_snapshots": out.snapshots,
         "dead_letters": out.dead - 1,
         "what": f"`cityops worker` (ingest + detect) fed envelopes of {run.opts.batch} events; timed from the "
