@@ -50,12 +50,17 @@ __all__ = ["BenchOptions", "bench_main", "run_bench"]
 
 logger = logging.getLogger(__name__)
 
+_RUN_DIR_ENTRIES = {"broker.log", "logs", "faust", "pack"}  # what a run directory holds
+
 
 def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     """Run every phase and return the result document. Stops every child process, whatever happens."""
     if opts.run_dir.exists():
+        foreign = {p.name for p in opts.run_dir.iterdir()} - _RUN_DIR_ENTRIES
+        if foreign:  # never wipe a directory the bench did not make
+            raise BenchError(f"--run-dir {opts.run_dir} holds files of something else: {sorted(foreign)[:5]}")
         shutil.rmtree(opts.run_dir)
-    opts.run_dir.mkdir(parents=True)
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]  # the other processes on the machine: the numbers are only as quiet as it
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
     broker: DevBroker | None = None

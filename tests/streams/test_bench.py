@@ -18,8 +18,10 @@ import pytest
 from rules.pack import load_pack
 from rules.replay import replay
 from streams import bench_data
-from streams.bench_phases import percentiles
-from streams.settings import default_pack
+from streams.bench import run_bench
+from streams.bench_data import BenchError
+from streams.bench_phases import BenchOptions, percentiles
+from streams.settings import Settings, default_pack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,6 +72,13 @@ def test_percentiles_are_nearest_rank_in_milliseconds() -> None:
     got = percentiles([i / 1000 for i in range(1, 101)])
     assert got == {"samples": 100, "p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0, "max_ms": 100.0}
     assert percentiles([])["p99_ms"] is None
+
+
+def test_bench_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(BenchError, match=r"notes\.txt"):
+        run_bench(Settings(), BenchOptions(events=10, run_dir=tmp_path))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.integration
