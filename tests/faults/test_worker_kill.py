@@ -57,7 +57,7 @@ def progress(stack: Stack) -> tuple[int, int]:
 @pytest.mark.parametrize(
     ("count", "pace_s"),
     [
-        pytest.param(10_000, 2.0, id="10k-paced-over-40s"),
+        pytest.param(10_000, 3.0, id="10k-paced-over-60s"),
         pytest.param(
             FAULT_EVENTS,
             0.0,
