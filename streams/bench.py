@@ -75,7 +75,8 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
             broker.start()
         settings.kafka.bootstrap = broker.bootstrap
         run = Run(settings, opts, pack, events, replayed, markers, rule_of)
-        run.pids.append(broker.proc.pid if broker.proc else -1)
+        run.broker_pid = broker.proc.pid if broker.proc else -1
+        run.pids.append(run.broker_pid)
         try:
             result = asyncio.run(_phases(run))
         except asyncio.CancelledError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 import uuid
@@ -60,6 +61,7 @@ class Run:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     children: list[Child] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
+    broker_pid: int = 0
 
     @property
     def logs(self) -> Path:
@@ -151,6 +153,30 @@ async def wait_for(
         run.check_alive()
         await asyncio.sleep(0.01)
     return True
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by some processes (and this one) between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.began = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.began_self = time.process_time()
+        self.used: dict[str, float] = {}
+
+    def stop(self) -> dict[str, float]:
+        self.used = {name: round(cpu_seconds(pid) - self.began[name], 2) for name, pid in self.pids.items()}
+        self.used["bench"] = round(time.process_time() - self.began_self, 2)
+        return self.used
 
 
 def percentiles(samples: list[float]) -> dict[str, float | int | None]:
@@ -308,12 +334,14 @@ async def naive_phase(run: Run) -> dict[str, Any]:
         await wait_for(run, "the naive agent to join its group", lambda: out.ready, 180)
         values = [(subject_key(e), orjson.dumps(e)) for e in run.events]
         logger.info("bench naive started; producing %d events one per message", len(values))
+        cpu = CpuMeter({"naive": child.proc.pid, "broker": run.broker_pid})
         began = time.perf_counter()
         await produce_all(prod, source, values)
         await wait_for(
             run, "the naive agent", lambda: out.done is not None, run.opts.timeout_s, lambda: f"events={out.progress}"
         )
         seconds = out.done_at - began
+        cpu.stop()
         assert out.done is not None
         sent = int(out.done["sent"])
         await wait_for(run, "the naive agent's incidents", lambda: out.snapshots >= sent, 60)
@@ -327,6 +355,7 @@ async def naive_phase(run: Run) -> dict[str, Any]:
     result: dict[str, Any] = {
         "events_per_s": round(rate),
         "seconds": round(seconds, 3),
+        "cpu_s": cpu.used,
         **compare(out.latest, run.replayed, run.rule_of),
         "late": out.done["late"],
         "what": "one Faust agent, one event per message (keyed by subject): pydantic decode, enrich, "
@@ -392,6 +421,7 @@ async def cityops_phase(run: Run) -> dict[str, Any]:
         await wait_for(run, "the worker to join its group", lambda: out.dead >= 1, 180)
         envelopes = [orjson.dumps({"events": c}) for c in chunks(run.events, run.opts.batch)]
         logger.info("bench cityops worker started; producing %d envelopes", len(envelopes))
+        cpu = CpuMeter({"worker": child.proc.pid, "broker": run.broker_pid})
         began = time.perf_counter()
         await produce_all(prod, kafka.raw_topic, [(b"bench", v) for v in envelopes])
         await wait_for(
@@ -402,6 +432,7 @@ async def cityops_phase(run: Run) -> dict[str, Any]:
             lambda: f"markers={len(out.markers)}/{len(run.markers)} incidents={len(out.latest)}",
         )
         seconds = out.markers_at - began
+        cpu.stop()
         # time-driven incidents come with the worker's next tick: wait for them, but outside the timing
         complete = await wait_for(
             run, "replay's incidents", lambda: out.latest == run.replayed, 2 * s.worker.tick_s + 5, required=False
@@ -420,6 +451,7 @@ async def cityops_phase(run: Run) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "incidents_equal_replay_after_s": round(equal_at, 3) if equal_at is not None else None,
         "markers_cover_partitions": covered,
+        "cpu_s": cpu.used,
         **compare(out.latest, run.replayed, run.rule_of),
         "incident_snapshots": out.snapshots,
         "dead_letters": out.dead - 1,
