@@ -24,7 +24,7 @@ from rules.pack import LoadedPack
 from rules.schedule import ScheduleCheck as _ScheduleCheck
 from rules.selection import Selection
 from rules.spec import RuleBase
-from rules.state import from_ms
+from rules.state import from_ms, to_ms
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class _Compiled:
 
 class Engine:
     """Evaluates one loaded pack. Holds no rule state itself except the event-time watermark."""
+
+    #: ``process`` evaluates batches smaller than this event by event: numpy's fixed cost per call
+    #: outweighs what columns save on a handful of events (small envelopes in the live worker).
+    small_batch: int = 24
 
     def __init__(self, pack: LoadedPack) -> None:
         self.pack = pack
@@ -97,8 +101,49 @@ class Engine:
             position: (partition, offset) of the source message; when given, a message that
                 was already applied to an entry is not applied again.
         """
+        if len(batch) < self.small_batch:
+            return self._process_items(batch, state, position, home, check_late)
         columns = EventColumns.from_enriched(batch, self._selector.layers)
         return self.process_columns(columns, state, position, home, check_late)
+
+    def _process_items(
+        self,
+        batch: Sequence[Enriched],
+        state: MutableMapping[str, Any],
+        position: tuple[int, int] | None,
+        home: int | None,
+        check_late: bool,
+    ) -> Outcome:
+        """``process`` event by event: the same filters as the columnar path, without numpy's fixed cost."""
+        outcome = Outcome()
+        floor = None if (self.watermark_ms is None or not check_late) else self.watermark_ms - self.lateness_ms
+        per_rule: dict[int, tuple[list[Enriched], list[int]]] = {}
+        batch_max: int | None = None
+        for ts, _, n in sorted((to_ms(i.event.ts), i.event.id, n) for n, i in enumerate(batch)):
+            item = batch[n]
+            if floor is not None and ts < floor:
+                outcome.late.append((item, self._late_reason(item)))
+                continue
+            batch_max = ts
+            for rule in self._selector.matching(item):
+                items, stamps = per_rule.setdefault(rule, ([], []))
+                items.append(item)
+                stamps.append(ts)
+        scope = Scope(state, position, home=home)
+        for rule in sorted(per_rule):
+            self.compiled[rule].kind.feed(*per_rule[rule], scope)
+        scope.commit()
+        if batch_max is not None and (self.watermark_ms is None or batch_max > self.watermark_ms):
+            self.watermark_ms = batch_max
+        outcome.incidents = list(scope.incidents.values())
+        return outcome
+
+    def _late_reason(self, item: Enriched) -> str:
+        return (
+            f"event time {item.event.ts.isoformat()} is older than the watermark "
+            f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed lateness "
+            f"{self.pack.spec.allowed_lateness}"
+        )
 
     def process_columns(
         self,
@@ -123,16 +168,7 @@ class Engine:
         if late.any():
             for n in order[late[order]].tolist():
                 item = batch.enriched(n)
-                outcome.late.append(
-                    (
-                        item,
-                        (
-                            f"event time {item.event.ts.isoformat()} is older than the watermark "
-                            f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed lateness "
-                            f"{self.pack.spec.allowed_lateness}"
-                        ),
-                    )
-                )
+                outcome.late.append((item, self._late_reason(item)))
         on_time = ~late
         scope = Scope(state, position, home=home)
         stamps = ts_ms.tolist()

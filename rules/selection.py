@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.columns import KINDS, NOT_NUMERIC, NUMERIC, EventColumns
-from rules.kinds.base import OPS, Kind
-from rules.model import event_value
+from rules.columns import DISCRIMINATOR, KINDS, NOT_NUMERIC, NUMERIC, EventColumns
+from rules.kinds.base import OPS, Kind, field_value
+from rules.model import Enriched, event_value
 from rules.schedule import ScheduleCheck
 from rules.spec import Match, RuleBase
 from rules.state import EPOCH
@@ -157,6 +157,11 @@ class Selection:
                 self._schedules.append(check)
             sched_ids.append(seen[key])
         self._schedule_of = np.array(sched_ids, dtype=np.intp)
+        # the same filters, event by event (``matching``)
+        self._conds = conds
+        self._gated = [not kind.gates_itself for kind in kinds]
+        self._checks = [check if not kind.gates_itself else None for kind, check in zip(kinds, schedules, strict=True)]
+        self._lists: dict[tuple[int, str | None], list[int]] = {}
 
     def candidates(self, kind: int, value: str | None) -> NDArray[np.intp]:
         """Rules that can match events of this kind and metric/category/object type (cached)."""
@@ -169,6 +174,36 @@ class Selection:
             if len(self._index) < 100_000:
                 self._index[key] = found
         return found
+
+    def matching(self, item: Enriched) -> list[int]:
+        """The rules one event passes (what ``select`` gives for a batch of one), in rule order."""
+        event = item.event
+        fields = event.__dict__
+        kind = fields["kind"]
+        key = (KINDS.index(kind), fields.get(DISCRIMINATOR[kind]))
+        found = self._lists.get(key)
+        if found is None:
+            found = self.candidates(*key).tolist()
+            if len(self._lists) < 100_000:
+                self._lists[key] = found
+        out = []
+        for i in found:
+            rule = self.rules[i]
+            if rule.layer is not None:
+                ids = item.zones.get(rule.layer)
+                if not ids or (rule.match.zones is not None and ids[0] not in rule.match.zones):
+                    continue
+            if self._gated[i]:
+                if not all(
+                    (got := field_value(event, name)) is not None and OPS[op](got, value)
+                    for name, op, value in self._conds[i]
+                ):
+                    continue
+                check = self._checks[i]
+                if check is not None and not check.active(event.ts):
+                    continue
+            out.append(i)
+        return out
 
     def select(
         self, batch: EventColumns, on_time: NDArray[np.bool_], order: NDArray[np.intp]

@@ -264,10 +264,13 @@ def _same(a: Outcome, b: Outcome) -> None:
 def test_columnar_engine_equals_the_per_event_engine(
     pack: LoadedPack, batches: list[list[AnyEvent]], positioned: bool
 ) -> None:
-    ref, via_process, via_columns = Engine(pack), Engine(pack), Engine(pack)
+    ref, via_process, via_columns, one_by_one = Engine(pack), Engine(pack), Engine(pack), Engine(pack)
+    via_process.small_batch = 0  # Engine.process through columns, whatever the batch size
+    one_by_one.small_batch = 10**9  # Engine.process event by event
     ref_state: dict[str, Any] = {}
     process_state: dict[str, Any] = {}
     columns_state: dict[str, Any] = {}
+    one_state: dict[str, Any] = {}
     for number, batch in enumerate(batches):
         enriched = reference_enrich(ref, batch)
         assert via_process.enrich(batch) == enriched
@@ -275,13 +278,17 @@ def test_columnar_engine_equals_the_per_event_engine(
             position = (0, number) if positioned else None
             expected = reference_process(ref, enriched, ref_state, position)
             _same(via_process.process(enriched, process_state, position=position), expected)
+            _same(one_by_one.process(enriched, one_state, position=position), expected)
+            assert one_state == ref_state
+            assert one_by_one.watermark_ms == ref.watermark_ms
             columns = via_columns.enrich_columns(EventColumns.from_events(batch))
             _same(via_columns.process_columns(columns, columns_state, position=position), expected)
             assert process_state == ref_state
             assert columns_state == ref_state
             assert via_process.watermark_ms == via_columns.watermark_ms == ref.watermark_ms
-    assert via_process.tick(process_state) == ref.tick(ref_state) == via_columns.tick(columns_state)
-    assert process_state == ref_state == columns_state
+    ticked = ref.tick(ref_state)
+    assert via_process.tick(process_state) == ticked == via_columns.tick(columns_state) == one_by_one.tick(one_state)
+    assert process_state == ref_state == columns_state == one_state
 
 
 @settings(max_examples=300, deadline=None)
