@@ -17,7 +17,7 @@ import orjson
 from numpy.typing import NDArray
 from pydantic import TypeAdapter, ValidationError
 
-from rules.columns import DISCRIMINATOR, KIND_CODE, Row, to_us
+from rules.columns import KIND_CODE, Row, to_us
 from rules.model import Event, Reading, Report, Track
 
 _EVENT: TypeAdapter[Reading | Report | Track] = TypeAdapter(Event)
@@ -202,6 +202,8 @@ def _all_match(pattern: re.Pattern[str], values: list[Any]) -> NDArray[np.bool_]
 
 
 def _all_text(values: list[Any], limit: int) -> NDArray[np.bool_]:
+    if set(map(type, values)) <= {type(None)}:
+        return np.ones(len(values), dtype=bool)
     return np.array([v is None or (type(v) is str and len(v) <= limit) for v in values], dtype=bool)
 
 
@@ -241,43 +243,60 @@ def _times(values: list[Any], ok: NDArray[np.bool_]) -> tuple[NDArray[np.int64],
     return out, ok
 
 
+_FIELDS: tuple[str, ...] = ("kind", "id", "ts", "lon", "lat", "source", "value", "unit", "description", "channel")
+_FIELDS += ("alt_m", "speed_mps", "heading")
+_NAMES = ("metric", "category", "object_type", "sensor_id", "object_id")
+
+
 def fast_rows(objects: list[Any]) -> list[Row | None]:
     """``fast_row`` of every object, checked column by column (the same answers, faster)."""
     n = len(objects)
     if not n:
         return []
     dicts = [o if type(o) is dict else {} for o in objects]
-    kinds = [d.get("kind") for d in dicts]
+    # one C-level pass per object for every field, then columns
+    (kinds, ids, stamps, lons, lats, source, values, unit, description, channel, alt, speed, heading) = (
+        list(c) for c in zip(*[tuple(map(d.get, _FIELDS)) for d in dicts], strict=True)
+    )
+    metric, category, object_type, sensor_id, object_id = (
+        list(c) for c in zip(*[tuple(map(d.get, _NAMES)) for d in dicts], strict=True)
+    )
     ok = np.array(
         [
-            type(d) is dict and type(k) is str and k in _KEYS and d.keys() <= _KEYS[k]
-            for d, k in zip(objects, kinds, strict=True)
+            type(o) is dict and type(k) is str and k in _KEYS and o.keys() <= _KEYS[k]
+            for o, k in zip(objects, kinds, strict=True)
         ],
         dtype=bool,
     )
     codes = np.array([KIND_CODE.get(k, -1) if type(k) is str else -1 for k in kinds], dtype=np.int8)
-    ids = [d.get("id") for d in dicts]
     ok &= _all_match(_IDENT, ids)
-    stamps = [d.get("ts") for d in dicts]
     ok &= _all_match(_TS, stamps)
-    lon, good = _all_numbers([d.get("lon") for d in dicts], -180.0, 180.0)
+    lon, good = _all_numbers(lons, -180.0, 180.0)
     ok &= good
-    lat, good = _all_numbers([d.get("lat") for d in dicts], -90.0, 90.0)
+    lat, good = _all_numbers(lats, -90.0, 90.0)
     ok &= good
-    ok &= _all_text([d.get("source") for d in dicts], 128)
-    value, good = _all_numbers([d.get("value") for d in dicts], optional=True)
+    ok &= _all_text(source, 128)
+    value, good = _all_numbers(values, optional=True)
     ok &= good & ((codes != 0) | ~np.isnan(value))
-    ok &= _all_text([d.get("unit") for d in dicts], 32)
-    ok &= _all_text([d.get("description") for d in dicts], 4000)
-    ok &= _all_text([d.get("channel") for d in dicts], 32)
+    ok &= _all_text(unit, 32) & _all_text(description, 4000) & _all_text(channel, 32)
     track = {}
-    for name, low, high in (("alt_m", -500.0, 20000.0), ("speed_mps", 0.0, 1000.0), ("heading", 0.0, 360.0)):
-        track[name], good = _all_numbers([d.get(name) for d in dicts], low, high, optional=True)
+    for name, raw, low, high in (
+        ("alt_m", alt, -500.0, 20000.0),
+        ("speed_mps", speed, 0.0, 1000.0),
+        ("heading", heading, 0.0, 360.0),
+    ):
+        track[name], good = _all_numbers(raw, low, high, optional=True)
         ok &= good
-    disc = [d.get(DISCRIMINATOR.get(k, "")) if type(k) is str else None for d, k in zip(dicts, kinds, strict=True)]
+    disc = [
+        m if k == "reading" else (c if k == "report" else t)
+        for k, m, c, t in zip(kinds, metric, category, object_type, strict=True)
+    ]
     ok &= _all_match(_LABEL, disc)
-    subjects = [d.get("sensor_id") if k == "reading" else d.get("object_id") for d, k in zip(dicts, kinds, strict=True)]
-    ok &= (codes == 1) | _all_match(_IDENT, subjects)
+    subjects = [
+        s if k == "reading" else (i if k == "report" else o)
+        for k, s, i, o in zip(kinds, sensor_id, ids, object_id, strict=True)
+    ]
+    ok &= _all_match(_IDENT, subjects)
     ts_us, ok = _times(stamps, ok)
     rows = zip(
         ts_us.tolist(),
