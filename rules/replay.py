@@ -39,8 +39,8 @@ def replay(
     rejected: list[tuple[int, Rejected]] = []
     counter = {"n": 0}
 
-    def parsed() -> Iterator[tuple[Row, Any]]:
-        """(row, source) of every event in file order; lines are checked a chunk at a time."""
+    def parsed() -> Iterator[tuple[list[Row], list[Any]]]:
+        """Rows and sources of the events of a chunk of lines at a time, in file order."""
         chunk: list[tuple[int, bytes, list[Any] | None]] = []
         size = 0
         for number, line in enumerate(lines, start=1):
@@ -51,22 +51,23 @@ def replay(
             chunk.append((number, raw, objects))
             size += len(objects) if objects is not None else 1
             if size >= batch_size:
-                yield from _checked(chunk, rejected)
+                yield _checked(chunk, rejected)
                 chunk, size = [], 0
-        yield from _checked(chunk, rejected)
+        yield _checked(chunk, rejected)
 
     def batches() -> Iterator[EventColumns]:
         rows: list[Row] = []
         sources: list[Any] = []  # per row: the event, or its JSON object (validated when a rule needs it)
-        for row, source in parsed():
-            rows.append(row)
-            sources.append(source)
-            counter["n"] += 1
-            if progress is not None and counter["n"] % 100_000 == 0:
-                progress(counter["n"])
-            if len(rows) >= batch_size:
-                yield _columns(rows, sources)
-                rows, sources = [], []
+        for got, got_sources in parsed():
+            rows.extend(got)
+            sources.extend(got_sources)
+            before, counter["n"] = counter["n"], counter["n"] + len(got)
+            for step in range(before // 100_000 + 1, counter["n"] // 100_000 + 1):
+                if progress is not None:
+                    progress(step * 100_000)
+            while len(rows) >= batch_size:
+                yield _columns(rows[:batch_size], sources[:batch_size])
+                rows, sources = rows[batch_size:], sources[batch_size:]
         if rows:
             yield _columns(rows, sources)
 
@@ -76,20 +77,27 @@ def replay(
 
 def _checked(
     chunk: list[tuple[int, bytes, list[Any] | None]], rejected: list[tuple[int, Rejected]]
-) -> Iterator[tuple[Row, Any]]:
-    """The events of some lines: a line whose every object passes ``fast_rows`` as rows of those
-    objects, any other line through ``decode_message`` (with its rejections), in line order."""
-    objects = [o for _, _, found in chunk if found is not None for o in found]
-    fast = iter(fast_rows(objects))
+) -> tuple[list[Row], list[Any]]:
+    """Rows and sources of the events of some lines, in line order: a line whose every object
+    passes ``fast_rows`` gives those objects, any other line goes through ``decode_message``
+    (with its rejections)."""
+    rows: list[Row] = []
+    sources: list[Any] = []
+    fast = fast_rows([o for _, _, found in chunk if found is not None for o in found])
+    at = 0
     for number, raw, found in chunk:
-        rows = [next(fast) for _ in found] if found is not None else [None]
-        if found is not None and all(r is not None for r in rows):
-            yield from zip(rows, found, strict=True)  # type: ignore[misc]
-            continue
+        if found is not None:
+            got = fast[at : at + len(found)]
+            at += len(found)
+            if None not in got:
+                rows.extend(got)  # type: ignore[arg-type]
+                sources.extend(found)
+                continue
         decoded = decode_message(raw)
         rejected.extend((number, r) for r in decoded.rejected)
-        for event in decoded.events:
-            yield row_of(event), event
+        rows.extend(row_of(e) for e in decoded.events)
+        sources.extend(decoded.events)
+    return rows, sources
 
 
 def _columns(rows: list[Row], sources: list[Any]) -> EventColumns:
