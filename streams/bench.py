@@ -42,7 +42,8 @@ from rules.pack import LoadedPack, load_pack
 from rules.replay import replay
 from streams import bench_data
 from streams.bench_data import BenchError, Event
-from streams.bench_phases import BenchOptions, Run, cityops_phase, latency_phase, naive_phase, raw_phase
+from streams.bench_latency import latency_phase
+from streams.bench_phases import BenchOptions, Run, cityops_phase, naive_phase, raw_phase
 from streams.broker import DevBroker
 from streams.settings import Settings
 
