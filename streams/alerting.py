@@ -211,7 +211,7 @@ class AlertRunner:
             heartbeat_interval_ms=1000,
             max_poll_records=alerts.batch_max_records,
             client_id="cityops-alerts",
-            **kafka.client_options(),
+            **kafka.consumer_options(),
         )
         self._producer = KafkaProducer(
             client_id="cityops-alerts",

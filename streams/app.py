@@ -15,6 +15,7 @@ from rules.pack import load_pack
 from rules.pipeline import Pipeline
 from streams.security import faust_credentials
 from streams.settings import Settings
+from streams.transport import App
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ def build_runtime(settings: Settings) -> Runtime:
     # multi-record batches does not matter and the producer may batch (one record per request
     # costs a broker round trip each).
     batch_bytes = kafka.producer_max_batch_size if worker.state_changelog else worker.producer_batch_bytes
-    app = faust.App(
+    app = App(
         kafka.app_id,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         broker=[f"kafka://{b}" for b in kafka.bootstrap.split(",")],
         broker_credentials=faust_credentials(kafka),
         store="memory://",

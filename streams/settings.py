@@ -42,6 +42,15 @@ class KafkaSettings(BaseModel):
     producer_max_batch_size: int = Field(
         default=1, ge=1, description="1 works around Tansu's ListOffsets bug so tables recover fully."
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=30_000,
+        description=(
+            "How long a fetch may wait for data (every consumer: worker, store, alerts). Tansu holds a "
+            "fetch for the whole wait even when records arrive, so this bounds the latency of each hop."
+        ),
+    )
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -130,6 +139,10 @@ class KafkaSettings(BaseModel):
         keeps Tansu's offsets right (its ListOffsets is wrong for batches of several records).
         """
         return {**self.client_options(), "batch_size": self.producer_max_batch_size}
+
+    def consumer_options(self) -> dict[str, Any]:
+        """kafka-python consumer options: client options plus the fetch wait."""
+        return {**self.client_options(), "fetch_max_wait_ms": self.fetch_max_wait_ms}
 
     def client_options(self) -> dict[str, Any]:
         """kafka-python options for this cluster (security included)."""

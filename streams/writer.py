@@ -103,7 +103,7 @@ class Writer:
             heartbeat_interval_ms=1000,
             max_poll_records=s.store.batch_max_records,
             client_id="cityops-store",
-            **s.kafka.client_options(),
+            **s.kafka.consumer_options(),
         )
         # no idempotent producer: after a broker restart (or on Tansu) its InitProducerId fails for good
         producer = KafkaProducer(
