@@ -7,13 +7,18 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.columns import EventColumns, Row, row_of
+import orjson
+
+from rules.arrowblock import Piece, block_piece, block_rows
+from rules.columns import NUMERIC, EventColumns, Row, row_of
 from rules.decode import Rejected, decode_message, decode_one, fast_objects, fast_rows
 from rules.engine import AnyEvent, Engine, run, run_columns
 from rules.model import Incident
 from rules.pack import LoadedPack
 
 logger = logging.getLogger(__name__)
+
+_BLOCK = 4096  # lines parsed by pyarrow at once (at least batch_size)
 
 
 @dataclass
@@ -29,83 +34,149 @@ def replay(
     *,
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
+    arrow: bool = True,
 ) -> ReplayResult:
     """Run every JSON line (an event, a list, or an envelope) through a fresh engine.
 
-    Lines are decoded straight into column batches of ``batch_size`` events: plainly valid objects
-    without pydantic (``fast_row``), anything else through ``decode_message``, so rejections are
-    exactly those of the live ingest. Returns the final snapshot of every incident, sorted by id.
+    Lines are decoded straight into column batches of ``batch_size`` events: blocks of lines are
+    parsed by pyarrow (``block_piece``, unless ``arrow`` is False), lines it does not take with
+    orjson (``fast_rows``), and anything else through ``decode_message``, so rejections are exactly
+    those of the live ingest. Returns the final snapshot of every incident, sorted by id.
     """
     rejected: list[tuple[int, Rejected]] = []
+    block = max(batch_size, _BLOCK)
     counter = {"n": 0}
 
-    def parsed() -> Iterator[tuple[list[Row], list[Any]]]:
-        """Rows and sources of the events of a chunk of lines at a time, in file order."""
-        chunk: list[tuple[int, bytes, list[Any] | None]] = []
-        size = 0
+    def parsed() -> Iterator[Piece]:
+        """The events of a block of lines at a time, in file order."""
+        chunk: list[tuple[int, bytes]] = []
         for number, line in enumerate(lines, start=1):
             raw = line.strip()
             if not raw:
                 continue
-            objects = fast_objects(raw)
-            chunk.append((number, raw, objects))
-            size += len(objects) if objects is not None else 1
-            if size >= batch_size:
-                yield _checked(chunk, rejected)
-                chunk, size = [], 0
-        yield _checked(chunk, rejected)
+            chunk.append((number, raw))
+            if len(chunk) >= block:
+                yield _block(chunk, rejected) if arrow else Piece.of_rows(*_checked(_objects(chunk), rejected))
+                chunk = []
+        yield _block(chunk, rejected) if arrow else Piece.of_rows(*_checked(_objects(chunk), rejected))
 
     def batches() -> Iterator[EventColumns]:
-        rows: list[Row] = []
-        sources: list[Any] = []  # per row: the event, or its JSON object (validated when a rule needs it)
-        for got, got_sources in parsed():
-            rows.extend(got)
-            sources.extend(got_sources)
-            before, counter["n"] = counter["n"], counter["n"] + len(got)
+        pending: list[Piece] = []
+        size = 0
+        for piece in parsed():
+            before, counter["n"] = counter["n"], counter["n"] + len(piece)
             for step in range(before // 100_000 + 1, counter["n"] // 100_000 + 1):
                 if progress is not None:
                     progress(step * 100_000)
-            while len(rows) >= batch_size:
-                yield _columns(rows[:batch_size], sources[:batch_size])
-                rows, sources = rows[batch_size:], sources[batch_size:]
-        if rows:
-            yield _columns(rows, sources)
+            if not len(piece):
+                continue
+            pending.append(piece)
+            size += len(piece)
+            if size >= batch_size:
+                merged = Piece.concat(pending)
+                start = 0
+                while size - start >= batch_size:
+                    yield _columns(merged.part(start, start + batch_size))
+                    start += batch_size
+                pending = [merged.part(start, size)] if start < size else []
+                size -= start
+        if size:
+            yield _columns(Piece.concat(pending))
 
     latest = run_columns(Engine(pack), batches())
     return ReplayResult(incidents=[latest[k] for k in sorted(latest)], events=counter["n"], rejected=rejected)
 
 
+def _objects(chunk: list[tuple[int, bytes]]) -> list[tuple[int, bytes, list[Any] | None]]:
+    return [(number, raw, fast_objects(raw)) for number, raw in chunk]
+
+
+def _block(chunk: list[tuple[int, bytes]], rejected: list[tuple[int, Rejected]]) -> Piece:
+    """The events of some lines, in line order: the plain event objects among them parsed as one
+    pyarrow block (``block_piece``), the other lines through ``_checked``.
+
+    A line pyarrow takes has its bytes as the source (validated only when a rule needs the event).
+    """
+    raws = [raw for _, raw in chunk]
+    whole = block_piece(raws) if all(raw[:1] == b"{" for raw in raws) else None
+    if whole is not None:
+        piece, ok = whole
+        if ok.all():
+            return piece
+        got: list[Row | None] = [row if good else None for row, good in zip(piece.rows(), ok.tolist(), strict=True)]
+        objects = list(range(len(chunk)))
+    else:
+        objects = [n for n, raw in enumerate(raws) if raw[:1] == b"{"]
+        got = block_rows([raws[n] for n in objects])
+    taken: dict[int, Row] = {n: row for n, row in zip(objects, got, strict=True) if row is not None}
+    spans: list[tuple[int, int]] = []
+    rest_rows, rest_sources = _checked(
+        _objects([line for n, line in enumerate(chunk) if n not in taken]), rejected, spans
+    )
+    rows: list[Row] = []
+    sources: list[Any] = []
+    at = 0
+    for n, raw in enumerate(raws):
+        row = taken.get(n)
+        if row is not None:
+            rows.append(row)
+            sources.append(raw)
+            continue
+        start, stop = spans[at]
+        at += 1
+        rows.extend(rest_rows[start:stop])
+        sources.extend(rest_sources[start:stop])
+    return Piece.of_rows(rows, sources)
+
+
 def _checked(
-    chunk: list[tuple[int, bytes, list[Any] | None]], rejected: list[tuple[int, Rejected]]
+    chunk: list[tuple[int, bytes, list[Any] | None]],
+    rejected: list[tuple[int, Rejected]],
+    spans: list[tuple[int, int]] | None = None,
 ) -> tuple[list[Row], list[Any]]:
     """Rows and sources of the events of some lines, in line order: a line whose every object
     passes ``fast_rows`` gives those objects, any other line goes through ``decode_message``
-    (with its rejections)."""
+    (with its rejections). ``spans`` gets the rows of each line (start, stop)."""
     rows: list[Row] = []
     sources: list[Any] = []
     fast = fast_rows([o for _, _, found in chunk if found is not None for o in found])
     at = 0
     for number, raw, found in chunk:
+        start = len(rows)
+        got = None
         if found is not None:
             got = fast[at : at + len(found)]
             at += len(found)
-            if None not in got:
-                rows.extend(got)  # type: ignore[arg-type]
-                sources.extend(found)
-                continue
-        decoded = decode_message(raw)
-        rejected.extend((number, r) for r in decoded.rejected)
-        rows.extend(row_of(e) for e in decoded.events)
-        sources.extend(decoded.events)
+        if got is not None and None not in got:
+            rows.extend(got)  # type: ignore[arg-type]
+            sources.extend(found)  # type: ignore[arg-type]
+        else:
+            decoded = decode_message(raw)
+            rejected.extend((number, r) for r in decoded.rejected)
+            rows.extend(row_of(e) for e in decoded.events)
+            sources.extend(decoded.events)
+        if spans is not None:
+            spans.append((start, len(rows)))
     return rows, sources
 
 
-def _columns(rows: list[Row], sources: list[Any]) -> EventColumns:
+def _columns(piece: Piece) -> EventColumns:
+    sources = piece.sources
+
     def event_at(row: int) -> AnyEvent:
         source = sources[row]
+        if isinstance(source, bytes):  # a line pyarrow decoded: one event object
+            return decode_one(orjson.loads(source))
         return decode_one(source) if isinstance(source, dict) else source  # type: ignore[no-any-return]
 
-    return EventColumns.from_rows(rows, event_at)
+    return EventColumns(
+        ts_us=piece.ts_us,
+        kind=piece.kind,
+        disc=piece.disc,
+        ids=piece.ids,
+        numeric=dict(zip(NUMERIC, piece.numeric, strict=True)),
+        event_at=event_at,
+    )
 
 
 def replay_events(pack: LoadedPack, events: Iterable[AnyEvent], batch_size: int = 1000) -> list[Incident]:
