@@ -186,7 +186,16 @@ def _keys_known(raws: Sequence[bytes], joined: bytes, quotes: NDArray[np.int64])
 
 
 def _valid(column: pa.ChunkedArray) -> NDArray[np.bool_]:
+    if column.null_count in (0, len(column)):  # the common cases, without a kernel call
+        return np.full(len(column), column.null_count == 0)
     return np.asarray(pc.is_valid(column), dtype=bool)
+
+
+def _matches(column: pa.ChunkedArray, pattern: str) -> NDArray[np.bool_]:
+    """Which rows hold a string that the RE2 ``pattern`` matches (null: no)."""
+    if column.null_count == len(column):
+        return np.zeros(len(column), dtype=bool)
+    return _true(pc.match_substring_regex(column, pattern))
 
 
 def _true(mask: pa.ChunkedArray | pa.Array) -> NDArray[np.bool_]:
@@ -196,18 +205,28 @@ def _true(mask: pa.ChunkedArray | pa.Array) -> NDArray[np.bool_]:
 
 def _numbers(column: pa.ChunkedArray, low: float, high: float) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """The column as floats (NaN where null) and which rows hold a finite number in [low, high]."""
-    out = np.asarray(pc.fill_null(column, np.nan), dtype=np.float64)
+    if column.null_count == len(column):
+        return np.full(len(column), np.nan), np.zeros(len(column), dtype=bool)
+    out = np.asarray(pc.fill_null(column, np.nan) if column.null_count else column, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return out, (out >= max(low, -_EXACT)) & (out <= min(high, _EXACT))
 
 
 def _texts_within(column: pa.ChunkedArray, limit: int) -> NDArray[np.bool_]:
     """Null, or a string of at most ``limit`` characters."""
+    if column.null_count == len(column):
+        return np.ones(len(column), dtype=bool)
     return ~_valid(column) | _true(pc.less_equal(pc.utf8_length(column), limit))
 
 
 def _checked(raws: Sequence[bytes], table: pa.Table, joined: bytes) -> tuple[Piece, NDArray[np.bool_]]:
-    col = {name: table.column(name) for name in _TEXT + _NUMBER}
+    n = table.num_rows
+    col = {
+        name: table.column(name)
+        if name in table.column_names
+        else pa.chunked_array([pa.nulls(n, _SCHEMA.field(name).type)])
+        for name in _TEXT + _NUMBER
+    }
     valid = {name: _valid(c) for name, c in col.items()}
     present = np.stack(list(valid.values())).sum(axis=0, dtype=np.int64)
     texts = np.stack([valid[name] for name in _TEXT]).sum(axis=0, dtype=np.int64)
@@ -220,8 +239,8 @@ def _checked(raws: Sequence[bytes], table: pa.Table, joined: bytes) -> tuple[Pie
         own = set(_OWN[kind])
         for other in {f for fields in _OWN.values() for f in fields} - own:
             ok &= (code != k) | ~valid[other]
-    ok &= _true(pc.match_substring_regex(col["id"], _IDENT))
-    ok &= _true(pc.match_substring_regex(col["ts"], _TS))
+    ok &= _matches(col["id"], _IDENT)
+    ok &= _matches(col["ts"], _TS)
     lon, good = _numbers(col["lon"], -180.0, 180.0)
     ok &= good
     lat, good = _numbers(col["lat"], -90.0, 90.0)
@@ -230,15 +249,15 @@ def _checked(raws: Sequence[bytes], table: pa.Table, joined: bytes) -> tuple[Pie
     reading, report, track = code == 0, code == 1, code == 2
     value, good = _numbers(col["value"], -_EXACT, _EXACT)
     ok &= ~reading | good
-    ok &= ~reading | (_true(pc.match_substring_regex(col["sensor_id"], _IDENT)) & _texts_within(col["unit"], 32))
+    ok &= ~reading | (_matches(col["sensor_id"], _IDENT) & _texts_within(col["unit"], 32))
     ok &= ~report | (_texts_within(col["description"], 4000) & _texts_within(col["channel"], 32))
-    ok &= ~track | _true(pc.match_substring_regex(col["object_id"], _IDENT))
+    ok &= ~track | _matches(col["object_id"], _IDENT)
     extra = {}
     for name, low, high in (("alt_m", -500.0, 20000.0), ("speed_mps", 0.0, 1000.0), ("heading", 0.0, 360.0)):
         extra[name], good = _numbers(col[name], low, high)
         ok &= ~valid[name] | good
     disc_col = pc.coalesce(col["metric"], col["category"], col["object_type"])
-    ok &= _true(pc.match_substring_regex(disc_col, _LABEL))
+    ok &= _matches(disc_col, _LABEL)
     ts_us, ok = _times(col["ts"], ok)
     numeric = [value, extra["alt_m"], extra["speed_mps"], extra["heading"], lon, lat]
     piece = Piece(ts_us, code, disc_col.to_pylist(), col["id"].to_pylist(), numeric, list(raws))

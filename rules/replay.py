@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -49,16 +50,17 @@ def replay(
 
     def parsed() -> Iterator[Piece]:
         """The events of a block of lines at a time, in file order."""
-        chunk: list[tuple[int, bytes]] = []
-        for number, line in enumerate(lines, start=1):
-            raw = line.strip()
-            if not raw:
-                continue
-            chunk.append((number, raw))
-            if len(chunk) >= block:
-                yield _block(chunk, rejected) if arrow else Piece.of_rows(*_checked(_objects(chunk), rejected))
-                chunk = []
-        yield _block(chunk, rejected) if arrow else Piece.of_rows(*_checked(_objects(chunk), rejected))
+        source = iter(lines)
+        first = 1
+        while part := list(islice(source, block)):
+            raws = [line.strip() for line in part]
+            numbers = range(first, first + len(part))
+            first += len(part)
+            if all(raws):
+                chunk = list(zip(numbers, raws, strict=True))
+            else:
+                chunk = [(number, raw) for number, raw in zip(numbers, raws, strict=True) if raw]
+            yield _block(chunk, rejected) if arrow else Piece.of_rows(*_checked(_objects(chunk), rejected))
 
     def batches() -> Iterator[EventColumns]:
         pending: list[Piece] = []
@@ -98,7 +100,7 @@ def _block(chunk: list[tuple[int, bytes]], rejected: list[tuple[int, Rejected]])
     A line pyarrow takes has its bytes as the source (validated only when a rule needs the event).
     """
     raws = [raw for _, raw in chunk]
-    whole = block_piece(raws) if all(raw[:1] == b"{" for raw in raws) else None
+    whole = block_piece(raws)  # None unless every line holds one JSON object
     if whole is not None:
         piece, ok = whole
         if ok.all():
