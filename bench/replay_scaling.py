@@ -5,7 +5,9 @@ Measures two things per configuration, best of ``--repeat`` runs:
 - ``engine``: ``rules.engine.run`` (columns, zones, rule selection, kinds, tick) over decoded
   events: what ``cityops replay`` runs after decoding;
 - ``replay``: ``rules.replay.replay`` end to end from JSON lines (one event per line): decoding
-  straight into column batches plus the engine.
+  straight into column batches (blocks of lines parsed by ``pyarrow.json``) plus the engine;
+  ``replay_orjson`` is the same with ``arrow=False`` (each line parsed by orjson and checked in
+  Python), for comparison.
 
 Synthetic events (90 % readings of 2,000 sensors, 10 % reports), square-grid zone layers of 1k and
 10k zones, packs of 10, 100 and 1,000 rules (half threshold on a metric, half 10-minute window
@@ -143,6 +145,7 @@ def make_events(n: int, mix: str, seed: int = 1) -> list[AnyEvent]:
 def measure(pack: LoadedPack, events: list[AnyEvent], lines: list[bytes], repeat: int) -> dict[str, Any]:
     """Best CPU and wall seconds of ``repeat`` engine runs and ``repeat`` replays from JSON lines."""
     out: dict[str, Any] = {"cpu": math.inf, "wall": math.inf, "replay_cpu": math.inf, "replay_wall": math.inf}
+    out["orjson_cpu"] = math.inf
     for _ in range(repeat):
         cpu, wall = time.process_time(), time.perf_counter()
         latest = run(Engine(pack), events, batch_size=1000)
@@ -152,9 +155,14 @@ def measure(pack: LoadedPack, events: list[AnyEvent], lines: list[bytes], repeat
         replayed = replay(pack, lines, batch_size=1000)
         out["replay_cpu"] = min(out["replay_cpu"], time.process_time() - cpu)
         out["replay_wall"] = min(out["replay_wall"], time.perf_counter() - wall)
+        cpu = time.process_time()
+        old = replay(pack, lines, batch_size=1000, arrow=False)
+        out["orjson_cpu"] = min(out["orjson_cpu"], time.process_time() - cpu)
         out["incidents"] = len(latest)
         if len(replayed.incidents) != len(latest):
             raise AssertionError(f"replay found {len(replayed.incidents)} incidents, the engine {len(latest)}")
+        if old.incidents != replayed.incidents:
+            raise AssertionError("replay through orjson found other incidents than through pyarrow")
     return out
 
 
@@ -250,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         "replay_seconds": round(got["replay_cpu"], 4),
                         "replay_wall_seconds": round(got["replay_wall"], 4),
                         "replay_events_per_s": round(len(events) / got["replay_cpu"]),
+                        "replay_orjson_seconds": round(got["orjson_cpu"], 4),
+                        "replay_orjson_events_per_s": round(len(events) / got["orjson_cpu"]),
                         "incidents": got["incidents"],
                     }
                 )
