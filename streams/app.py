@@ -13,6 +13,7 @@ from rules.bundle import bundle_pack
 from rules.engine import Engine
 from rules.pack import load_pack
 from rules.pipeline import Pipeline
+from streams.metrics import Health
 from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.transport import App
@@ -34,6 +35,9 @@ class Runtime:
     pipeline: Pipeline
     pack_digest: str = ""
     refused: list[Any] = field(default_factory=list)
+    # beaten by a timer and by every message the agents handle: Faust starts its timers only after
+    # startup and table recovery, so a worker already busy with messages must count as beating
+    health: Health = field(default_factory=Health)
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -97,6 +101,7 @@ def build_runtime(settings: Settings) -> Runtime:
             wall_clock=worker.clock == "wall",
             partitions=kafka.partitions,
         ),
+        health=Health(stale_after_s=max(60.0, 6 * worker.tick_s)),
     )
     runtime.pack_digest = bundle_pack(settings.rules.pack).digest
     from streams.agents import detect, ingest, rules  # agents attach themselves to the runtime's app

@@ -26,12 +26,13 @@ def run_worker(settings: Settings) -> None:
 
 
 def observe(runtime: Runtime) -> metrics.MetricsServer | None:
-    """Serve the worker's metrics (``CITYOPS_METRICS__WORKER_PORT``); a Faust timer beats its health.
+    """Serve the worker's metrics (``CITYOPS_METRICS__WORKER_PORT``); its health is ``runtime.health``.
 
-    The timer runs on the worker's event loop, so a stuck loop turns ``/healthz`` to 503.
+    A Faust timer and every message the agents handle beat it. Both run on the worker's event loop,
+    so a stuck loop turns ``/healthz`` to 503.
     """
     settings = runtime.settings
-    health = metrics.Health(stale_after_s=max(60.0, 6 * settings.worker.tick_s))
+    health = runtime.health
 
     @runtime.app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:

@@ -45,6 +45,7 @@ def attach(rt: Runtime) -> None:
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
         metrics.observe_detect(out, time.perf_counter() - started)
+        rt.health.beat()
 
     async def replayed(msg: Any) -> None:
         await handle(msg, live=False)

@@ -51,6 +51,7 @@ def attach(rt: Runtime) -> None:
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
         metrics.observe_ingest(out, time.perf_counter() - started)
+        rt.health.beat()
 
     @rt.app.agent(rt.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:

@@ -105,8 +105,10 @@ def test_every_process_serves_its_metrics_health_and_json_logs(broker: DevBroker
         )
         worker, store, alerts = (samples(ports[n]) for n in ("worker", "store", "alerts"))
         stored_rules = {r["rule_id"] for r in stack.stored_incidents()}
+        ready = {name: scrape(port, "/readyz") for name, port in ports.items()}
+        not_ready = {name: body for name, (code, body) in ready.items() if code != 200}
+        assert not not_ready, (not_ready, {name: stack.log_tail(name) for name in not_ready})
         for port in ports.values():
-            assert scrape(port, "/readyz")[0] == 200
             assert json.loads(scrape(port, "/healthz")[1])["live"] is True
     finally:
         stack.close()
