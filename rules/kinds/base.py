@@ -80,6 +80,35 @@ def metres_between_arrays(
     return out
 
 
+#: How close (relative to the radius) a distance from ``metres_between_arrays`` must come to the
+#: radius for ``within_metres`` to recompute it with ``metres_between``. numpy's sin, cos and arcsin
+#: may differ from libm's in the last bit (distances then differ by about 3e-16 relative), so only
+#: a distance this close to the radius could be decided differently by the two.
+RECHECK_MARGIN = 1e-9
+
+
+def within_metres(
+    lon1: NDArray[np.float64],
+    lat1: NDArray[np.float64],
+    lon2: NDArray[np.float64],
+    lat2: NDArray[np.float64],
+    radius_m: float,
+) -> NDArray[np.bool_]:
+    """``metres_between(lon1[i], lat1[i], lon2[i], lat2[i]) <= radius_m`` for every ``i``, exactly.
+
+    Distances are computed with numpy (``metres_between_arrays``); any that is not clearly inside
+    or outside the radius (within ``RECHECK_MARGIN`` of it, or NaN) is recomputed with the scalar
+    ``metres_between``, so every decision is the scalar's, a point exactly at the radius included.
+    """
+    dist = metres_between_arrays(lon1, lat1, lon2, lat2)
+    margin = abs(radius_m) * RECHECK_MARGIN
+    inside: NDArray[np.bool_] = dist <= radius_m - margin
+    unsure = ~(inside | (dist > radius_m + margin))
+    for i in np.flatnonzero(unsure).tolist():
+        inside[i] = metres_between(float(lon1[i]), float(lat1[i]), float(lon2[i]), float(lat2[i])) <= radius_m
+    return inside
+
+
 def metres_to_degrees(metres: float, lat: float) -> float:
     """A conservative (larger) degree distance covering ``metres`` in any direction at ``lat``."""
     return metres / (111_320.0 * max(0.1, math.cos(math.radians(lat))))

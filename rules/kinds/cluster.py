@@ -25,14 +25,14 @@ keeps at most ``CELL_CAP`` events (beyond that the earliest go, and order indepe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 
 from rules.duration import Duration
-from rules.kinds.base import Kind, PackContext, Scope, build_incident, metres_between
-from rules.kinds.grid import Grid
+from rules.kinds.base import Kind, PackContext, Scope, build_incident
+from rules.kinds.grid import Grid, Near
 from rules.model import Enriched, Incident
 from rules.spec import RuleBase
 from rules.state import EVIDENCE_CAP, bucket_of
@@ -41,6 +41,7 @@ CELL_CAP = 2000
 
 # A stored event: [ts_ms, id, lon, lat, zone]
 Record = list[Any]
+_NO_EVENTS: list[Record] = []  # what a view gives for a cell without events (shared: never mutated)
 
 
 class ClusterRule(RuleBase):
@@ -74,14 +75,17 @@ class Cluster(Kind):
                 self._insert(entry, record, batch_floor)
             arrived.append(record)
         view = _View(scope, self)
+        view.prefetch(arrived)
         affected: set[tuple[int, int, int]] = set()
         for record in arrived:
             affected.add(self._incident_key(record))
             for other in view.near(record):
                 if record[0] <= other[0] <= record[0] + self.t_ms:
                     affected.add(self._incident_key(other))
-        for key in sorted(affected):
-            incident = self._incident(view, key)
+        candidates = {key: self._candidates(view, key) for key in sorted(affected)}
+        view.prefetch(cand for found in candidates.values() for cand in found)
+        for key, found in candidates.items():
+            incident = self._incident(view, key, found)
             if incident is not None:
                 scope.emit(incident)
 
@@ -101,9 +105,10 @@ class Cluster(Kind):
         row, col = self.grid.cell(record[2], record[3])
         return row // 2, col // 2, bucket_of(int(record[0]), self.t_ms)
 
-    def _incident(self, view: _View, key: tuple[int, int, int]) -> Incident | None:
+    def _candidates(self, view: _View, key: tuple[int, int, int]) -> list[Record]:
+        """The stored events of the incident's block and bucket (its possible triggers), by (time, id)."""
         krow, kcol, bucket = key
-        candidates = sorted(
+        return sorted(
             (
                 e
                 for row in (2 * krow, 2 * krow + 1)
@@ -113,6 +118,9 @@ class Cluster(Kind):
             ),
             key=lambda e: (e[0], e[1]),
         )
+
+    def _incident(self, view: _View, key: tuple[int, int, int], candidates: list[Record]) -> Incident | None:
+        krow, kcol, bucket = key
         members: dict[tuple[int, str], Record] = {}
         triggers = 0
         for cand in candidates:
@@ -151,26 +159,30 @@ class Cluster(Kind):
 
 
 class _View:
-    """Read-only, cached access to the cells of one rule during one batch."""
+    """Read-only, cached access to the cells of one rule during one batch (after its inserts)."""
 
     def __init__(self, scope: Scope, kind: Cluster) -> None:
         self.scope = scope
         self.kind = kind
         self.cache: dict[tuple[int, int], list[Record]] = {}
+        self.prefix = f"{kind.key('c')}|"  # + "row|col": kind.key("c", row, col), built faster
+        self.search = Near(kind.grid, self.cell, 2, 3)
 
     def cell(self, cell: tuple[int, int]) -> list[Record]:
-        if cell not in self.cache:
-            entry = self.scope.peek(self.kind.key("c", *cell))
-            self.cache[cell] = list(entry["ev"]) if entry else []
-        return self.cache[cell]
+        """The stored events of a cell, by (time, id): read only, never mutate what this returns."""
+        found = self.cache.get(cell)
+        if found is None:
+            entry = self.scope.peek(f"{self.prefix}{cell[0]}|{cell[1]}")
+            found = self.cache[cell] = entry["ev"] if entry else _NO_EVENTS
+        return found
 
     def near(self, record: Record) -> list[Record]:
-        """Stored events within ``radius_m`` of a record (itself included when stored)."""
-        radius = self.kind.rule.radius_m
-        lon, lat = record[2], record[3]
-        return [
-            e
-            for cell in self.kind.grid.cells_near(lon, lat)
-            for e in self.cell(cell)
-            if metres_between(lon, lat, e[2], e[3]) <= radius
-        ]
+        """Stored events within ``radius_m`` of a record (itself included when stored).
+
+        In the order of ``Grid.cells_near``, then of each cell; memoised per point (``Near``).
+        """
+        return self.search.near(record[2], record[3])
+
+    def prefetch(self, records: Iterable[Record]) -> None:
+        """Compute ``near`` of many records in one numpy pass."""
+        self.search.prefetch((r[2], r[3]) for r in records)

@@ -32,14 +32,15 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rules.duration import Duration
-from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident, metres_between
-from rules.kinds.grid import Grid
+from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
+from rules.kinds.grid import Grid, Near
 from rules.model import Enriched, Incident, event_value
 from rules.spec import Op, RuleBase, Strict
 from rules.state import EVIDENCE_CAP, Entry, bucket_of
 
 CELL_CAP = 2000
 READINGS_CAP = 50
+_NO_CELL: dict[str, Any] = {"rd": [], "rp": []}  # what a view gives for an empty cell (shared: never mutated)
 
 
 class IotCondition(Strict):
@@ -118,12 +119,15 @@ class Correlation(Kind):
                 self._to_cell(scope, "rp", record, batch_floor)
                 reports.append(record)
         view = _View(scope, self)
+        view.readings.prefetch((r[2], r[3]) for r in reports)
         for report in reports:
-            for reading in view.near(report[2], report[3], "rd"):
+            for reading in view.readings.near(report[2], report[3]):
                 if abs(int(reading[0]) - int(report[0])) <= self.t_ms:
                     affected.add((str(reading[2]), bucket_of(int(reading[0]), self.t_ms)))
-        for sensor, bucket in sorted(affected):
-            incident = self._incident(view, sensor, bucket)
+        sensors = {key: scope.peek(self.key("s", *key)) for key in sorted(affected)}
+        view.reports.prefetch((r[3], r[4]) for found in sensors.values() if found for r in found["rd"])
+        for (sensor, bucket), found in sensors.items():
+            incident = self._incident(view, sensor, bucket, found)
             if incident is not None:
                 scope.emit(incident)
 
@@ -144,15 +148,15 @@ class Correlation(Kind):
             entry[name] = [e for e in entry[name] if e[0] >= cut]
         entry["end"] = newest + 3 * self.t_ms + 1  # Engine.expire drops the cell once nothing in it matters
 
-    def _incident(self, view: _View, sensor: str, bucket: int) -> Incident | None:
-        entry = view.scope.peek(self.key("s", sensor, bucket))
+    def _incident(self, view: _View, sensor: str, bucket: int, entry: Entry | None) -> Incident | None:
+        """The incident of one sensor and bucket, from its entry (None when it has none)."""
         if not entry:
             return None
         readings: list[list[Any]] = []
         found: dict[tuple[int, str], list[Any]] = {}
         for reading in entry["rd"]:
             ts, lon, lat = int(reading[0]), reading[3], reading[4]
-            near = [r for r in view.near(lon, lat, "rp") if abs(int(r[0]) - ts) <= self.t_ms]
+            near = [r for r in view.reports.near(lon, lat) if abs(int(r[0]) - ts) <= self.t_ms]
             if len(near) >= self.rule.min_reports:
                 readings.append(reading)
                 found.update(((int(r[0]), str(r[1])), r) for r in near)
@@ -208,24 +212,24 @@ def _add(records: list[list[Any]], record: list[Any], cap: int, *, keep: str) ->
 
 
 class _View:
-    """Read-only, cached access to one rule's grid cells during one batch."""
+    """Read-only, cached access to one rule's grid cells during one batch (after its inserts).
+
+    ``readings.near(lon, lat)`` and ``reports.near(lon, lat)`` are the stored readings (``rd``) and
+    reports (``rp``) within ``radius_m`` of a point, in the order of ``Grid.cells_near`` then of
+    each cell, memoised per point (``Near``).
+    """
 
     def __init__(self, scope: Scope, kind: Correlation) -> None:
         self.scope = scope
         self.kind = kind
         self.cache: dict[tuple[int, int], dict[str, Any]] = {}
+        self.prefix = f"{kind.key('c')}|"  # + "row|col": kind.key("c", row, col), built faster
+        self.readings = Near(kind.grid, lambda cell: self.cell(cell)["rd"], -2, -1)
+        self.reports = Near(kind.grid, lambda cell: self.cell(cell)["rp"], -2, -1)
 
     def cell(self, cell: tuple[int, int]) -> dict[str, Any]:
-        if cell not in self.cache:
-            self.cache[cell] = self.scope.peek(self.kind.key("c", *cell)) or {"rd": [], "rp": []}
-        return self.cache[cell]
-
-    def near(self, lon: float, lat: float, what: str) -> list[list[Any]]:
-        """Stored readings (``rd``) or reports (``rp``) within ``radius_m`` of a point."""
-        radius = self.kind.rule.radius_m
-        return [
-            r
-            for cell in self.kind.grid.cells_near(lon, lat)
-            for r in self.cell(cell)[what]
-            if metres_between(lon, lat, r[-2], r[-1]) <= radius
-        ]
+        """A cell's entry (``rd`` and ``rp`` lists): read only, never mutate what this returns."""
+        found = self.cache.get(cell)
+        if found is None:
+            found = self.cache[cell] = self.scope.peek(f"{self.prefix}{cell[0]}|{cell[1]}") or _NO_CELL
+        return found
