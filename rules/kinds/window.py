@@ -21,7 +21,7 @@ from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
 from rules.model import Enriched
 from rules.spec import Op, RuleBase
-from rules.state import EVIDENCE_CAP, Entry, bucket_of
+from rules.state import Entry, admit, bucket_of
 
 DISTINCT_CAP = 10_000
 
@@ -214,8 +214,7 @@ def _new(subject: str, zone: str | None, start: int, end: int, *, closing: bool)
 
 def _fold(entry: dict[str, Any], ts: int, item: Enriched, value: float, distinct: str | None, zone: str | None) -> bool:
     event = item.event
-    evidence: list[list[Any]] = entry["ev"]
-    if any(e[1] == event.id and e[0] == ts for e in evidence):
+    if not admit(entry, [ts, event.id, value, event.lon, event.lat]):
         return False
     entry["n"] += 1
     entry["sum"] += round(value * 1e6)
@@ -225,11 +224,7 @@ def _fold(entry: dict[str, Any], ts: int, item: Enriched, value: float, distinct
         entry["d"].append(distinct)
         entry["d"].sort()
     entry["last"] = max(int(entry["last"]), ts)
-    record = [ts, event.id, value, event.lon, event.lat]
-    if len(evidence) < EVIDENCE_CAP or (ts, event.id) < (evidence[-1][0], evidence[-1][1]):
-        evidence.append(record)
-        evidence.sort(key=lambda e: (e[0], e[1]))
-        del evidence[EVIDENCE_CAP:]
-        if evidence[0][1] == event.id and zone is not None:
-            entry["zone"] = zone
+    first = entry["ev"][0]
+    if zone is not None and first[0] == ts and first[1] == event.id:
+        entry["zone"] = zone
     return True

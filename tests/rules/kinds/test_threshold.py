@@ -288,11 +288,6 @@ def test_a_repeated_event_is_not_counted_twice() -> None:
     assert incident.evidence.event_ids == ["a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG rules/state.py add_event: duplicates are detected only among the 20 evidence items, "
-    "so a repeat of an event outside the evidence is counted again",
-)
 def test_a_repeated_event_beyond_the_evidence_cap_is_not_counted_twice() -> None:
     events = _burst(25)
     latest = max(events, key=lambda e: (e.ts, e.id))

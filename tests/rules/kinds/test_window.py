@@ -229,11 +229,6 @@ def test_a_repeated_report_is_not_counted_twice() -> None:
     assert incident.evidence.count == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG rules/state.py add_event: duplicates are detected only among the 20 evidence items, "
-    "so the count depends on whether a repeat arrives while its first copy is still in the evidence",
-)
 def test_a_repeated_report_beyond_the_evidence_cap_is_not_counted_twice() -> None:
     events = _many(22)
     latest = max(events, key=lambda e: (e.ts, e.id))
