@@ -91,6 +91,7 @@ class Engine:
         position: tuple[int, int] | None = None,
         home: int | None = None,
         check_late: bool = True,
+        late_watermark_ms: int | None = None,
     ) -> Outcome:
         """Fold a batch into ``state`` and return the incidents it created or updated.
 
@@ -100,11 +101,20 @@ class Engine:
                 changelog-backed table records every change.
             position: (partition, offset) of the source message; when given, a message that
                 was already applied to an entry is not applied again.
+            late_watermark_ms: judge lateness against this instead of the engine's watermark
+                (the live pipeline passes the watermark of the batch's own source stream).
         """
         if len(batch) < self.small_batch:
-            return self._process_items(batch, state, position, home, check_late)
+            return self._process_items(batch, state, position, home, check_late, late_watermark_ms)
         columns = EventColumns.from_enriched(batch, self._selector.layers)
-        return self.process_columns(columns, state, position, home, check_late)
+        return self.process_columns(columns, state, position, home, check_late, late_watermark_ms)
+
+    def _floor(self, check_late: bool, late_watermark_ms: int | None) -> tuple[int | None, int | None]:
+        """The watermark lateness is judged against, and the oldest event time still on time."""
+        mark = self.watermark_ms if late_watermark_ms is None else late_watermark_ms
+        if mark is None or not check_late:
+            return mark, None
+        return mark, mark - self.lateness_ms
 
     def _process_items(
         self,
@@ -113,16 +123,17 @@ class Engine:
         position: tuple[int, int] | None,
         home: int | None,
         check_late: bool,
+        late_watermark_ms: int | None = None,
     ) -> Outcome:
         """``process`` event by event: the same filters as the columnar path, without numpy's fixed cost."""
         outcome = Outcome()
-        floor = None if (self.watermark_ms is None or not check_late) else self.watermark_ms - self.lateness_ms
+        judged_by, floor = self._floor(check_late, late_watermark_ms)
         per_rule: dict[int, tuple[list[Enriched], list[int]]] = {}
         batch_max: int | None = None
         for ts, _, n in sorted((to_ms(i.event.ts), i.event.id, n) for n, i in enumerate(batch)):
             item = batch[n]
             if floor is not None and ts < floor:
-                outcome.late.append((item, self._late_reason(item)))
+                outcome.late.append((item, self._late_reason(item, judged_by)))
                 continue
             batch_max = ts
             for rule in self._selector.matching(item):
@@ -138,10 +149,10 @@ class Engine:
         outcome.incidents = list(scope.incidents.values())
         return outcome
 
-    def _late_reason(self, item: Enriched) -> str:
+    def _late_reason(self, item: Enriched, judged_by: int | None) -> str:
         return (
             f"event time {item.event.ts.isoformat()} is older than the watermark "
-            f"{from_ms(self.watermark_ms or 0).isoformat()} minus the allowed lateness "
+            f"{from_ms(judged_by or 0).isoformat()} minus the allowed lateness "
             f"{self.pack.spec.allowed_lateness}"
         )
 
@@ -152,6 +163,7 @@ class Engine:
         position: tuple[int, int] | None = None,
         home: int | None = None,
         check_late: bool = True,
+        late_watermark_ms: int | None = None,
     ) -> Outcome:
         """``process`` for a column batch (located with ``enrich_columns``, or built from enriched events).
 
@@ -161,14 +173,14 @@ class Engine:
         outcome = Outcome()
         if not len(batch):
             return outcome
-        floor = None if (self.watermark_ms is None or not check_late) else self.watermark_ms - self.lateness_ms
+        judged_by, floor = self._floor(check_late, late_watermark_ms)
         ts_ms = batch.ts_ms
         order = _time_order(ts_ms, batch.ids)
         late = ts_ms < floor if floor is not None else np.zeros(len(batch), dtype=bool)
         if late.any():
             for n in order[late[order]].tolist():
                 item = batch.enriched(n)
-                outcome.late.append((item, self._late_reason(item)))
+                outcome.late.append((item, self._late_reason(item, judged_by)))
         on_time = ~late
         scope = Scope(state, position, home=home)
         stamps = ts_ms.tolist()
@@ -184,17 +196,25 @@ class Engine:
         return outcome
 
     def tick(
-        self, state: MutableMapping[str, Any], *, clock_ms: int | None = None, partition: int | None = None
+        self,
+        state: MutableMapping[str, Any],
+        *,
+        clock_ms: int | None = None,
+        partition: int | None = None,
+        watermark_ms: int | None = None,
     ) -> list[Incident]:
         """Advance time-driven rules (silence, windows judged at close) to the watermark.
 
         ``clock_ms`` (live mode: the wall clock) may push the watermark forward when no events
         arrive. With ``partition``, only entries whose home is that partition are touched.
+        ``watermark_ms`` judges them at that time instead of the engine's watermark (the live
+        pipeline passes the partition's own event time when the clock is event time).
         """
         if clock_ms is not None and (self.watermark_ms is None or clock_ms > self.watermark_ms):
             self.watermark_ms = clock_ms
         timed = [c for c in self.compiled if c.kind.time_driven]
-        if self.watermark_ms is None or not timed:
+        at = self.watermark_ms if watermark_ms is None else watermark_ms
+        if at is None or not timed:
             return []
         keys: dict[str, list[str]] = {c.kind.state_prefix: [] for c in timed}
         for key, value in list(state.items()):
@@ -203,19 +223,23 @@ class Engine:
                 keys[prefix].append(key)
         scope = Scope(state, None)
         for c in timed:
-            c.kind.tick(scope, self.watermark_ms, keys[c.kind.state_prefix])
+            c.kind.tick(scope, at, keys[c.kind.state_prefix])
         scope.commit()
         return list(scope.incidents.values())
 
-    def expire(self, state: MutableMapping[str, Any], *, partition: int | None = None) -> int:
+    def expire(
+        self, state: MutableMapping[str, Any], *, partition: int | None = None, watermark_ms: int | None = None
+    ) -> int:
         """Delete bucket entries that can no longer receive events. Returns how many.
 
         With ``partition``, only entries whose home (lowest source partition) is that partition
         are touched, so that a changelog tombstone lands where the entry was written.
+        ``watermark_ms`` replaces the engine's watermark (as in ``tick``).
         """
-        if self.watermark_ms is None:
+        at = self.watermark_ms if watermark_ms is None else watermark_ms
+        if at is None:
             return 0
-        floor = self.watermark_ms - self.lateness_ms
+        floor = at - self.lateness_ms
         dead = []
         for key, value in list(state.items()):
             if not value or "end" not in value or int(value["end"]) > floor:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rules.decode import DEFAULT_MAX_BYTES, Rejected, decode_message
 from rules.engine import Engine
 from rules.model import DeadLetterRecord, Enriched, Incident, Reading, Report, Track
+from rules.state import to_ms
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ def murmur2(data: bytes) -> int:
     h = (h * m) & _M32
     h ^= h >> 15
     return h
+
+
+#: State keys ``~applied|<stream>`` hold each position stream's highest applied offset (``{"o": n}``).
+APPLIED_PREFIX = "~applied"
+#: State keys ``~watermark|<events partition>``: the newest event time applied in that partition.
+WATERMARK_PREFIX = "~watermark"
 
 
 def source_position(events_partition: int, src: tuple[int, int]) -> tuple[int, int]:
@@ -213,6 +220,7 @@ class Ingested:
 class Detected:
     incidents: list[Incident] = field(default_factory=list)
     dead: list[DeadLetterRecord] = field(default_factory=list)
+    redelivered: bool = False  # at or below its stream's high-water mark: applied before, skipped
 
 
 class Pipeline:
@@ -257,6 +265,23 @@ class Pipeline:
             found = self._partition_of[route_key] = partition_for(route_key, self.partitions)
         return found
 
+    def partition_watermark(self, state: MutableMapping[str, Any], partition: int) -> int | None:
+        """The time a partition's time-driven rules are judged at: its own newest event time.
+
+        With one watermark for all of a worker's partitions, a partition the consumer has read
+        less far (or whose tail a restart is still replaying) would see its sensors as silent and
+        its windows as closed. With the wall clock (``clock: wall``) the engine's watermark, pushed
+        by the clock, is used as before. None (a partition without events yet) also falls back.
+        """
+        if self.wall_clock:
+            return None
+        held = state.get(f"{WATERMARK_PREFIX}|{partition}")
+        return int(held["wm"]) if held else None
+
+    def expire(self, state: MutableMapping[str, Any], partition: int) -> int:
+        """Drop the partition's entries that can no longer receive events (at its own watermark)."""
+        return self.engine.expire(state, partition=partition, watermark_ms=self.partition_watermark(state, partition))
+
     def ingest(self, raw: bytes, topic: str, partition: int, offset: int) -> Ingested:
         """Decode, enrich and route one raw message: one list of events per target partition."""
         out = Ingested()
@@ -287,7 +312,17 @@ class Pipeline:
         source = source_label(topic, partition, offset)
         clock = tick_of(raw)
         if clock is not None:
-            out.incidents = self.engine.tick(state, clock_ms=clock if self.wall_clock else None, partition=partition)
+            if not check_late:
+                # A tick replayed by gap repair would judge this partition's silence against a
+                # watermark that the replay of other partitions has already moved on, before this
+                # partition's own later events are applied; the next live tick does the judging.
+                return out
+            out.incidents = self.engine.tick(
+                state,
+                clock_ms=clock if self.wall_clock else None,
+                partition=partition,
+                watermark_ms=self.partition_watermark(state, partition),
+            )
             return out
         try:
             items, src = decode_envelope(raw)
@@ -298,7 +333,38 @@ class Pipeline:
         # Idempotency by the raw message's position when the envelope carries it: a raw message
         # re-ingested after a crash arrives here at a new offset, but with the same source.
         position = source_position(partition, src) if src is not None else (partition, offset)
-        outcome = self.engine.process(items, state, position=position, home=partition, check_late=check_late)
+        # The stream's high-water mark, kept apart from the entries: expiry drops entries (and with
+        # them the positions they applied), so a re-delivery older than an expired entry would
+        # otherwise open it afresh. Within one stream positions arrive in order, so at or below
+        # the mark means every entry this message touched has it already.
+        mark_key = f"{APPLIED_PREFIX}|{position[0]}"
+        mark = state.get(mark_key)
+        if mark and position[1] <= int(mark["o"]):
+            out.redelivered = True
+            return out
+        # Lateness is judged within the stream: a raw partition carries its sources in order, so an
+        # event is late when it is older than its own stream's newest event minus the allowed
+        # lateness. Against the worker-wide watermark, whether it is late would depend on how the
+        # consumer interleaved the raw partitions, and on a crash: a raw message re-ingested after
+        # one comes back behind events of other partitions that went on meanwhile.
+        stream_wm = int(mark["wm"]) if mark and mark.get("wm") is not None else None
+        outcome = self.engine.process(
+            items,
+            state,
+            position=position,
+            home=partition,
+            check_late=check_late,
+            late_watermark_ms=stream_wm if src is not None else None,
+        )
+        late_ids = {item.event.id for item, _ in outcome.late}
+        applied = max((to_ms(i.event.ts) for i in items if i.event.id not in late_ids), default=None)
+        newest = applied if stream_wm is None or (applied is not None and applied > stream_wm) else stream_wm
+        state[mark_key] = {"o": position[1], "home": partition, "wm": newest}
+        if applied is not None:
+            key = f"{WATERMARK_PREFIX}|{partition}"
+            held = state.get(key)
+            if not held or applied > int(held["wm"]):
+                state[key] = {"wm": applied, "home": partition}
         out.incidents = outcome.incidents  # time-driven rules advance on tick messages (see encode_tick)
         for item, reason in outcome.late:
             out.dead.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -13,6 +14,7 @@ from rules.bundle import bundle_pack
 from rules.engine import Engine
 from rules.pack import load_pack
 from rules.pipeline import Pipeline
+from streams.checkpoint import Checkpointer
 from streams.metrics import Health
 from streams.security import faust_credentials
 from streams.settings import Settings
@@ -38,6 +40,7 @@ class Runtime:
     # beaten by a timer and by every message the agents handle: Faust starts its timers only after
     # startup and table recovery, so a worker already busy with messages must count as beating
     health: Health = field(default_factory=Health)
+    checkpoints: Checkpointer = field(default_factory=lambda: Checkpointer(Path("."), "", 0.0))
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -102,6 +105,12 @@ def build_runtime(settings: Settings) -> Runtime:
             partitions=kafka.partitions,
         ),
         health=Health(stale_after_s=max(60.0, 6 * worker.tick_s)),
+        # checkpoints stand in for a changelog: with a Faust table, its changelog restores the state
+        checkpoints=Checkpointer(
+            worker.data_dir / kafka.app_id / "checkpoints",
+            kafka.app_id,
+            0.0 if worker.state_changelog or not worker.rebuild_state else worker.checkpoint_interval_s,
+        ),
     )
     runtime.pack_digest = bundle_pack(settings.rules.pack).digest
     from streams.agents import detect, ingest, rules  # agents attach themselves to the runtime's app
@@ -109,6 +118,7 @@ def build_runtime(settings: Settings) -> Runtime:
     ingest.attach(runtime)
     detect.attach(runtime)
     rules.attach(runtime)
+    restore_on_assignment(runtime)
     if worker.gc_threshold:
         # Every event allocates a few dicts; with Python's default gen-0 threshold (700) the cyclic
         # GC runs every few events and its older generations scan the whole rule state. What was
@@ -125,3 +135,21 @@ def build_runtime(settings: Settings) -> Runtime:
         kafka.all_topics(),
     )
     return runtime
+
+
+def restore_on_assignment(runtime: Runtime) -> None:
+    """Tell the checkpointer every assignment; the first one may restore a checkpoint (``streams.checkpoint``).
+
+    Faust sends this signal inside the rebalance, before any message of the new assignment reaches an agent.
+    """
+    kafka = runtime.settings.kafka
+
+    async def on_assigned(sender: object, assigned: set[Any], **_: object) -> None:
+        runtime.checkpoints.on_assigned(
+            (tp.partition for tp in assigned if tp.topic == kafka.raw_topic),
+            (tp.partition for tp in assigned if tp.topic == kafka.events_topic),
+            runtime.state,
+            runtime.pipeline.engine,
+        )
+
+    runtime.app.on_partitions_assigned.connect(on_assigned)

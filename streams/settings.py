@@ -176,6 +176,13 @@ class WorkerSettings(BaseModel):
         "guards against a changelog that lost its tail. Start-up time grows with the topic's retention.",
     )
     rebuild_timeout_s: float = Field(default=120.0, gt=0, description="Give up a partition's rebuild after this.")
+    checkpoint_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Without a changelog: how often the detect agent writes its rule state and offsets to "
+        "data_dir (after flushing the producer), so a restart with the same partitions replays only the "
+        "tail of the raw and events topics; 0 turns checkpoints off (a restart rebuilds from offset 0).",
+    )
     state_changelog: bool = Field(
         default=False,
         description="Also keep rule state in a Faust table with a changelog topic (one record per changed entry; "

@@ -60,6 +60,11 @@ def attach(rt: Runtime) -> None:
             now = time.monotonic()
             if now - last_expiry.get(msg.partition, 0.0) > every:
                 last_expiry[msg.partition] = now
-                dropped = rt.pipeline.engine.expire(rt.state, partition=msg.partition)
+                dropped = rt.pipeline.expire(rt.state, msg.partition)
                 if dropped:
                     logger.info("rule state expired partition=%d entries=%d", msg.partition, dropped)
+            guard.finished(msg.partition, msg.offset)
+            if rt.checkpoints.due():  # between two messages: the state and the offsets agree
+                cut = rt.checkpoints.cut(rt.state, rt.pipeline.engine, rt.pack_digest)
+                if cut is not None:
+                    await rt.checkpoints.write(cut, rt.app.producer.flush)

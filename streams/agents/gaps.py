@@ -31,6 +31,9 @@ class GapGuard:
         self.topic = topic
         self.stage = stage
         self.expected: dict[int, int] = {}
+        # first offset not yet handled in full (its sends awaited): what a checkpoint may promise
+        self.done: dict[int, int] = {}
+        rt.checkpoints.track(stage, self)
 
     async def before(self, partition: int, offset: int, handle: Handler) -> None:
         """Process whatever this partition skipped before ``offset`` (with ``handle``)."""
@@ -38,6 +41,10 @@ class GapGuard:
         if offset > start:
             await replay_range(self.rt, self.topic, partition, start, offset, handle, self.stage)
         self.expected[partition] = offset + 1
+
+    def finished(self, partition: int, offset: int) -> None:
+        """The message at ``offset`` is handled and its sends are queued."""
+        self.done[partition] = offset + 1
 
 
 async def replay_range(

@@ -20,6 +20,7 @@ from rules.pipeline import (
     Pipeline,
     decode_envelope,
     encode_enriched,
+    encode_tick,
     murmur2,
     partition_for,
     source_position,
@@ -142,10 +143,33 @@ def test_a_re_ingested_raw_message_is_skipped_by_detect() -> None:
     first = pipeline.detect(envelope, state, "events", 2, 5)
     [incident] = [i for i in first.incidents if i.rule_id == "flood.waterlogging-reports"]
     assert incident.evidence.count == 3
-    # the same raw message ingested again after a crash: a new events offset, the same source
+    # the same raw message ingested again after a crash: a new events offset, the same source.
+    # Its incidents went out when it was first applied (a checkpoint is written only after the
+    # producer flushed them), so it changes nothing and emits nothing.
+    before = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
     again = pipeline.detect(envelope, state, "events", 2, 9)
-    [repeat] = [i for i in again.incidents if i.rule_id == "flood.waterlogging-reports"]
-    assert repeat.evidence.count == 3 and repeat.revision == incident.revision
+    assert again.redelivered and again.incidents == [] and again.dead == []
+    assert orjson.dumps(state, option=orjson.OPT_SORT_KEYS) == before
+    # the next raw message of that stream is applied as usual
+    later = pipeline.detect(_envelope(pipeline, [_report(9, 9, *JIANGAN)], (0, 18)), state, "events", 2, 10)
+    [grown] = [i for i in later.incidents if i.rule_id == "flood.waterlogging-reports"]
+    assert grown.evidence.count == 4 and not later.redelivered
+
+
+def test_a_redelivery_after_its_entries_expired_opens_nothing() -> None:
+    """Expiry drops entries and the positions they applied; the stream's mark still knows the message."""
+    pipeline = _pipeline(4)
+    state: dict[str, Any] = {}
+    old = _envelope(pipeline, [_report(i, i, *JIANGAN) for i in range(3)], (1, 4))
+    first = pipeline.detect(old, state, "events", 2, 0)
+    assert any(i.rule_id == "flood.waterlogging-reports" for i in first.incidents)
+    # a day later, the bucket is gone
+    late = {**_report(50, 0, *JIANGAN), "ts": "2026-07-02T09:00:00+08:00"}
+    pipeline.detect(_envelope(pipeline, [late], (1, 5)), state, "events", 2, 1)
+    assert pipeline.engine.expire(state, partition=2) > 0
+    # re-ingested after a crash and replayed by gap repair (not judged late), a day later
+    again = pipeline.detect(old, state, "events", 2, 2, check_late=False)
+    assert again.redelivered and again.incidents == [] and again.dead == []
 
 
 def test_an_older_raw_message_arriving_through_another_partition_is_not_skipped() -> None:
@@ -189,3 +213,69 @@ def test_malformed_envelope_items_are_poison() -> None:
     bad = orjson.dumps({"v": 1, "items": [{"event": {"kind": "reading"}, "zones": []}], "src": [0, 1]})
     out = pipeline.detect(bad, {}, "events", 0, 3)
     assert [d.kind for d in out.dead] == ["poison"]
+
+
+def test_lateness_is_judged_within_each_raw_partitions_stream() -> None:
+    """How the consumer interleaves raw partitions (or a crash re-ingests one) must not make events late."""
+    pipeline = _pipeline(4)
+    state: dict[str, Any] = {}
+    first = _envelope(pipeline, [_report(1, 0, *JIANGAN)], (1, 0))  # 08:00 from raw partition 1
+    at = {**_report(2, 0, *JIANGAN), "ts": "2026-07-01T12:00:00+08:00"}
+    ahead = _envelope(pipeline, [at], (0, 1))  # raw partition 0 has gone 4 hours ahead
+    behind = _envelope(pipeline, [_report(4, 5, *JIANGAN)], (1, 1))  # 08:05 from raw partition 1
+    assert pipeline.detect(first, state, "events", 2, 0).dead == []
+    assert pipeline.detect(ahead, state, "events", 2, 1).dead == []
+    out = pipeline.detect(behind, state, "events", 2, 2)
+    assert out.dead == [], "in order within its own stream: on time"
+    third = pipeline.detect(_envelope(pipeline, [_report(5, 6, *JIANGAN)], (1, 2)), state, "events", 2, 3)
+    [incident] = [i for i in third.incidents if i.rule_id == "flood.waterlogging-reports"]
+    assert incident.evidence.count == 3, "08:00, 08:05 and 08:06 all counted"
+    # within one stream, 4 hours back is beyond the pack's allowed lateness of 1 hour
+    back = _envelope(pipeline, [_report(3, 30, *JIANGAN)], (0, 2))
+    late = pipeline.detect(back, state, "events", 2, 4)
+    assert [d.kind for d in late.dead] == ["late"]
+    assert "2026-07-01T04:00:00+00:00" in late.dead[0].reason, "the reason names the stream's watermark"
+
+
+def _level(i: int, ts: str, sensor: str) -> dict[str, Any]:
+    return {"kind": "reading", "id": f"w{i}", "ts": ts, "lon": JIANGAN[0], "lat": JIANGAN[1]} | {
+        "sensor_id": sensor,
+        "metric": "water_level_cm",
+        "value": 10.0,
+    }
+
+
+def test_a_tick_replayed_by_gap_repair_judges_nothing_and_a_live_tick_does() -> None:
+    pipeline = _pipeline(4)
+    state: dict[str, Any] = {}
+    quiet = _envelope(pipeline, [_level(1, "2026-07-01T08:00:00+08:00", "wl-a")], (0, 0))
+    later = _envelope(pipeline, [_level(2, "2026-07-01T08:30:00+08:00", "wl-b")], (1, 0))
+    pipeline.detect(quiet, state, "events", 2, 0)
+    pipeline.detect(later, state, "events", 2, 1)  # the watermark is 30 minutes on
+    tick = encode_tick(0)
+    replayed = pipeline.detect(tick, state, "events", 2, 2, check_late=False)
+    assert replayed.incidents == []
+    live = pipeline.detect(tick, state, "events", 2, 2)
+    assert {i.subject for i in live.incidents if i.rule_id == "ops.sensor-silence"} >= {"wl-a"}
+
+
+def test_silence_in_a_partition_is_judged_at_that_partitions_own_event_time() -> None:
+    """Another partition read further ahead must not make this partition's sensors look silent."""
+    pipeline = _pipeline(4)
+    state: dict[str, Any] = {}
+    pipeline.detect(
+        _envelope(pipeline, [_level(1, "2026-07-01T08:00:00+08:00", "wl-a")], (0, 0)), state, "events", 2, 0
+    )
+    ahead = _envelope(pipeline, [_level(2, "2026-07-01T09:00:00+08:00", "wl-z")], (1, 0))
+    pipeline.detect(ahead, state, "events", 3, 0)  # partition 3 is an hour on
+    assert pipeline.engine.watermark_ms is not None and pipeline.partition_watermark(state, 2) is not None
+    assert pipeline.engine.watermark_ms - pipeline.partition_watermark(state, 2) == 3_600_000
+    quiet = pipeline.detect(encode_tick(0), state, "events", 2, 1)
+    assert [i for i in quiet.incidents if i.subject == "wl-a"] == []
+    assert pipeline.expire(state, 2) == 0, "nothing of partition 2 is over its own floor yet"
+    # partition 2's own time moves 30 minutes on: now wl-a is silent
+    pipeline.detect(
+        _envelope(pipeline, [_level(3, "2026-07-01T08:30:00+08:00", "wl-b")], (0, 1)), state, "events", 2, 2
+    )
+    silent = pipeline.detect(encode_tick(0), state, "events", 2, 3)
+    assert [i.subject for i in silent.incidents if i.subject == "wl-a"] == ["wl-a"]

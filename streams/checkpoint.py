@@ -1,0 +1,197 @@
+"""Checkpoints of the worker's rule state and offsets, so a restart replays only the tail.
+
+Without a changelog, rule state is a pure function of the events topic: the detect agent's gap
+guard re-applies a partition's whole history at start (``streams/agents/gaps.py``), and the
+ingest agent re-routes the raw topic's. That is correct but its cost grows with retention; a
+worker killed every 20 s during a long run spends each life catching up.
+
+A checkpoint is written from inside the detect agent, between two messages, every
+``worker.checkpoint_interval_s``:
+
+1. the rule state, the event-time watermark, detect's next offsets per events partition and
+   ingest's finished offsets per raw partition are taken (one consistent cut: the detect agent is
+   the only writer of the state);
+2. the producer is flushed, so every events envelope and incident that cut depends on is in the
+   broker;
+3. the file is written atomically (temporary file, fsync, rename).
+
+A restarted worker restores the checkpoint of exactly the partition sets it was assigned, then
+both agents replay only what follows the checkpoint's offsets. Re-processing the messages between
+the checkpoint and the crash is harmless: ingest output carries its raw position and detect is
+idempotent per source position. Any other assignment (a different worker count, a first start)
+rebuilds from offset 0 as before. State that belongs to another worker's partitions is never
+loaded, because a checkpoint is only used for the same sets it was written for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from pydantic import BaseModel, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+class Guard(Protocol):
+    """What a checkpoint needs of an agent's gap guard."""
+
+    expected: dict[int, int]
+    done: dict[int, int]
+
+
+class Checkpoint(BaseModel):
+    """One consistent cut of a worker: what it had applied, and up to where."""
+
+    format: int = FORMAT
+    app_id: str
+    written_at: datetime
+    pack_digest: str
+    raw_partitions: list[int]
+    events_partitions: list[int]
+    ingest_done: dict[int, int] = Field(description="raw partition -> first offset not yet routed and flushed")
+    detect_next: dict[int, int] = Field(description="events partition -> first offset not applied to the state")
+    watermark_ms: int | None
+    state: dict[str, Any]
+
+
+def file_name(raw: Iterable[int], events: Iterable[int]) -> str:
+    """One file per pair of assigned partition sets: ``checkpoint-r0.1-e0.1.json``."""
+    return "checkpoint-r{}-e{}.json".format(".".join(map(str, sorted(raw))), ".".join(map(str, sorted(events))))
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write atomically: a reader (or a kill mid-write) sees the old file or the new one, never half."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_file(path: Path) -> Checkpoint | None:
+    """The checkpoint at ``path``; None (and a warning) when it is missing, unreadable or foreign."""
+    if not path.exists():
+        return None
+    try:
+        cp = Checkpoint.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, ValueError) as exc:
+        logger.warning("checkpoint ignored path=%s reason=%s", path, exc)
+        return None
+    if cp.format != FORMAT:
+        logger.warning("checkpoint ignored path=%s reason=format %d, expected %d", path, cp.format, FORMAT)
+        return None
+    return cp
+
+
+class Checkpointer:
+    """Writes and restores one worker's checkpoints (``worker.checkpoint_interval_s``; 0 turns them off)."""
+
+    def __init__(self, directory: Path, app_id: str, interval_s: float) -> None:
+        self.directory = directory
+        self.app_id = app_id
+        self.interval_s = interval_s
+        self.guards: dict[str, Guard] = {}
+        self.assigned: tuple[frozenset[int], frozenset[int]] | None = None
+        self.last_written = time.monotonic()
+        self.restored = False
+        self.written = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_s > 0
+
+    def track(self, stage: str, guard: Guard) -> None:
+        """Register the gap guard of the ``ingest`` or ``detect`` agent."""
+        self.guards[stage] = guard
+
+    def on_assigned(
+        self,
+        raw: Iterable[int],
+        events: Iterable[int],
+        state: MutableMapping[str, Any],
+        engine: Any,
+    ) -> Checkpoint | None:
+        """Record the new assignment; restore its checkpoint if this worker has applied nothing yet.
+
+        Restoring is for a fresh start only: once the state holds anything, or either agent has
+        handled a message, a later rebalance rebuilds new partitions from offset 0 (the gap guard).
+        """
+        self.assigned = (frozenset(raw), frozenset(events))
+        fresh = not state and not any(g.expected for g in self.guards.values())
+        if not (self.enabled and fresh) or self.restored:
+            return None
+        cp = read_file(self.directory / file_name(*self.assigned))
+        if cp is None:
+            return None
+        if cp.app_id != self.app_id or set(cp.raw_partitions) != self.assigned[0]:
+            logger.warning("checkpoint ignored app_id=%s reason=written for app_id=%s", self.app_id, cp.app_id)
+            return None
+        state.update(cp.state)
+        if cp.watermark_ms is not None and (engine.watermark_ms is None or cp.watermark_ms > engine.watermark_ms):
+            engine.watermark_ms = cp.watermark_ms
+        # what the checkpoint promises stays promised: a partition with no new message in this life
+        # is carried into the next checkpoint as it was
+        if "ingest" in self.guards:
+            self.guards["ingest"].expected.update(cp.ingest_done)
+            self.guards["ingest"].done.update(cp.ingest_done)
+        if "detect" in self.guards:
+            self.guards["detect"].expected.update(cp.detect_next)
+            self.guards["detect"].done.update(cp.detect_next)
+        self.restored = True
+        logger.warning(
+            "checkpoint restored written_at=%s entries=%d ingest_from=%s detect_from=%s pack_digest=%s",
+            cp.written_at.isoformat(),
+            len(cp.state),
+            dict(sorted(cp.ingest_done.items())),
+            dict(sorted(cp.detect_next.items())),
+            cp.pack_digest,
+        )
+        return cp
+
+    def due(self) -> bool:
+        return self.enabled and self.assigned is not None and time.monotonic() - self.last_written >= self.interval_s
+
+    def cut(self, state: MutableMapping[str, Any], engine: Any, pack_digest: str) -> tuple[Path, bytes] | None:
+        """Serialise a consistent cut now (call between two detect messages): the file and its bytes."""
+        if self.assigned is None:
+            return None
+        raw, events = self.assigned
+        ingest = self.guards.get("ingest")
+        detect = self.guards.get("detect")
+        cp = {
+            "format": FORMAT,
+            "app_id": self.app_id,
+            "written_at": datetime.now(UTC).isoformat(),
+            "pack_digest": pack_digest,
+            "raw_partitions": sorted(raw),
+            "events_partitions": sorted(events),
+            "ingest_done": {str(p): o for p, o in (ingest.done if ingest else {}).items() if p in raw},
+            "detect_next": {str(p): o for p, o in (detect.expected if detect else {}).items() if p in events},
+            "watermark_ms": engine.watermark_ms,
+            "state": dict(state),
+        }
+        return self.directory / file_name(raw, events), orjson.dumps(cp)
+
+    async def write(self, cut: tuple[Path, bytes], flush: Any) -> None:
+        """Flush the producer (``flush``: an awaitable factory), then write the cut's file off the loop."""
+        path, data = cut
+        started = time.perf_counter()
+        await flush()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_file, path, data)
+        self.last_written = time.monotonic()
+        self.written += 1
+        logger.info(
+            "checkpoint written path=%s bytes=%d seconds=%.3f", path.name, len(data), time.perf_counter() - started
+        )
