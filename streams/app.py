@@ -14,6 +14,7 @@ from rules.bundle import bundle_pack
 from rules.engine import Engine
 from rules.pack import load_pack
 from rules.pipeline import Pipeline
+from streams import metrics
 from streams.checkpoint import Checkpointer
 from streams.metrics import Health
 from streams.security import faust_credentials
@@ -119,6 +120,7 @@ def build_runtime(settings: Settings) -> Runtime:
     detect.attach(runtime)
     rules.attach(runtime)
     restore_on_assignment(runtime)
+    app.sensors.add(SendErrors(runtime))
     if worker.gc_threshold:
         # Every event allocates a few dicts; with Python's default gen-0 threshold (700) the cyclic
         # GC runs every few events and its older generations scan the whole rule state. What was
@@ -135,6 +137,26 @@ def build_runtime(settings: Settings) -> Runtime:
         kafka.all_topics(),
     )
     return runtime
+
+
+class SendErrors(faust.Sensor):  # type: ignore[misc]
+    """Counts and logs every record the worker's producer failed to deliver, and stops checkpoints.
+
+    Faust only logs a failed send (a warning) and goes on; the source message counts as done.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
+        return topic
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        topic = str(state)
+        metrics.SEND_ERRORS.labels(topic).inc()
+        logger.error("send failed topic=%s error=%r", topic, exc)
+        self.runtime.checkpoints.on_send_failed(topic, exc)
 
 
 def restore_on_assignment(runtime: Runtime) -> None:

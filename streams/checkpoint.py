@@ -106,6 +106,7 @@ class Checkpointer:
         self.last_written = time.monotonic()
         self.restored = False
         self.written = 0
+        self.send_failed: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -160,7 +161,27 @@ class Checkpointer:
         return cp
 
     def due(self) -> bool:
-        return self.enabled and self.assigned is not None and time.monotonic() - self.last_written >= self.interval_s
+        return (
+            self.enabled
+            and self.send_failed is None
+            and self.assigned is not None
+            and time.monotonic() - self.last_written >= self.interval_s
+        )
+
+    def on_send_failed(self, topic: str, exc: BaseException) -> None:
+        """A record was not delivered: no later cut may promise the messages it came from.
+
+        The last checkpoint stays the one a restart resumes from; the worker goes on (a broker
+        restart fails sends too, and producers resend then, docs/operations.md).
+        """
+        if self.send_failed is None and self.enabled:
+            logger.error(
+                "checkpoints stopped until restart: a send to topic=%s failed (%s); a restart resumes "
+                "from the last checkpoint",
+                topic,
+                exc,
+            )
+        self.send_failed = topic
 
     def cut(self, state: MutableMapping[str, Any], engine: Any, pack_digest: str) -> tuple[Path, bytes] | None:
         """Serialise a consistent cut now (call between two detect messages): the file and its bytes."""

@@ -68,6 +68,9 @@ TRANSITIONS = Counter(
     "Incident history entries published by the store writer, by new status and kind.",
     ["to_status", "kind"],
 )
+SEND_ERRORS = Counter(
+    "cityops_send_errors", "Records the worker's producer failed to deliver after its retries, by topic.", ["topic"]
+)
 STORE_RECORDS = Counter("cityops_store_records", "Records applied by the store writer, by table.", ["table"])
 EVENT_TO_INCIDENT = Histogram(
     "cityops_event_to_incident_seconds",

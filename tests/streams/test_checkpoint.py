@@ -199,3 +199,27 @@ def test_offsets_restored_are_carried_into_the_next_checkpoint(tmp_path: Path) -
     doc = orjson.loads(cut[1])
     assert doc["ingest_done"] == {"0": 40, "1": 17}
     assert doc["detect_next"] == {"0": 90, "1": 15}
+
+
+def test_a_failed_send_is_counted_logged_and_stops_checkpoints(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint written after a lost record would promise the message it came from."""
+    from streams import metrics
+    from streams.app import SendErrors, build_runtime
+
+    s = Settings()
+    s.worker.data_dir = tmp_path
+    s.worker.checkpoint_interval_s = 0.001
+    rt = build_runtime(s)
+    rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
+    assert rt.checkpoints.due()
+    [sensor] = [x for x in rt.app.sensors if isinstance(x, SendErrors)]
+    topic = s.kafka.events_topic
+    before = metrics.SEND_ERRORS.labels(topic)._value.get()
+    state = rt.app.sensors.on_send_initiated(None, topic, None, 0, 10)
+    with caplog.at_level(logging.ERROR):
+        rt.app.sensors.on_send_error(None, RuntimeError("UnknownError"), state)
+    assert metrics.SEND_ERRORS.labels(topic)._value.get() == before + 1
+    assert f"send failed topic={topic}" in caplog.text and "checkpoints stopped" in caplog.text
+    assert not rt.checkpoints.due() and sensor.runtime is rt
