@@ -15,7 +15,7 @@ from rules.engine import Engine
 from rules.pack import load_pack
 from rules.pipeline import Pipeline
 from streams import metrics
-from streams.checkpoint import Checkpointer
+from streams.checkpoint import Checkpointer, matches_topics
 from streams.metrics import Health
 from streams.security import faust_credentials
 from streams.settings import Settings
@@ -167,11 +167,13 @@ def restore_on_assignment(runtime: Runtime) -> None:
     kafka = runtime.settings.kafka
 
     async def on_assigned(sender: object, assigned: set[Any], **_: object) -> None:
-        runtime.checkpoints.on_assigned(
+        checkpoints = runtime.checkpoints
+        checkpoints.assign(
             (tp.partition for tp in assigned if tp.topic == kafka.raw_topic),
             (tp.partition for tp in assigned if tp.topic == kafka.events_topic),
-            runtime.state,
-            runtime.pipeline.engine,
         )
+        cp = checkpoints.candidate(runtime.state)
+        if cp is not None and await matches_topics(kafka, cp, kafka.raw_topic, kafka.events_topic):
+            checkpoints.restore(cp, runtime.state, runtime.pipeline.engine)
 
     runtime.app.on_partitions_assigned.connect(on_assigned)

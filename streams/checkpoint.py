@@ -47,6 +47,7 @@ class Guard(Protocol):
 
     expected: dict[int, int]
     done: dict[int, int]
+    stamps: dict[int, int]
 
 
 class Checkpoint(BaseModel):
@@ -60,6 +61,12 @@ class Checkpoint(BaseModel):
     events_partitions: list[int]
     ingest_done: dict[int, int] = Field(description="raw partition -> first offset not yet routed and flushed")
     detect_next: dict[int, int] = Field(description="events partition -> first offset not applied to the state")
+    ingest_stamps: dict[int, int] = Field(
+        default_factory=dict, description="raw partition -> Kafka timestamp (ms) of the message before ingest_done"
+    )
+    detect_stamps: dict[int, int] = Field(
+        default_factory=dict, description="events partition -> Kafka timestamp (ms) of the message before detect_next"
+    )
     watermark_ms: int | None
     state: dict[str, Any]
 
@@ -123,14 +130,24 @@ class Checkpointer:
         state: MutableMapping[str, Any],
         engine: Any,
     ) -> Checkpoint | None:
-        """Record the new assignment; restore its checkpoint if this worker has applied nothing yet.
+        """``assign``, then ``restore`` the ``candidate`` (without checking it against the topics)."""
+        self.assign(raw, events)
+        cp = self.candidate(state)
+        return self.restore(cp, state, engine) if cp is not None else None
+
+    def assign(self, raw: Iterable[int], events: Iterable[int]) -> None:
+        """Record the partitions this worker now owns (every rebalance)."""
+        self.assigned = (frozenset(raw), frozenset(events))
+
+    def candidate(self, state: MutableMapping[str, Any]) -> Checkpoint | None:
+        """The checkpoint of the current assignment, if this worker has applied nothing yet.
 
         Restoring is for a fresh start only: once the state holds anything, or either agent has
         handled a message, a later rebalance rebuilds new partitions from offset 0 (the gap guard).
         """
-        self.assigned = (frozenset(raw), frozenset(events))
-        fresh = not state and not any(g.expected for g in self.guards.values())
-        if not (self.enabled and fresh) or self.restored:
+        if self.assigned is None or not self.enabled or self.restored:
+            return None
+        if state or any(g.expected for g in self.guards.values()):
             return None
         cp = read_file(self.directory / file_name(*self.assigned))
         if cp is None:
@@ -138,17 +155,24 @@ class Checkpointer:
         if cp.app_id != self.app_id or set(cp.raw_partitions) != self.assigned[0]:
             logger.warning("checkpoint ignored app_id=%s reason=written for app_id=%s", self.app_id, cp.app_id)
             return None
+        return cp
+
+    def restore(self, cp: Checkpoint, state: MutableMapping[str, Any], engine: Any) -> Checkpoint:
+        """Load ``cp``: the state, the watermark, and where both agents go on from."""
         state.update(cp.state)
         if cp.watermark_ms is not None and (engine.watermark_ms is None or cp.watermark_ms > engine.watermark_ms):
             engine.watermark_ms = cp.watermark_ms
         # what the checkpoint promises stays promised: a partition with no new message in this life
         # is carried into the next checkpoint as it was
-        if "ingest" in self.guards:
-            self.guards["ingest"].expected.update(cp.ingest_done)
-            self.guards["ingest"].done.update(cp.ingest_done)
-        if "detect" in self.guards:
-            self.guards["detect"].expected.update(cp.detect_next)
-            self.guards["detect"].done.update(cp.detect_next)
+        for stage, offsets, stamps in (
+            ("ingest", cp.ingest_done, cp.ingest_stamps),
+            ("detect", cp.detect_next, cp.detect_stamps),
+        ):
+            if stage in self.guards:
+                guard = self.guards[stage]
+                guard.expected.update(offsets)
+                guard.done.update(offsets)
+                guard.stamps.update(stamps)
         self.restored = True
         logger.warning(
             "checkpoint restored written_at=%s entries=%d ingest_from=%s detect_from=%s pack_digest=%s",
@@ -199,6 +223,8 @@ class Checkpointer:
             "events_partitions": sorted(events),
             "ingest_done": {str(p): o for p, o in (ingest.done if ingest else {}).items() if p in raw},
             "detect_next": {str(p): o for p, o in (detect.expected if detect else {}).items() if p in events},
+            "ingest_stamps": {str(p): t for p, t in (ingest.stamps if ingest else {}).items() if p in raw},
+            "detect_stamps": {str(p): t for p, t in (detect.stamps if detect else {}).items() if p in events},
             "watermark_ms": engine.watermark_ms,
             "state": dict(state),
         }
@@ -216,3 +242,64 @@ class Checkpointer:
         logger.info(
             "checkpoint written path=%s bytes=%d seconds=%.3f", path.name, len(data), time.perf_counter() - started
         )
+
+
+async def matches_topics(
+    kafka: Any, cp: Checkpoint, raw_topic: str, events_topic: str, timeout_s: float = 10.0
+) -> bool:
+    """Whether the topics still hold what ``cp`` was cut from: the last message it applied per partition.
+
+    A broker that lost its data (the dev broker keeps it in memory) or topics deleted and created
+    again start their offsets at 0: the state of a checkpoint would then skip new messages as
+    applied before. So the message before each promised offset must exist and have the Kafka
+    timestamp the checkpoint recorded. (End offsets cannot decide this: Tansu reports them wrong.)
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.security import aiokafka_options
+
+    wanted: dict[Any, tuple[int, int | None]] = {}
+    for topic, offsets, stamps in (
+        (raw_topic, cp.ingest_done, cp.ingest_stamps),
+        (events_topic, cp.detect_next, cp.detect_stamps),
+    ):
+        for partition, offset in offsets.items():
+            if offset > 0:
+                wanted[TopicPartition(topic, partition)] = (offset - 1, stamps.get(partition))
+    if not wanted:
+        return True
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False, group_id=None, auto_offset_reset="none", **aiokafka_options(kafka)
+    )
+    await consumer.start()
+    found: dict[Any, tuple[int, int]] = {}
+    try:
+        consumer.assign(list(wanted))
+        for tp, (offset, _) in wanted.items():
+            consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(wanted) and time.monotonic() < deadline:
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except Exception as exc:  # OffsetOutOfRange and its kin: the offset is not there any more
+                logger.warning("checkpoint ignored reason=its offsets are not in the topics (%s)", exc)
+                return False
+            for tp, records in batches.items():
+                if tp not in found and records:
+                    found[tp] = (records[0].offset, records[0].timestamp)
+                    consumer.pause(tp)
+    finally:
+        await consumer.stop()
+    for tp, (offset, stamp) in wanted.items():
+        got = found.get(tp)
+        if got is None or got[0] != offset or (stamp is not None and got[1] != stamp):
+            logger.warning(
+                "checkpoint ignored reason=topic %s[%d] does not hold the message it applied at offset %d "
+                "(found %s): the topics were recreated or lost their data",
+                tp.topic,
+                tp.partition,
+                offset,
+                got,
+            )
+            return False
+    return True

@@ -63,7 +63,7 @@ def attach(rt: Runtime) -> None:
                 dropped = rt.pipeline.expire(rt.state, msg.partition)
                 if dropped:
                     logger.info("rule state expired partition=%d entries=%d", msg.partition, dropped)
-            guard.finished(msg.partition, msg.offset)
+            guard.finished(msg.partition, msg.offset, msg.timestamp)
             if rt.checkpoints.due():  # between two messages: the state and the offsets agree
                 cut = rt.checkpoints.cut(rt.state, rt.pipeline.engine, rt.pack_digest)
                 if cut is not None:

@@ -33,6 +33,7 @@ class GapGuard:
         self.expected: dict[int, int] = {}
         # first offset not yet handled in full (its sends awaited): what a checkpoint may promise
         self.done: dict[int, int] = {}
+        self.stamps: dict[int, int] = {}  # Kafka timestamp (ms) of the message before ``done``
         rt.checkpoints.track(stage, self)
 
     async def before(self, partition: int, offset: int, handle: Handler) -> None:
@@ -42,9 +43,13 @@ class GapGuard:
             await replay_range(self.rt, self.topic, partition, start, offset, handle, self.stage)
         self.expected[partition] = offset + 1
 
-    def finished(self, partition: int, offset: int) -> None:
-        """The message at ``offset`` is handled and its sends are queued."""
+    def finished(self, partition: int, offset: int, timestamp_s: float | None = None) -> None:
+        """The message at ``offset`` (Faust's timestamp: seconds) is handled and its sends are queued."""
         self.done[partition] = offset + 1
+        if timestamp_s is not None:
+            self.stamps[partition] = round(timestamp_s * 1000)
+        else:
+            self.stamps.pop(partition, None)
 
 
 async def replay_range(

@@ -73,4 +73,4 @@ def attach(rt: Runtime) -> None:
             msg = event.message
             await guard.before(msg.partition, msg.offset, handle)
             await handle(msg)
-            guard.finished(msg.partition, msg.offset)
+            guard.finished(msg.partition, msg.offset, msg.timestamp)

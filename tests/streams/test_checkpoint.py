@@ -13,12 +13,14 @@ from typing import Any
 
 import orjson
 import pytest
+from stack import make_settings
 
 from rules.engine import Engine
 from rules.model import Incident
 from rules.pack import load_pack
 from rules.pipeline import Pipeline, encode_enriched, encode_tick
 from streams.bench_data import wuhan_events
+from streams.broker import DevBroker
 from streams.checkpoint import Checkpointer, file_name, read_file
 from streams.settings import Settings, default_pack
 
@@ -30,6 +32,7 @@ class Guard:
     def __init__(self) -> None:
         self.expected: dict[int, int] = {}
         self.done: dict[int, int] = {}
+        self.stamps: dict[int, int] = {}
 
 
 def topics(n: int) -> list[list[bytes]]:
@@ -182,6 +185,7 @@ def test_offsets_restored_are_carried_into_the_next_checkpoint(tmp_path: Path) -
     first.track("detect", detect)
     first.on_assigned([0, 1], [0, 1], {}, engine)
     ingest.done.update({0: 40, 1: 17})
+    ingest.stamps.update({0: 1_000, 1: 2_000})
     detect.expected.update({0: 90, 1: 12})
     cut = first.cut({"k": {"n": 1}}, engine, "d")
     assert cut is not None
@@ -198,6 +202,7 @@ def test_offsets_restored_are_carried_into_the_next_checkpoint(tmp_path: Path) -
     assert cut is not None
     doc = orjson.loads(cut[1])
     assert doc["ingest_done"] == {"0": 40, "1": 17}
+    assert doc["ingest_stamps"] == {"0": 1_000, "1": 2_000}, "what verifies the promise is carried too"
     assert doc["detect_next"] == {"0": 90, "1": 15}
 
 
@@ -223,3 +228,47 @@ def test_a_failed_send_is_counted_logged_and_stops_checkpoints(
     assert metrics.SEND_ERRORS.labels(topic)._value.get() == before + 1
     assert f"send failed topic={topic}" in caplog.text and "checkpoints stopped" in caplog.text
     assert not rt.checkpoints.due() and sensor.runtime is rt
+
+
+@pytest.mark.integration
+def test_a_checkpoint_is_only_trusted_while_the_topics_hold_what_it_applied(broker: DevBroker, tmp_path: Path) -> None:
+    """After the broker lost its data (or topics were recreated), offsets start at 0 again: ignore it."""
+    from datetime import UTC, datetime
+
+    from kafka import KafkaProducer
+
+    from streams.checkpoint import Checkpoint, matches_topics
+    from streams.topics import create_topics
+
+    s = make_settings(broker, tmp_path, "cp-topics")
+    create_topics(s.kafka)
+    producer = KafkaProducer(**s.kafka.producer_options())
+    sent = [
+        producer.send(s.kafka.events_topic, b"m%d" % i, partition=1, timestamp_ms=1_700_000_000_000 + i)
+        for i in range(3)
+    ]
+    producer.flush()
+    assert [f.get(10).offset for f in sent] == [0, 1, 2]
+    producer.close()
+
+    def cp(next_offset: int, stamp: int | None) -> Checkpoint:
+        return Checkpoint(
+            app_id="a",
+            written_at=datetime.now(UTC),
+            pack_digest="d",
+            raw_partitions=[1],
+            events_partitions=[1],
+            ingest_done={},
+            detect_next={1: next_offset},
+            detect_stamps={} if stamp is None else {1: stamp},
+            watermark_ms=None,
+            state={},
+        )
+
+    def check(c: Checkpoint) -> bool:
+        return asyncio.run(matches_topics(s.kafka, c, s.kafka.raw_topic, s.kafka.events_topic, timeout_s=5))
+
+    assert check(cp(2, 1_700_000_000_001)), "the message before offset 2 is the one applied"
+    assert check(cp(0, None)), "nothing applied: nothing to check"
+    assert not check(cp(2, 1_700_000_000_999)), "another message at that offset: recreated topics"
+    assert not check(cp(50, None)), "the topic is shorter than the checkpoint: it lost its data"
