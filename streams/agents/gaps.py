@@ -40,7 +40,7 @@ class GapGuard:
         """Process whatever this partition skipped before ``offset`` (with ``handle``)."""
         start = self.expected.get(partition, 0 if self.rt.settings.worker.rebuild_state else offset)
         if offset > start:
-            await replay_range(self.rt, self.topic, partition, start, offset, handle, self.stage)
+            await replay_range(self.rt, self.topic, partition, start, offset, handle, self.stage, guard=self)
         self.expected[partition] = offset + 1
 
     def finished(self, partition: int, offset: int, timestamp_s: float | None = None) -> None:
@@ -53,9 +53,21 @@ class GapGuard:
 
 
 async def replay_range(
-    rt: Runtime, topic: str, partition: int, start: int, upto: int, handle: Handler, stage: str
+    rt: Runtime,
+    topic: str,
+    partition: int,
+    start: int,
+    upto: int,
+    handle: Handler,
+    stage: str,
+    *,
+    guard: GapGuard | None = None,
 ) -> int:
-    """Feed messages [start, upto) of one partition to ``handle``; returns how many."""
+    """Feed messages [start, upto) of one partition to ``handle``; returns how many.
+
+    Each message handled counts as finished on ``guard`` at once: a checkpoint cut while a long
+    replay runs (the ingest agent's, cut from the detect agent) keeps the progress made so far.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from streams.security import aiokafka_options
@@ -97,6 +109,8 @@ async def replay_range(
                 await handle(record)
                 position = record.offset + 1
                 done += 1
+                if guard is not None:
+                    guard.finished(partition, record.offset, record.timestamp / 1000)
     finally:
         await consumer.stop()
     logger.warning(

@@ -29,10 +29,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 KILL_EVERY_S = 20.0
 ENVELOPE = 500
-# The run's budget. A worker that met issue 7's 30k events/s would take about 7 s of processing for
-# 200k events, plus 6-12 s per restart: 360 s leaves ample room for a fixed pipeline, and keeps a
-# still-failing run from costing CI 12 minutes.
-TIMEOUT_S = 360.0
+# The run's budget. Alone on this 2-core machine the 200k run finished in 177 s (8 kills); with other
+# heavy jobs beside it, a life makes less progress, so the budget is generous. A stalled run is
+# stopped earlier by the livelock check below.
+TIMEOUT_S = 600.0
 STALL_PERIODS = 4  # under 2 % more of the run stored over this many kill periods: a livelock
 # Each restart loads the worker's last checkpoint (streams/checkpoint.py) and replays only the raw and
 # events messages after it; before checkpoints, every life replayed both topics from offset 0 and the
