@@ -3,7 +3,8 @@
 Measures two things per configuration, best of ``--repeat`` runs:
 
 - ``engine``: ``rules.engine.run`` (columns, zones, rule selection, kinds, tick) over decoded
-  events: what ``cityops replay`` runs after decoding;
+  events: what ``cityops replay`` runs after decoding (with the cyclic GC tuned as replay tunes
+  it, ``rules.replay.gc_tuned``);
 - ``replay``: ``rules.replay.replay`` end to end from JSON lines (one event per line): decoding
   straight into column batches (blocks of lines parsed by ``pyarrow.json``) plus the engine;
   ``replay_orjson`` is the same with ``arrow=False`` (each line parsed by orjson and checked in
@@ -37,7 +38,8 @@ Usage::
 
     .venv/bin/python bench/replay_scaling.py [--events 20000] [--repeat 3] [--mixes distinct,idle,shared] [--profile]
 
-``--profile`` adds the top functions of a cProfile run (distinct mix, 10k zones, 1,000 rules).
+``--profile`` adds the top functions of a cProfile run of the engine and of a replay (distinct mix,
+10k zones, 1,000 rules).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from rules.engine import AnyEvent, Engine, run  # noqa: E402
 from rules.geo import Layer  # noqa: E402
 from rules.model import Reading, Report  # noqa: E402
 from rules.pack import LoadedPack, parse_pack  # noqa: E402
-from rules.replay import replay  # noqa: E402
+from rules.replay import gc_tuned, replay  # noqa: E402
 
 BOX = (114.0, 30.3, 114.6, 30.9)  # the area every grid covers, whatever its number of zones
 POOL = 500  # metrics and categories the events carry
@@ -148,7 +150,8 @@ def measure(pack: LoadedPack, events: list[AnyEvent], lines: list[bytes], repeat
     out["orjson_cpu"] = math.inf
     for _ in range(repeat):
         cpu, wall = time.process_time(), time.perf_counter()
-        latest = run(Engine(pack), events, batch_size=1000)
+        with gc_tuned():
+            latest = run(Engine(pack), events, batch_size=1000)
         out["cpu"] = min(out["cpu"], time.process_time() - cpu)
         out["wall"] = min(out["wall"], time.perf_counter() - wall)
         cpu, wall = time.process_time(), time.perf_counter()
@@ -180,11 +183,18 @@ def decode_rate(events: list[AnyEvent]) -> float:
     return len(raw) / (time.perf_counter() - began)
 
 
-def profile(pack: LoadedPack, events: list[AnyEvent], top: int = 15) -> list[dict[str, Any]]:
+def profile(
+    pack: LoadedPack, events: list[AnyEvent], lines: list[bytes] | None = None, top: int = 15
+) -> list[dict[str, Any]]:
+    """The top functions (own time) of one engine run, or of one replay of ``lines`` when given."""
     profiler = cProfile.Profile()
-    profiler.enable()
-    run(Engine(pack), events, batch_size=1000)
-    profiler.disable()
+    with gc_tuned():
+        profiler.enable()
+        if lines is None:
+            run(Engine(pack), events, batch_size=1000)
+        else:
+            replay(pack, lines, batch_size=1000)
+        profiler.disable()
     stats = pstats.Stats(profiler, stream=io.StringIO())
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
@@ -228,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000, help="events per run (default 20000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; the best counts")
     parser.add_argument("--mixes", default="distinct,idle,shared", help="rule mixes to run (comma-separated)")
-    parser.add_argument("--profile", action="store_true", help="add a cProfile of 10k zones x 1000 rules")
+    parser.add_argument(
+        "--profile", action="store_true", help="add cProfiles (engine, replay) of 10k zones x 1000 rules"
+    )
     args = parser.parse_args(argv)
 
     layers = {zones: grid_layer(zones) for zones in (1_000, 10_000)}
@@ -276,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     report["decode_events_per_s"] = round(decode_rate(make_events(5000, "distinct")))
     if args.profile:
         events = make_events(args.events, "distinct")
-        report["profile_distinct_10k_zones_1000_rules"] = profile(make_pack(layers[10_000], 1_000, "distinct"), events)
+        pack = make_pack(layers[10_000], 1_000, "distinct")
+        report["profile_distinct_10k_zones_1000_rules"] = profile(pack, events)
+        report["profile_replay_distinct_10k_zones_1000_rules"] = profile(pack, events, json_lines(events))
     print(json.dumps(report, indent=2))
     return 0
 
