@@ -228,16 +228,26 @@ class Checkpointer:
             "watermark_ms": engine.watermark_ms,
             "state": dict(state),
         }
-        return self.directory / file_name(raw, events), orjson.dumps(cp)
+        try:
+            data = orjson.dumps(cp, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError as exc:  # a value JSON cannot hold: say so, keep the last checkpoint, go on
+            self.last_written = time.monotonic()
+            logger.error("checkpoint skipped reason=state not serialisable: %s", exc)
+            return None
+        return self.directory / file_name(raw, events), data
 
     async def write(self, cut: tuple[Path, bytes], flush: Any) -> None:
         """Flush the producer (``flush``: an awaitable factory), then write the cut's file off the loop."""
         path, data = cut
         started = time.perf_counter()
         await flush()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(write_file, path, data)
         self.last_written = time.monotonic()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(write_file, path, data)
+        except OSError as exc:  # a full or read-only disk must not stop the stream; the last file stays
+            logger.error("checkpoint not written path=%s reason=%s", path, exc)
+            return
         self.written += 1
         logger.info(
             "checkpoint written path=%s bytes=%d seconds=%.3f", path.name, len(data), time.perf_counter() - started

@@ -272,3 +272,24 @@ def test_a_checkpoint_is_only_trusted_while_the_topics_hold_what_it_applied(brok
     assert check(cp(0, None)), "nothing applied: nothing to check"
     assert not check(cp(2, 1_700_000_000_999)), "another message at that offset: recreated topics"
     assert not check(cp(50, None)), "the topic is shorter than the checkpoint: it lost its data"
+
+
+def test_a_checkpoint_that_cannot_be_made_or_written_is_logged_and_the_stream_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Engine(load_pack(default_pack()))
+    cps = Checkpointer(tmp_path / "file-in-the-way" / "checkpoints", "app", 1.0)
+    cps.assign([0], [0])
+    with caplog.at_level(logging.ERROR):
+        assert cps.cut({"k": {"bad": object()}}, engine, "d") is None
+    assert "checkpoint skipped" in caplog.text
+    (tmp_path / "file-in-the-way").write_text("not a directory")
+    cut = cps.cut({"k": {"n": 1}}, engine, "d")
+    assert cut is not None
+
+    async def flushed() -> None:
+        return None
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(cps.write(cut, flushed))  # no exception reaches the agent
+    assert "checkpoint not written" in caplog.text and cps.written == 0
