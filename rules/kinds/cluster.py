@@ -25,7 +25,7 @@ keeps at most ``CELL_CAP`` events (beyond that the earliest go, and order indepe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -158,6 +158,26 @@ class Cluster(Kind):
         )
 
 
+def _cell_reader(
+    scope: Scope, cache: dict[tuple[int, int], list[Record]], prefix: str
+) -> Callable[[tuple[int, int]], list[Record]]:
+    """The stored events of a cell, by (time, id): read only, never mutate what this returns.
+
+    A closure over what it needs, not a method of the view: the view holds its ``Near`` and the
+    ``Near`` holds this, and a reference cycle would keep every batch's scope and state copies
+    alive until the cyclic GC ran (most of replay's GC time).
+    """
+
+    def cell(at: tuple[int, int]) -> list[Record]:
+        found = cache.get(at)
+        if found is None:
+            entry = scope.peek(f"{prefix}{at[0]}|{at[1]}")
+            found = cache[at] = entry["ev"] if entry else _NO_EVENTS
+        return found
+
+    return cell
+
+
 class _View:
     """Read-only, cached access to the cells of one rule during one batch (after its inserts)."""
 
@@ -166,15 +186,8 @@ class _View:
         self.kind = kind
         self.cache: dict[tuple[int, int], list[Record]] = {}
         self.prefix = f"{kind.key('c')}|"  # + "row|col": kind.key("c", row, col), built faster
+        self.cell = _cell_reader(scope, self.cache, self.prefix)
         self.search = Near(kind.grid, self.cell, 2, 3)
-
-    def cell(self, cell: tuple[int, int]) -> list[Record]:
-        """The stored events of a cell, by (time, id): read only, never mutate what this returns."""
-        found = self.cache.get(cell)
-        if found is None:
-            entry = self.scope.peek(f"{self.prefix}{cell[0]}|{cell[1]}")
-            found = self.cache[cell] = entry["ev"] if entry else _NO_EVENTS
-        return found
 
     def near(self, record: Record) -> list[Record]:
         """Stored events within ``radius_m`` of a record (itself included when stored).

@@ -224,12 +224,17 @@ class _View:
         self.kind = kind
         self.cache: dict[tuple[int, int], dict[str, Any]] = {}
         self.prefix = f"{kind.key('c')}|"  # + "row|col": kind.key("c", row, col), built faster
-        self.readings = Near(kind.grid, lambda cell: self.cell(cell)["rd"], -2, -1)
-        self.reports = Near(kind.grid, lambda cell: self.cell(cell)["rp"], -2, -1)
+        # closures, not methods: a view -> Near -> bound method -> view cycle would keep every
+        # batch's scope alive until the cyclic GC ran
+        cache, prefix = self.cache, self.prefix
 
-    def cell(self, cell: tuple[int, int]) -> dict[str, Any]:
-        """A cell's entry (``rd`` and ``rp`` lists): read only, never mutate what this returns."""
-        found = self.cache.get(cell)
-        if found is None:
-            found = self.cache[cell] = self.scope.peek(f"{self.prefix}{cell[0]}|{cell[1]}") or _NO_CELL
-        return found
+        def cell(at: tuple[int, int]) -> dict[str, Any]:
+            """A cell's entry (``rd`` and ``rp`` lists): read only, never mutate what this returns."""
+            found = cache.get(at)
+            if found is None:
+                found = cache[at] = scope.peek(f"{prefix}{at[0]}|{at[1]}") or _NO_CELL
+            return found
+
+        self.cell = cell
+        self.readings = Near(kind.grid, lambda at: cell(at)["rd"], -2, -1)
+        self.reports = Near(kind.grid, lambda at: cell(at)["rp"], -2, -1)
