@@ -31,6 +31,7 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -115,7 +116,22 @@ def box_ring(lon: float, lat: float, half_m: float) -> list[tuple[float, float]]
 
 
 def cap_polygon(ring: Ring) -> str:
-    """A CAP polygon: space-separated ``lat,lon`` pairs, closed, at least 4 pairs."""
+    """A CAP polygon: space-separated ``lat,lon`` pairs, closed, at least 4 pairs.
+
+    Zone outlines come as tuples (``zones.ZoneOutlines`` caches them), and one district's outline
+    has hundreds of points: its text is made once, not for every alert in that district.
+    """
+    if isinstance(ring, tuple):
+        return _cap_polygon_of_outline(ring)
+    return _cap_polygon(ring)
+
+
+@lru_cache(maxsize=1024)
+def _cap_polygon_of_outline(ring: tuple[tuple[float, float], ...]) -> str:
+    return _cap_polygon(ring)
+
+
+def _cap_polygon(ring: Ring) -> str:
     points = list(ring)
     if points and points[0] != points[-1]:
         points.append(points[0])

@@ -161,3 +161,15 @@ def test_restricted_scope_needs_and_writes_a_restriction(xsd: xmlschema.XMLSchem
 def test_the_published_state_keeps_the_sent_time_for_references() -> None:
     p = build_payload("new", make(), None)
     assert published(p).sent == datetime(2026, 7, 1, 0, 1, tzinfo=UTC)
+
+
+def test_a_zone_outline_is_formatted_once_and_the_same_as_a_list_of_its_points() -> None:
+    outline = ((114.0, 30.0), (114.1, 30.0), (114.1, 30.1), (114.0, 30.1), (114.0, 30.0))
+    first = cap_polygon(outline)
+    expected = (
+        "30.000000,114.000000 30.000000,114.100000 30.100000,114.100000 30.100000,114.000000 30.000000,114.000000"
+    )
+    assert first == cap_polygon(list(outline)) == expected
+    assert cap_polygon(outline) is first, "an outline's text is made once"
+    with pytest.raises(FormatError):
+        cap_polygon(((114.0, 30.0), (114.1, 30.0), (114.0, 30.0)))
