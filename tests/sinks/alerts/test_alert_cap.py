@@ -173,3 +173,14 @@ def test_a_zone_outline_is_formatted_once_and_the_same_as_a_list_of_its_points()
     assert cap_polygon(outline) is first, "an outline's text is made once"
     with pytest.raises(FormatError):
         cap_polygon(((114.0, 30.0), (114.1, 30.0), (114.0, 30.0)))
+
+
+def test_the_document_is_utf8_xml_with_its_declaration_and_non_ascii_text_intact() -> None:
+    payload = build_payload("new", make(zone_name="武昌区 & <东湖>"), None)
+    doc = to_cap(payload, None, tz=SHANGHAI)
+    assert doc.startswith(
+        b"<?xml version='1.0' encoding='utf-8'?>\n<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">"
+    )
+    assert _text(doc, "cap:info/cap:area/cap:areaDesc") == ["武昌区 & <东湖>"]
+    again = ET.tostring(ET.fromstring(doc), encoding="utf-8", xml_declaration=True)
+    assert again == doc, "byte for byte what ElementTree's own UTF-8 writer gives"
