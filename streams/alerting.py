@@ -30,7 +30,7 @@ from rules.pipeline import dead_letter as make_dead_letter
 from rules.pipeline import source_label
 from rules.silences import Silence, silenced_by
 from sinks.alerts import AlertError, AlertPublisher, RouteTable, WebhookDeadLetter, WebhookSink
-from sinks.alerts.publisher import ZoneLookup
+from sinks.alerts.publisher import ZoneLookup, coalesce
 from sinks.alerts.zones import ZoneOutlines
 from streams import metrics
 from streams.errors import BrokerError
@@ -143,39 +143,45 @@ class AlertRunner:
         assert self._producer is not None
         producer = self._producer
         to_webhooks = []
+        readable: list[tuple[tuple[Any, Any], Incident]] = []
         for tp, recs in records.items():
             for rec in recs:
                 raw: bytes = rec.value or b""
                 self.counters["consumed"] += 1
                 try:
-                    incident = Incident.model_validate_json(raw)
+                    readable.append(((tp, rec), Incident.model_validate_json(raw)))
                 except (ValidationError, ValueError) as exc:
                     source = source_label(tp.topic, tp.partition, rec.offset)
                     logger.warning("alerts: unreadable incident source=%s error=%s", source, exc)
                     self.counters["invalid"] += 1
                     self._send_dead(dead_letter(source, "poison", f"alerts: unreadable incident: {exc}", raw), rec.key)
-                    continue
-                if silenced_by(incident, list(self.silences.values())):
-                    # a silence suppresses the notification; the store still records and counts it
-                    self.counters["silenced"] += 1
-                    continue
-                try:
-                    pub = self.publisher.publish(incident)
-                except (AlertError, ValueError) as exc:  # one bad snapshot must not stop the others
-                    source = source_label(tp.topic, tp.partition, rec.offset)
-                    logger.warning("alerts: cannot render incident %s source=%s error=%s", incident.id, source, exc)
-                    self.counters["unrenderable"] += 1
-                    self._send_dead(dead_letter(source, "poison", f"alerts: cannot render: {exc}", raw), rec.key)
-                    continue
-                if pub.kind is None or pub.payload is None:
-                    self.counters["unchanged"] += 1
-                    continue
-                self.counters[f"kind:{pub.kind}"] += 1
-                for out in pub.records:
-                    self._futures.append(producer.send(out.topic, key=out.key, value=out.value, headers=out.headers))
-                    self.counters[f"route:{out.route}"] += 1
-                if self.webhooks.endpoints:
-                    to_webhooks.append((pub.payload, pub.routes))
+        if self.settings.alerts.coalesce:
+            kept = coalesce(readable)
+            self.counters["coalesced"] += len(readable) - len(kept)
+            readable = kept
+        for (tp, rec), incident in readable:
+            raw = rec.value or b""
+            if silenced_by(incident, list(self.silences.values())):
+                # a silence suppresses the notification; the store still records and counts it
+                self.counters["silenced"] += 1
+                continue
+            try:
+                pub = self.publisher.publish(incident)
+            except (AlertError, ValueError) as exc:  # one bad snapshot must not stop the others
+                source = source_label(tp.topic, tp.partition, rec.offset)
+                logger.warning("alerts: cannot render incident %s source=%s error=%s", incident.id, source, exc)
+                self.counters["unrenderable"] += 1
+                self._send_dead(dead_letter(source, "poison", f"alerts: cannot render: {exc}", raw), rec.key)
+                continue
+            if pub.kind is None or pub.payload is None:
+                self.counters["unchanged"] += 1
+                continue
+            self.counters[f"kind:{pub.kind}"] += 1
+            for out in pub.records:
+                self._futures.append(producer.send(out.topic, key=out.key, value=out.value, headers=out.headers))
+                self.counters[f"route:{out.route}"] += 1
+            if self.webhooks.endpoints:
+                to_webhooks.append((pub.payload, pub.routes))
         self._flush()
         for payload, routes in to_webhooks:
             self.webhooks.deliver(payload, routes)

@@ -13,12 +13,15 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from rules.model import Incident
 from sinks.alerts import cap, cloudevents, sdm
 from sinks.alerts.payload import AlertPayload, MessageKind, Published, build_payload, message_kind, published
 from sinks.alerts.routes import Format, Route, RouteTable
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -143,3 +146,25 @@ class AlertPublisher:
             records.append(AlertRecord(topic, key, headers, value, route.name, route.format))
         self._remember(incident.id, published(payload))
         return Publication(incident.id, kind, payload, previous, tuple(r.name for r in matched), tuple(records))
+
+
+def coalesce(items: Sequence[tuple[T, Incident]]) -> list[tuple[T, Incident]]:
+    """Collapse each run of an incident's consecutive snapshots with the same status to its last one.
+
+    ``items`` are (tag, snapshot) in the order they were read. Per incident, a snapshot replaces the
+    one kept before it when both have the same status and it is not older, so an open incident
+    updated ten times in a batch gives one alert with the newest revision, while open → resolved →
+    open keeps all three transitions. Each kept item takes the place of the last one it replaced;
+    the order of one incident's items is kept.
+    """
+    kept: list[tuple[T, Incident] | None] = []
+    latest: dict[str, int] = {}
+    for tag, incident in items:
+        at = latest.get(incident.id)
+        if at is not None:
+            before = kept[at]
+            if before is not None and before[1].status == incident.status and incident.revision >= before[1].revision:
+                kept[at] = None
+        latest[incident.id] = len(kept)
+        kept.append((tag, incident))
+    return [item for item in kept if item is not None]

@@ -38,6 +38,12 @@ class AlertsSettings(BaseModel):
     )
     zone_outlines: bool = Field(default=True, description="CAP areas use the pack's zone polygons when known.")
     batch_max_records: int = Field(default=500, ge=1)
+    coalesce: bool = Field(
+        default=True,
+        description="Within one polled batch, publish only the last of consecutive snapshots of an incident "
+        "with the same status (subscribers upsert by id and keep the highest revision); a backlog then shrinks "
+        "as it grows. Off: one alert per revision.",
+    )
     poll_timeout_ms: int = Field(default=200, ge=1)
     stats_interval_s: float = Field(default=30.0, gt=0, description="How often counters are logged.")
 

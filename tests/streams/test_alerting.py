@@ -156,6 +156,7 @@ def test_alerts_process_routes_formats_orders_delivers_and_commits(
     broker: DevBroker, hooks: Hooks, tmp_path: Path
 ) -> None:
     s = alert_settings(broker, hooks.url)
+    s.alerts.coalesce = False  # one alert per revision: the whole sequence of kinds is checked below
     p = s.kafka.topic_prefix
     child = spawn("alerts", ["cityops", "alerts"], s.to_env(), tmp_path)
     try:
@@ -329,10 +330,15 @@ def test_one_bad_snapshot_is_dead_lettered_and_the_batch_goes_on() -> None:
         "unit.alerts.flood",
         "unit.alerts.critical",
     ]
-    dead = [DeadLetterRecord.model_validate_json(v) for t, _, v in producer.sent if t == "unit.deadletter"]
-    assert [d.source for d in dead] == ["unit.incidents[2]@7", "unit.incidents[2]@8"]
-    assert "cannot render" in dead[0].reason and "at least 4 points" in dead[0].reason
-    assert "unreadable incident" in dead[1].reason
+    # unreadable records are dead-lettered while the batch is read, unrenderable ones while it is published
+    dead = {
+        d.source: d
+        for d in (DeadLetterRecord.model_validate_json(v) for t, _, v in producer.sent if t == "unit.deadletter")
+    }
+    assert set(dead) == {"unit.incidents[2]@7", "unit.incidents[2]@8"}
+    assert "cannot render" in dead["unit.incidents[2]@7"].reason
+    assert "at least 4 points" in dead["unit.incidents[2]@7"].reason
+    assert "unreadable incident" in dead["unit.incidents[2]@8"].reason
     assert runner.counters["unrenderable"] == 1
     assert runner.counters["invalid"] == 1
     assert runner.counters["produced"] == 5
@@ -371,3 +377,28 @@ def test_a_silence_suppresses_the_notification_of_matching_incidents_only() -> N
     keys = {k for _, k, _ in producer.sent}
     assert keys == {B.encode()}
     assert runner.counters["silenced"] == 1
+
+
+def test_a_batch_publishes_the_newest_of_each_run_of_same_status_snapshots() -> None:
+    """No broker: ten updates of one open incident in one batch give one alert; a resolve is kept."""
+    s = Settings()
+    s.kafka.topic_prefix = "unit"
+    s.alerts.routes = [Route(name="all", topic="{prefix}.alerts.all", format="json")]
+    runner = AlertRunner(s, zones=lambda layer, zone_id: [])
+    producer = _Producer()
+    runner._producer = producer
+    tp = TopicPartition("unit.incidents", 0)
+    snaps = [make(id=A, revision=r) for r in range(1, 11)] + [make(id=B), resolved(id=A, revision=10)]
+    runner.handle({tp: [_Rec(i.model_dump_json().encode(), i.id.encode(), n) for n, i in enumerate(snaps)]})
+    sent = [(k, AlertPayload.model_validate_json(v)) for t, k, v in producer.sent if t == "unit.alerts.all"]
+    assert [(k.decode(), p.kind, p.incident.revision) for k, p in sent] == [
+        (A, "new", 10),
+        (B, "new", 1),
+        (A, "resolved", 10),
+    ]
+    assert runner.counters["coalesced"] == 9 and runner.counters["consumed"] == 12
+    s.alerts.coalesce = False
+    every = AlertRunner(s, zones=lambda layer, zone_id: [])
+    every._producer = _Producer()
+    every.handle({tp: [_Rec(i.model_dump_json().encode(), i.id.encode(), n) for n, i in enumerate(snaps)]})
+    assert len(every._producer.sent) == 12

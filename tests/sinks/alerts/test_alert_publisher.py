@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from alert_helpers import make, resolved
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules.pack import load_pack
 from sinks.alerts.cap import Ring
-from sinks.alerts.publisher import AlertPublisher
+from sinks.alerts.publisher import AlertPublisher, coalesce
 from sinks.alerts.routes import Route, RouteTable, default_routes
 from sinks.alerts.zones import ZoneOutlines
 from streams.settings import default_pack
@@ -127,3 +130,26 @@ def test_cap_uses_zone_outlines_when_known() -> None:
     calls.clear()
     publisher(zones=zones).publish(make(id="other", severity="low"))
     assert calls == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 6), st.sampled_from(["open", "resolved"])), max_size=30)
+)
+def test_coalesce_keeps_each_incidents_transitions_and_newest_revisions(
+    seq: list[tuple[str, int, str]],
+) -> None:
+    items = [
+        (n, make(id=i, revision=r) if s == "open" else resolved(id=i, revision=r)) for n, (i, r, s) in enumerate(seq)
+    ]
+    kept = coalesce(items)
+    assert [n for n, _ in kept] == sorted(n for n, _ in kept), "one batch order"
+    for incident_id in "abc":
+        mine = [inc for _, inc in items if inc.id == incident_id]
+        out = [inc for _, inc in kept if inc.id == incident_id]
+        # what a subscriber that upserts by id ends with: the same as without coalescing
+        assert (mine[-1] if mine else None) == (out[-1] if out else None)
+        # every status change survives; no two kept neighbours share a status unless a stale one came between
+        changes = [a.status != b.status for a, b in itertools.pairwise(mine)]
+        assert sum(a.status != b.status for a, b in itertools.pairwise(out)) == sum(changes)
+        assert len(out) <= len(mine)
