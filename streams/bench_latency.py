@@ -43,7 +43,9 @@ async def _follow_probes(consumer: AIOKafkaConsumer, out: _Samples, alert_topic:
                 doc = orjson.loads(record.value)
                 inc = doc.get("incident", doc)
                 ids = inc["evidence"]["event_ids"]
-                if inc["revision"] == 1 and ids and ids[0] in out.sent and ids[0] not in into:
+                # the first record whose incident starts with the probe: not necessarily revision 1,
+                # as the alerts process coalesces a batch's snapshots of one incident (alerts.coalesce)
+                if ids and ids[0] in out.sent and ids[0] not in into:
                     into[ids[0]] = now - out.sent[ids[0]]
 
 
