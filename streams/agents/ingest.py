@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rules.formats.cloudevents_in import CloudEventContext, ingest_record
 from rules.formats.sensorthings import LocationCache
-from rules.pipeline import encode_enriched, encode_tick, tick_of
+from rules.pipeline import encode_enriched, tick_of
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
 from streams.agents.gaps import GapGuard
@@ -32,18 +32,6 @@ def attach(rt: Runtime) -> None:
     )
 
     guard = GapGuard(rt, topic_name, "ingest")
-
-    @rt.app.timer(interval=rt.settings.worker.tick_s)  # type: ignore[untyped-decorator]
-    async def raw_ticks() -> None:
-        """A tick to every raw partition, so gap repair also runs on a partition that went quiet.
-
-        After a crash the consumer may resume past raw messages whose envelopes never reached the
-        events topic; the gap guard finds them at the partition's next message, and a tick makes
-        sure there is one. Ingest skips ticks (``tick_of``), so they never become events.
-        """
-        clock = int(time.time() * 1000)
-        for partition in range(rt.settings.kafka.partitions):
-            await rt.raw.send(value=encode_tick(clock), partition=partition)
 
     async def handle(msg: Any) -> None:
         """Ingest one raw message (also used to replay skipped ones)."""
