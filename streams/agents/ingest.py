@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rules.formats.cloudevents_in import CloudEventContext, ingest_record
 from rules.formats.sensorthings import LocationCache
-from rules.pipeline import encode_enriched, tick_of
+from rules.pipeline import encode_enriched
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
 from streams.agents.gaps import GapGuard
@@ -35,8 +35,6 @@ def attach(rt: Runtime) -> None:
 
     async def handle(msg: Any) -> None:
         """Ingest one raw message (also used to replay skipped ones)."""
-        if tick_of(msg.value or b"") is not None:
-            return
         started = time.perf_counter()
         try:
             # CloudEvents (binary ce_* headers or structured) are unwrapped; plain JSON goes on as is
