@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -180,8 +180,20 @@ class EventColumns:
     @classmethod
     def from_events(cls, events: Sequence[AnyEvent]) -> EventColumns:
         """Columns of validated event objects."""
-        n = len(events)
         fields = [e.__dict__ for e in events]  # a pydantic model keeps its field values here
+        ts_us = np.fromiter((to_us(f["ts"]) for f in fields), dtype=np.int64, count=len(fields))
+        return cls.from_fields(fields, ts_us, events.__getitem__)
+
+    @classmethod
+    def from_fields(
+        cls, fields: Sequence[Mapping[str, Any]], ts_us: NDArray[np.int64], event_at: Callable[[int], AnyEvent]
+    ) -> EventColumns:
+        """Columns of event field dicts (a model's ``__dict__``, or the same read from an envelope).
+
+        ``ts_us`` is the event time column (the dicts' ``ts`` may be a datetime or its ISO text);
+        ``event_at`` gives the event object of a row when a rule needs it.
+        """
+        n = len(fields)
         kinds = [f["kind"] for f in fields]
         tracks = "track" in kinds
         none = np.full(n, np.nan)
@@ -190,12 +202,12 @@ class EventColumns:
             for name in NUMERIC
         }
         return cls(
-            ts_us=np.fromiter((to_us(f["ts"]) for f in fields), dtype=np.int64, count=n),
+            ts_us=ts_us,
             kind=np.fromiter((KIND_CODE[k] for k in kinds), dtype=np.int8, count=n),
             disc=[f.get(DISCRIMINATOR[k]) for f, k in zip(fields, kinds, strict=True)],
             ids=[f["id"] for f in fields],
             numeric=numeric,
-            event_at=events.__getitem__,
+            event_at=event_at,
         )
 
     @classmethod
@@ -245,6 +257,47 @@ class EventColumns:
 
     def all_enriched(self) -> list[Enriched]:
         return [self.enriched(r) for r in range(len(self))]
+
+
+class Rebuilt(Sequence[Enriched]):
+    """Enriched events read back from their fields (ingest validated them): each is built on first use.
+
+    ``fields`` are the events' field dicts (their ``ts`` already a datetime), ``zones`` their zone
+    dicts and ``ts_us`` their event times. ``build`` makes the event object of one field dict. The
+    engine reads the columns (``columns``) and builds only the events some rule is fed.
+    """
+
+    def __init__(
+        self,
+        fields: list[dict[str, Any]],
+        zones: list[dict[str, list[str]]],
+        ts_us: NDArray[np.int64],
+        build: Callable[[dict[str, Any]], AnyEvent],
+    ) -> None:
+        self.fields, self.zones, self.ts_us, self._build = fields, zones, ts_us, build
+        self._items: list[Enriched | None] = [None] * len(fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    @overload
+    def __getitem__(self, row: int) -> Enriched: ...
+    @overload
+    def __getitem__(self, row: slice) -> list[Enriched]: ...
+    def __getitem__(self, row: int | slice) -> Enriched | list[Enriched]:
+        if isinstance(row, slice):
+            return [self[r] for r in range(*row.indices(len(self)))]
+        item = self._items[row]
+        if item is None:
+            item = self._items[row] = enriched_of(self._build(self.fields[row]), self.zones[row])
+        return item
+
+    def columns(self, layers: Sequence[str]) -> EventColumns:
+        """The batch as columns, located in ``layers`` by the zones it carries."""
+        columns = EventColumns.from_fields(self.fields, self.ts_us, lambda row: self[row].event)
+        columns.given = self
+        columns.zones = {name: Zones.from_lists([z.get(name) for z in self.zones]) for name in layers}
+        return columns
 
 
 def row_of(event: AnyEvent) -> Row:

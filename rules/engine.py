@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.columns import EventColumns, locate
+from rules.columns import EventColumns, Rebuilt, locate
 from rules.kinds import Kind, PackContext, evaluator
 from rules.kinds.base import Scope, incident_id
 from rules.model import Enriched, Incident, Reading, Report, Track
@@ -106,7 +106,8 @@ class Engine:
         """
         if len(batch) < self.small_batch:
             return self._process_items(batch, state, position, home, check_late, late_watermark_ms)
-        columns = EventColumns.from_enriched(batch, self._selector.layers)
+        layers = self._selector.layers
+        columns = batch.columns(layers) if isinstance(batch, Rebuilt) else EventColumns.from_enriched(batch, layers)
         return self.process_columns(columns, state, position, home, check_late, late_watermark_ms)
 
     def _floor(self, check_late: bool, late_watermark_ms: int | None) -> tuple[int | None, int | None]:

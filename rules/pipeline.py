@@ -8,14 +8,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from pydantic import ValidationError
 
+from rules.columns import Rebuilt, to_us
 from rules.decode import DEFAULT_MAX_BYTES, Rejected, decode_message
 from rules.engine import Engine
 from rules.model import DeadLetterRecord, Enriched, Incident, Reading, Report, Track
@@ -155,22 +157,30 @@ def _construct(cls: type[Any], fields: dict[str, Any]) -> Any:
     return obj
 
 
-def _trusted(items: Any) -> list[Enriched]:
-    """Rebuild events that ingest already validated (no second validation on the hot path).
+def _rebuilt(items: Any) -> Rebuilt:
+    """Events that ingest already validated, read back without a second validation.
 
-    ``items`` come fresh from ``orjson.loads``: their dicts are not shared, so they are adopted.
+    Only what the columns need is read now (kind, id, time, numbers, zones); an event object is
+    built when a rule is fed the event. ``items`` come fresh from ``orjson.loads``: their dicts
+    are not shared, so they are adopted.
     """
-    out = []
     fromiso = datetime.fromisoformat
+    fields: list[dict[str, Any]] = []
+    zones: list[dict[str, list[str]]] = []
+    stamps: list[int] = []
     for item in items:
-        fields = item["event"]
-        cls = _KINDS[fields["kind"]]
-        fields["ts"] = fromiso(fields["ts"])
-        zones = item["zones"]
-        if not isinstance(zones, dict):
-            raise TypeError(f"zones must be an object, not {type(zones).__name__}")
-        out.append(_construct(Enriched, {"event": _construct(cls, fields), "zones": zones}))
-    return out
+        event = item["event"]
+        if event["kind"] not in _KINDS:
+            raise ValueError(f"unknown event kind {event['kind']!r}")
+        zone = item["zones"]
+        if type(zone) is not dict:
+            raise TypeError(f"zones must be an object, not {type(zone).__name__}")
+        ts = event["ts"] = fromiso(event["ts"])
+        stamps.append(to_us(ts))
+        fields.append(event)
+        zones.append(zone)
+    ts_us = np.array(stamps, dtype=np.int64)
+    return Rebuilt(fields, zones, ts_us, lambda f: _construct(_KINDS[f["kind"]], f))
 
 
 def encode_tick(clock_ms: int) -> bytes:
@@ -188,10 +198,10 @@ def tick_of(raw: bytes) -> int | None:
 
 def decode_enriched(raw: bytes) -> list[Enriched]:
     """Events of an enriched envelope; a tick message has none."""
-    return decode_envelope(raw)[0]
+    return list(decode_envelope(raw)[0])
 
 
-def decode_envelope(raw: bytes) -> tuple[list[Enriched], tuple[int, int] | None]:
+def decode_envelope(raw: bytes) -> tuple[Sequence[Enriched], tuple[int, int] | None]:
     """Events of an enriched envelope and the raw (partition, offset) it came from (parsed once)."""
     doc = orjson.loads(raw)
     if not isinstance(doc, dict) or doc.get("v") != 1:
@@ -199,7 +209,7 @@ def decode_envelope(raw: bytes) -> tuple[list[Enriched], tuple[int, int] | None]
     if "tick" in doc:
         return [], None
     try:
-        return _trusted(doc["items"]), _source_of(doc)
+        return _rebuilt(doc["items"]), _source_of(doc)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed enriched-events envelope: {exc!r}") from exc
 
@@ -356,8 +366,7 @@ class Pipeline:
             check_late=check_late,
             late_watermark_ms=stream_wm if src is not None else None,
         )
-        late_ids = {item.event.id for item, _ in outcome.late}
-        applied = max((to_ms(i.event.ts) for i in items if i.event.id not in late_ids), default=None)
+        applied = _newest_ms(items, {item.event.id for item, _ in outcome.late})
         newest = applied if stream_wm is None or (applied is not None and applied > stream_wm) else stream_wm
         state[mark_key] = {"o": position[1], "home": partition, "wm": newest}
         if applied is not None:
@@ -371,3 +380,13 @@ class Pipeline:
                 dead_letter(reason, "late", f"{source}:{item.event.id}", item.event.model_dump_json().encode())
             )
         return out
+
+
+def _newest_ms(items: Sequence[Enriched], late_ids: set[str]) -> int | None:
+    """The newest event time (ms) of the events that were not late: their stream's watermark."""
+    if isinstance(items, Rebuilt):  # from the columns, without building an event per row
+        if not late_ids:
+            return int(items.ts_us.max()) // 1000 if len(items) else None
+        kept = [ts for f, ts in zip(items.fields, items.ts_us.tolist(), strict=True) if f["id"] not in late_ids]
+        return max(kept) // 1000 if kept else None
+    return max((to_ms(i.event.ts) for i in items if i.event.id not in late_ids), default=None)

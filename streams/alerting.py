@@ -107,6 +107,7 @@ class AlertRunner:
         )
         self.deadletter_topic = alerts.deadletter_topic_name(kafka.topic_prefix)
         self.counters: Counter[str] = Counter()
+        self.seconds: dict[str, float] = dict.fromkeys(("poll", "publish", "flush", "commit"), 0.0)
         self.webhooks = WebhookSink(alerts.webhooks, dead_letter=self._webhook_failed, sleep=sleep)
         self._producer: KafkaProducer | None = None
         self._futures: list[Any] = []
@@ -189,7 +190,9 @@ class AlertRunner:
 
     def _flush(self) -> None:
         assert self._producer is not None
+        started = time.perf_counter()
         self._producer.flush()
+        self.seconds["flush"] += time.perf_counter() - started
         futures, self._futures = self._futures, []
         for future in futures:
             future.get(timeout=30)  # raises the send error: the batch is not committed
@@ -198,7 +201,13 @@ class AlertRunner:
     def stats(self) -> dict[str, Any]:
         """Counters so far, webhook counters included."""
         hooks = {name: vars(c) for name, c in self.webhooks.counters.items()}
-        return {**dict(sorted(self.counters.items())), "tracked": len(self.publisher), "webhooks": hooks}
+        spent = {name: round(value, 3) for name, value in self.seconds.items()}
+        return {
+            **dict(sorted(self.counters.items())),
+            "tracked": len(self.publisher),
+            "webhooks": hooks,
+            "seconds": spent,
+        }
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -225,7 +234,7 @@ class AlertRunner:
             linger_ms=5,
             max_in_flight_requests_per_connection=1,
             enable_idempotence=False,  # its InitProducerId fails for good after a broker restart
-            **kafka.producer_options(),
+            **{**kafka.producer_options(), "batch_size": alerts.producer_batch_bytes},
         )
         logger.info(
             "alerts running source=%s routes=%s webhooks=%s deadletter=%s",
@@ -245,7 +254,9 @@ class AlertRunner:
             while not self.stop_event.is_set():
                 health.beat()
                 self.follow_silences(silences)
+                polled = time.perf_counter()
                 records = consumer.poll(timeout_ms=alerts.poll_timeout_ms, max_records=alerts.batch_max_records)
+                self.seconds["poll"] += time.perf_counter() - polled
                 if records:
                     started = time.perf_counter()
                     before = {
@@ -254,7 +265,10 @@ class AlertRunner:
                     }
                     try:
                         self.handle(records)
+                        self.seconds["publish"] += time.perf_counter() - started
+                        committing = time.perf_counter()
                         consumer.commit()
+                        self.seconds["commit"] += time.perf_counter() - committing
                     except KafkaError as exc:  # e.g. the broker restarted: publish the batch again
                         self.rewind(consumer, records, before, exc)
                         continue
