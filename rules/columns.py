@@ -246,17 +246,47 @@ class EventColumns:
             self._built = [None] * len(self)
         item = self._built[row]
         if item is None:
-            zones = {}
-            for name, z in self.zones.items():
-                ids = z.of(row)
-                if ids:
-                    zones[name] = ids
-            item = enriched_of(self.event_at(row), zones)
-            self._built[row] = item
+            item = self._built[row] = enriched_of(self.event_at(row), self.zones_at(row))
         return item
+
+    def zones_at(self, row: int) -> dict[str, list[str]]:
+        """The zone ids of one row per layer (a layer none of whose zones holds it is left out)."""
+        zones = {}
+        for name, z in self.zones.items():
+            ids = z.of(row)
+            if ids:
+                zones[name] = ids
+        return zones
 
     def all_enriched(self) -> list[Enriched]:
         return [self.enriched(r) for r in range(len(self))]
+
+
+class Rows(Sequence[Enriched]):
+    """Some rows of a located column batch, as enriched events (each built on first use).
+
+    ``wire`` gives the rows as the events topic carries them without building any event object.
+    """
+
+    def __init__(self, columns: EventColumns, rows: list[int]) -> None:
+        self.columns, self.rows = columns, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, at: int) -> Enriched: ...
+    @overload
+    def __getitem__(self, at: slice) -> list[Enriched]: ...
+    def __getitem__(self, at: int | slice) -> Enriched | list[Enriched]:
+        if isinstance(at, slice):
+            return [self.columns.enriched(r) for r in self.rows[at]]
+        return self.columns.enriched(self.rows[at])
+
+    def wire(self) -> list[dict[str, Any]]:
+        """``{"event": fields, "zones": zones}`` per row: the items of an events-topic envelope."""
+        columns = self.columns
+        return [{"event": columns.event_at(r).__dict__, "zones": columns.zones_at(r)} for r in self.rows]
 
 
 class Rebuilt(Sequence[Enriched]):

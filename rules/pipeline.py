@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from rules.columns import Rebuilt, to_us
+from rules.columns import KIND_CODE, EventColumns, Rebuilt, Rows, to_us
 from rules.decode import DEFAULT_MAX_BYTES, Rejected, decode_message
 from rules.engine import Engine
 from rules.model import DeadLetterRecord, Enriched, Incident, Reading, Report, Track
@@ -113,13 +113,14 @@ def dead_letter(reason: str, kind: str, source: str, original: bytes) -> DeadLet
     )
 
 
-def encode_enriched(items: list[Enriched], src: tuple[int, int] | None = None) -> bytes:
+def encode_enriched(items: Sequence[Enriched], src: tuple[int, int] | None = None) -> bytes:
     """The internal envelope of the events topic: validated events, serialised without re-validation.
 
     ``src`` is the (partition, offset) of the raw message they came from: a raw message ingested
     twice (after a crash) gives the same envelope with the same ``src``, which detect skips.
     """
-    doc: dict[str, Any] = {"v": 1, "items": [{"event": i.event.__dict__, "zones": i.zones} for i in items]}
+    wire = items.wire() if isinstance(items, Rows) else [{"event": i.event.__dict__, "zones": i.zones} for i in items]
+    doc: dict[str, Any] = {"v": 1, "items": wire}
     if src is not None:
         doc["src"] = list(src)
     return orjson.dumps(doc)
@@ -218,7 +219,7 @@ def decode_envelope(raw: bytes) -> tuple[Sequence[Enriched], tuple[int, int] | N
 class Ingested:
     """One raw message, ingested: enriched events by target events-topic partition, and dead letters."""
 
-    routed: dict[int, list[Enriched]] = field(default_factory=dict)
+    routed: dict[int, Sequence[Enriched]] = field(default_factory=dict)
     dead: list[DeadLetterRecord] = field(default_factory=list)
 
     @property
@@ -298,10 +299,27 @@ class Pipeline:
         decoded = decode_message(raw, max_bytes=self.max_bytes)
         for rej in decoded.rejected:
             out.dead.append(self._dead(rej, topic, partition, offset))
-        layer = self.routing_layer
-        for item in self.engine.enrich(decoded.events):
-            out.routed.setdefault(self.partition_of(self.route_key(item, layer)), []).append(item)
+        if decoded.events:
+            columns = self.engine.enrich_columns(EventColumns.from_events(decoded.events))
+            parts = self._partitions(columns)
+            for target in np.unique(parts).tolist():
+                out.routed[target] = Rows(columns, np.flatnonzero(parts == target).tolist())
         return out
+
+    def _partitions(self, columns: EventColumns) -> np.ndarray[Any, np.dtype[np.intp]]:
+        """The events-topic partition of every row: ``partition_of(route_key(...))``, per zone not per row."""
+        layer = self.routing_layer
+        if layer is None:
+            parts = np.full(len(columns), self.partition_of(f"zone:{OUTSIDE}"), dtype=np.intp)
+        else:
+            zones = columns.zones[layer]
+            found = np.unique(zones.primary)
+            keys = [f"zone:{zones.ids[z] if z >= 0 else OUTSIDE}" for z in found.tolist()]
+            by_zone = np.array([self.partition_of(k) for k in keys], dtype=np.intp)
+            parts = by_zone[np.searchsorted(found, zones.primary)]
+        for row in np.flatnonzero(columns.kind == KIND_CODE["track"]).tolist():  # tracks go by object
+            parts[row] = self.partition_of(f"obj:{columns.event_at(row).subject}")
+        return parts
 
     def _dead(self, rej: Rejected, topic: str, partition: int, offset: int) -> DeadLetterRecord:
         source = source_label(topic, partition, offset, rej.index)
