@@ -140,6 +140,28 @@ class Zones:
         return [ids[m] for m in members[starts[row] : starts[row + 1]]]
 
 
+class NumericOf(dict[str, NDArray[np.float64]]):
+    """The ``NUMERIC`` float columns of field dicts, each made when it is first read.
+
+    Ingest reads only lon and lat, and a pack's conditions read a few fields: the others are
+    never built.
+    """
+
+    def __init__(self, fields: Sequence[Mapping[str, Any]], *, tracks: bool) -> None:
+        super().__init__()
+        self._fields, self._tracks = fields, tracks
+
+    def __missing__(self, name: str) -> NDArray[np.float64]:
+        if name not in NUMERIC:
+            raise KeyError(name)
+        if self._tracks or name not in TRACK_ONLY:
+            column = floats([f.get(name) for f in self._fields])
+        else:
+            column = np.full(len(self._fields), np.nan)
+        self[name] = column
+        return column
+
+
 @dataclass
 class EventColumns:
     """A batch of events, column by column.
@@ -195,18 +217,12 @@ class EventColumns:
         """
         n = len(fields)
         kinds = [f["kind"] for f in fields]
-        tracks = "track" in kinds
-        none = np.full(n, np.nan)
-        numeric = {
-            name: floats([f.get(name) for f in fields]) if (tracks or name not in TRACK_ONLY) else none
-            for name in NUMERIC
-        }
         return cls(
             ts_us=ts_us,
             kind=np.fromiter((KIND_CODE[k] for k in kinds), dtype=np.int8, count=n),
             disc=[f.get(DISCRIMINATOR[k]) for f, k in zip(fields, kinds, strict=True)],
             ids=[f["id"] for f in fields],
-            numeric=numeric,
+            numeric=NumericOf(fields, tracks="track" in kinds),
             event_at=event_at,
         )
 

@@ -21,6 +21,7 @@ from rules.columns import KIND_CODE, Row, to_us
 from rules.model import Event, Reading, Report, Track
 
 _EVENT: TypeAdapter[Reading | Report | Track] = TypeAdapter(Event)
+_EVENTS: TypeAdapter[list[Reading | Report | Track]] = TypeAdapter(list[Event])
 
 DEFAULT_MAX_BYTES = 1_048_576
 _NON_FINITE = re.compile(rb"[:\[,]\s*-?(NaN|Infinity)\b")
@@ -86,6 +87,10 @@ def decode_message(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Decoded
             return Decoded([], [Rejected(_describe(exc), "invalid", raw)])
     if not isinstance(doc, list):
         return Decoded([], [Rejected(f"expected an event object or a list, got {type(doc).__name__}", "invalid", raw)])
+    try:  # one call for the whole batch; only a batch with a bad record is validated record by record
+        return Decoded(_EVENTS.validate_python(doc), [])
+    except ValidationError:
+        pass
     events: list[Reading | Report | Track] = []
     rejected: list[Rejected] = []
     for index, item in enumerate(doc):

@@ -143,6 +143,8 @@ class Selection:
                 self._op[k, i] = OP_CODES.index(op)
                 self._value[k, i] = value
                 self._names[k][i] = name
+        #: the numeric columns some condition reads (the others are never built for a batch)
+        self._read = frozenset(int(f) for f in np.unique(self._field) if 0 <= f < NAN_ROW)
         # schedules of gated rules, one check per distinct schedule
         self._schedules: list[ScheduleCheck] = []
         sched_ids: list[int] = []
@@ -281,7 +283,8 @@ class Selection:
 
     def _conditions(self, batch: EventColumns, pr: NDArray[np.intp], prow: NDArray[np.intp]) -> NDArray[np.bool_]:
         keep = np.ones(len(pr), dtype=bool)
-        matrix = np.vstack([batch.numeric[name] for name in NUMERIC] + [np.full(len(batch), np.nan)])
+        nan = np.full(len(batch), np.nan)
+        matrix = np.vstack([batch.numeric[name] if k in self._read else nan for k, name in enumerate(NUMERIC)] + [nan])
         for k in range(len(self._field)):
             field = self._field[k][pr]
             columnar = field >= 0

@@ -73,6 +73,10 @@ class Sustained(Kind):
             key = self.key(subject)
             entry, fresh = scope.load(key, _factory(subject))
             if "phase" not in entry:  # an idle entry kept as its core (see _store)
+                if fresh and ts > int(entry["t"]) and (not self.open_cmp(value, rule.value) or not self.gate(item)):
+                    # the common case, a normal reading of an idle subject: it stays a core, newer
+                    entry["t"] = ts
+                    continue
                 entry.update(phase="idle", since=None, ooo=0, subj=subject)
             if not fresh:
                 if entry.get("ep"):
