@@ -71,6 +71,16 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+def zone_route(zone: str | None) -> str:
+    """The route key of an event in ``zone`` of the routing layer (or in none of its zones)."""
+    return f"zone:{zone or OUTSIDE}"
+
+
+def object_route(subject: str) -> str:
+    """The route key of a track of the moving object ``subject``: all of its track stays in one partition."""
+    return f"obj:{subject}"
+
+
 #: State keys ``~applied|<stream>`` hold each position stream's highest applied offset (``{"o": n}``).
 APPLIED_PREFIX = "~applied"
 #: State keys ``~watermark|<events partition>``: the newest event time applied in that partition.
@@ -262,10 +272,9 @@ class Pipeline:
         """Routing key: tracks by object, everything else by its zone in the routing layer."""
         event = item.event
         if event.kind == "track":
-            return f"obj:{event.subject}"
+            return object_route(event.subject)
         layer = routing_layer if routing_layer is not None else self.routing_layer
-        zone = item.primary_zone(layer) if layer else None
-        return f"zone:{zone or OUTSIDE}"
+        return zone_route(item.primary_zone(layer) if layer else None)
 
     def partition_of(self, route_key: str) -> int:
         """``partition_for`` this pipeline's partition count, cached (a few thousand zones and objects)."""
@@ -310,15 +319,15 @@ class Pipeline:
         """The events-topic partition of every row: ``partition_of(route_key(...))``, per zone not per row."""
         layer = self.routing_layer
         if layer is None:
-            parts = np.full(len(columns), self.partition_of(f"zone:{OUTSIDE}"), dtype=np.intp)
+            parts = np.full(len(columns), self.partition_of(zone_route(None)), dtype=np.intp)
         else:
             zones = columns.zones[layer]
             found = np.unique(zones.primary)
-            keys = [f"zone:{zones.ids[z] if z >= 0 else OUTSIDE}" for z in found.tolist()]
+            keys = [zone_route(zones.ids[z] if z >= 0 else None) for z in found.tolist()]
             by_zone = np.array([self.partition_of(k) for k in keys], dtype=np.intp)
             parts = by_zone[np.searchsorted(found, zones.primary)]
         for row in np.flatnonzero(columns.kind == KIND_CODE["track"]).tolist():  # tracks go by object
-            parts[row] = self.partition_of(f"obj:{columns.event_at(row).subject}")
+            parts[row] = self.partition_of(object_route(columns.event_at(row).subject))
         return parts
 
     def _dead(self, rej: Rejected, topic: str, partition: int, offset: int) -> DeadLetterRecord:

@@ -10,9 +10,10 @@ applied; detect state remembers positions), so re-processing is safe.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,14 +35,49 @@ class GapGuard:
         # first offset not yet handled in full (its sends awaited): what a checkpoint may promise
         self.done: dict[int, int] = {}
         self.stamps: dict[int, int] = {}  # Kafka timestamp (ms) of the message before ``done``
+        self.seen: set[int] = set()  # partitions a message has reached the agent from, since the start
+        self._lock = asyncio.Lock()  # a sweep and the agent never repair one partition at once
         rt.checkpoints.track(stage, self)
 
     async def before(self, partition: int, offset: int, handle: Handler) -> None:
         """Process whatever this partition skipped before ``offset`` (with ``handle``)."""
-        start = self.expected.get(partition, 0 if self.rt.settings.worker.rebuild_state else offset)
-        if offset > start:
-            await replay_range(self.rt, self.topic, partition, start, offset, handle, self.stage, guard=self)
-        self.expected[partition] = offset + 1
+        async with self._lock:
+            self.seen.add(partition)
+            start = self.expected.get(partition, 0 if self.rt.settings.worker.rebuild_state else offset)
+            if offset > start:
+                await replay_range(self.rt, self.topic, partition, start, offset, handle, self.stage, guard=self)
+            self.expected[partition] = offset + 1
+
+    async def sweep(self, positions: Mapping[int, int | None], handle: Handler) -> int:
+        """Repair the partitions no message has reached yet, up to where the consumer will resume.
+
+        ``positions`` are the consumer's next offsets (its committed ones, before it has fetched).
+        A partition that goes quiet right after a crash would otherwise keep the messages the
+        consumer resumed past unprocessed until its next message arrives. A message the consumer
+        still delivers after the sweep is handled again, which both stages skip as applied.
+        Returns how many messages were replayed.
+        """
+        replayed = 0
+        async with self._lock:
+            for partition, position in sorted(positions.items()):
+                if partition in self.seen or position is None:
+                    continue
+                self.seen.add(partition)  # once: later messages of a busy partition come through before()
+                start = self.expected.get(partition, 0 if self.rt.settings.worker.rebuild_state else None)
+                if start is None or position <= start:
+                    continue
+                logger.warning(
+                    "%s sweep: partition %d resumes at %d, handled up to %d; replaying the gap before any message",
+                    self.stage,
+                    partition,
+                    position,
+                    start,
+                )
+                replayed += await replay_range(
+                    self.rt, self.topic, partition, start, position, handle, self.stage, guard=self
+                )
+                self.expected[partition] = position
+        return replayed
 
     def finished(self, partition: int, offset: int, timestamp_s: float | None = None) -> None:
         """The message at ``offset`` (Faust's timestamp: seconds) is handled and its sends are queued."""

@@ -53,6 +53,22 @@ def attach(rt: Runtime) -> None:
         metrics.observe_ingest(out, time.perf_counter() - started)
         rt.health.beat()
 
+    @rt.app.timer(interval=rt.settings.worker.tick_s)  # type: ignore[untyped-decorator]
+    async def sweep() -> None:
+        """Once per assigned raw partition, repair what the consumer resumed past before any message comes."""
+        quiet = [tp for tp in rt.app.consumer.assignment() if tp.topic == topic_name and tp.partition not in guard.seen]
+        positions: dict[int, int | None] = {}
+        for tp in quiet:
+            try:
+                positions[tp.partition] = await rt.app.consumer.position(tp)
+            except Exception as exc:  # e.g. revoked by a rebalance meanwhile; a timer must never crash the worker
+                logger.info("ingest sweep: no position for partition %d (%s); next tick", tp.partition, exc)
+        if positions:
+            try:
+                await guard.sweep(positions, handle)
+            except Exception:  # the broker went away: the partition's next message repairs the gap instead
+                logger.exception("ingest sweep failed topic=%s partitions=%s", topic_name, sorted(positions))
+
     @rt.app.agent(rt.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
         async for event in stream.events():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from stack import Stack, latest_by_id, read_topic
 
 from rules.model import Incident
@@ -48,3 +50,38 @@ def test_worker_restart_mid_stream_loses_and_duplicates_no_incident(
         Incident.model_validate_json(r.value) for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)
     ]
     assert latest_by_id(alerts) == expected
+
+
+def test_raw_messages_the_consumer_resumes_past_are_ingested_though_no_message_follows(
+    stack: Stack, scenario: list[Message]
+) -> None:
+    """The group's committed raw offsets are past every message (as a crash between commit and ingest
+    leaves them on this broker), and nothing is produced afterwards: the sweep replays the gap."""
+    settings = stack.settings
+    pack = load_pack(settings.rules.pack)
+    expected = {i.id: i for i in replay(pack, [json.dumps(e).encode() for e in scenario_events(scenario)]).incidents}
+    produce(settings, scenario, speed=0)
+    raw = read_topic(settings, settings.kafka.raw_topic)
+    ends: dict[int, int] = {}
+    for record in raw:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    assert sum(ends.values()) == len(raw) > 100
+    committer = KafkaConsumer(
+        group_id=settings.kafka.app_id, enable_auto_commit=False, **settings.kafka.client_options()
+    )
+    committer.assign([TopicPartition(settings.kafka.raw_topic, p) for p in ends])
+    committer.commit(
+        {TopicPartition(settings.kafka.raw_topic, p): OffsetAndMetadata(end, "", -1) for p, end in ends.items()}
+    )
+    committer.close()
+
+    stack.start("store")
+    stack.start("worker")
+
+    def complete() -> bool:
+        rows = stack.stored_incidents()
+        return {r["id"]: r["revision"] for r in rows} == {k: v.revision for k, v in expected.items()}
+
+    stack.wait_for("every replayed incident, with no new raw message", complete, timeout=120)
+    assert "sweep: partition" in stack.log_tail("worker", 400)
+    assert stack.reader.scalar("SELECT count(*) FROM events") == len(scenario_events(scenario))
