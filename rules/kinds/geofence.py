@@ -102,6 +102,9 @@ class Geofence(Kind):
                 scope.emit(self._snapshot(entry, ep))
             return
         entry["t"] = ts
+        # Scope copies an entry one level deep: its episodes are still the stored ones, and they
+        # grow in place below, so each gets its own copy (copy-on-touch; at most 8 of them).
+        entry["eps"] = {at: {**ep, "ev": list(ep["ev"])} for at, ep in entry["eps"].items()}
         passes = self.gate(item)
         state = entry["in"]
         new_state = True if inside else (False if beyond else state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 import pytest
@@ -170,6 +171,22 @@ def test_an_older_fix_is_counted_and_ignored() -> None:
     [incident] = engine.process(engine.enrich([track("old", timedelta(seconds=5), DEEP_OUT)]), state).incidents
     assert incident.details["out_of_order"] == 1
     assert incident.details["transition"] == "enter"
+
+
+def test_a_dwell_episode_is_copied_before_it_grows_never_changed_in_the_stored_entry() -> None:
+    """Copy-on-touch: a batch changes its own copy of an entry; the stored one changes only by replacement."""
+    pack = _pack("inside", "  min_dwell: 3m\n")
+    engine, state = Engine(pack), {}
+    path = _path(DEEP_IN, DEEP_IN, DEEP_IN, DEEP_IN, DEEP_OUT, every=timedelta(seconds=90))
+    engine.process(engine.enrich(path[:3]), state, position=(0, 0))
+    [(key, stored)] = [(k, v) for k, v in state.items() if k.startswith("fence@") and k.endswith("|F")]
+    frozen = copy.deepcopy(stored)
+    engine.process(engine.enrich(path[3:4]), state, position=(0, 1))
+    assert stored == frozen, "the episode of the stored entry was changed in place"
+    [ep] = state[key]["eps"].values()
+    assert ep["n"] == 2 and len(ep["ev"]) == 2
+    engine.process(engine.enrich(path[4:]), state, position=(0, 2))
+    assert state[key]["eps"] != stored["eps"]
 
 
 def test_fences_are_never_mutated() -> None:
