@@ -145,25 +145,28 @@ class Scope:
             return None
         return self.state.get(key) or None
 
-    def get(self, key: str) -> Entry | None:
-        """The current entry (a private copy), or None."""
+    def get(self, key: str, copy: Callable[[Entry], Entry] | None = None) -> Entry | None:
+        """The current entry (a private copy, made by ``copy`` when the kind knows a cheaper one), or None."""
         if key in self.touched:
             return self.touched[key]
         stored = self.state.get(key)
-        return _copy(stored) if stored else None
+        return (copy or _copy)(stored) if stored else None
 
-    def load(self, key: str, factory: Callable[[], Entry]) -> tuple[Entry, bool]:
+    def load(
+        self, key: str, factory: Callable[[], Entry], copy: Callable[[Entry], Entry] | None = None
+    ) -> tuple[Entry, bool]:
         """The entry to update and whether this batch may change it.
 
         False means the source message was applied to this entry before (a re-delivery): the
-        kind must not change it, only re-emit its snapshot.
+        kind must not change it, only re-emit its snapshot. ``copy`` replaces the generic copy
+        for a kind whose entries it knows (it must copy every container the kind changes in place).
         """
         if key in self.touched:
             return self.touched[key], True
         if key in self.replayed:
-            entry = self.get(key)
+            entry = self.get(key, copy)
             return (entry if entry is not None else factory()), False
-        entry = self.get(key) or factory()
+        entry = self.get(key, copy) or factory()
         if already_applied(entry, self.position):
             self.replayed.add(key)
             return entry, False

@@ -59,7 +59,7 @@ class Silence(Kind):
         for item, ts in zip(items, ts_ms, strict=True):
             zone = self.zone_of(item) or OUTSIDE
             key = self.key("zone", zone)
-            entry, fresh = scope.load(key, _factory(zone))
+            entry, fresh = scope.load(key, _factory(zone), _copy_zone)
             if not fresh:
                 continue
             lasts = order.get(key)
@@ -89,7 +89,7 @@ class Silence(Kind):
 
     def tick(self, scope: Scope, watermark_ms: int, keys: Sequence[str]) -> None:
         for key in keys:
-            entry = scope.get(key)
+            entry = scope.get(key, _copy_zone)
             if entry is None:
                 continue
             changed = False
@@ -128,7 +128,7 @@ class Silence(Kind):
 
     def _sorted_lasts(self, entry: dict[str, Any]) -> list[int]:
         """The subjects' last event times, sorted (only blindness needs them)."""
-        return sorted(int(v) for v in entry["last"].values()) if self.rule.zone_share is not None else []
+        return sorted(entry["last"].values()) if self.rule.zone_share is not None else []
 
     def _blind(self, scope: Scope, entry: dict[str, Any], now_ms: int, lasts: list[int] | None = None) -> bool:
         """Judge the zone at ``now_ms``; emit when a blind episode starts, grows or ends.
@@ -189,6 +189,19 @@ class Silence(Kind):
                 details={"scope": "zone", "blind": resolved is None, "silent": peak, "known": known},
             )
         )
+
+
+def _copy_zone(entry: Entry) -> Entry:
+    """A zone entry's private copy: its per-subject dicts are copied (at C speed), their values shared.
+
+    The generic copy also copies every ``where`` position list, one per sensor of the zone, per
+    batch; positions are only ever replaced, never changed in place.
+    """
+    out = dict(entry)
+    for name in ("last", "where", "silent", "pos"):
+        if name in out:
+            out[name] = dict(out[name])
+    return out
 
 
 def _factory(zone: str) -> Callable[[], Entry]:
