@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
+from itertools import pairwise
 from typing import Any, overload
 
 import numpy as np
@@ -132,6 +133,14 @@ class Zones:
     @cached_property
     def _lists(self) -> tuple[list[int], list[int]]:
         return self.starts.tolist(), self.members.tolist()
+
+    @cached_property
+    def per_row(self) -> list[list[str]]:
+        """The zone ids of every row (for a whole batch: one pass instead of one ``of`` per row)."""
+        starts, members = self._lists
+        ids = self.ids
+        names = [ids[m] for m in members]
+        return [names[a:b] for a, b in pairwise(starts)]
 
     def of(self, row: int) -> list[str]:
         """Zone ids of one row (empty when it is in no zone)."""
@@ -302,7 +311,11 @@ class Rows(Sequence[Enriched]):
     def wire(self) -> list[dict[str, Any]]:
         """``{"event": fields, "zones": zones}`` per row: the items of an events-topic envelope."""
         columns = self.columns
-        return [{"event": columns.event_at(r).__dict__, "zones": columns.zones_at(r)} for r in self.rows]
+        layers = [(name, z.per_row) for name, z in columns.zones.items()]
+        return [
+            {"event": columns.event_at(r).__dict__, "zones": {name: ids[r] for name, ids in layers if ids[r]}}
+            for r in self.rows
+        ]
 
 
 class Rebuilt(Sequence[Enriched]):
