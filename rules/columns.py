@@ -287,7 +287,23 @@ class EventColumns:
         return [self.enriched(r) for r in range(len(self))]
 
 
-class Rows(Sequence[Enriched]):
+class _Lazy(Sequence[Enriched]):
+    """A sequence of enriched events, each made by ``_at`` when it is first asked for."""
+
+    def _at(self, index: int) -> Enriched:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, at: int) -> Enriched: ...
+    @overload
+    def __getitem__(self, at: slice) -> list[Enriched]: ...
+    def __getitem__(self, at: int | slice) -> Enriched | list[Enriched]:
+        if isinstance(at, slice):
+            return [self._at(i) for i in range(*at.indices(len(self)))]
+        return self._at(at)  # a list underneath: negative indexes and IndexError as a list has them
+
+
+class Rows(_Lazy):
     """Some rows of a located column batch, as enriched events (each built on first use).
 
     ``wire`` gives the rows as the events topic carries them without building any event object.
@@ -299,14 +315,8 @@ class Rows(Sequence[Enriched]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    @overload
-    def __getitem__(self, at: int) -> Enriched: ...
-    @overload
-    def __getitem__(self, at: slice) -> list[Enriched]: ...
-    def __getitem__(self, at: int | slice) -> Enriched | list[Enriched]:
-        if isinstance(at, slice):
-            return [self.columns.enriched(r) for r in self.rows[at]]
-        return self.columns.enriched(self.rows[at])
+    def _at(self, index: int) -> Enriched:
+        return self.columns.enriched(self.rows[index])
 
     def wire(self) -> list[dict[str, Any]]:
         """``{"event": fields, "zones": zones}`` per row: the items of an events-topic envelope."""
@@ -318,7 +328,7 @@ class Rows(Sequence[Enriched]):
         ]
 
 
-class Rebuilt(Sequence[Enriched]):
+class Rebuilt(_Lazy):
     """Enriched events read back from their fields (ingest validated them): each is built on first use.
 
     ``fields`` are the events' field dicts (their ``ts`` already a datetime), ``zones`` their zone
@@ -339,16 +349,10 @@ class Rebuilt(Sequence[Enriched]):
     def __len__(self) -> int:
         return len(self.fields)
 
-    @overload
-    def __getitem__(self, row: int) -> Enriched: ...
-    @overload
-    def __getitem__(self, row: slice) -> list[Enriched]: ...
-    def __getitem__(self, row: int | slice) -> Enriched | list[Enriched]:
-        if isinstance(row, slice):
-            return [self[r] for r in range(*row.indices(len(self)))]
-        item = self._items[row]
+    def _at(self, index: int) -> Enriched:
+        item = self._items[index]
         if item is None:
-            item = self._items[row] = enriched_of(self._build(self.fields[row]), self.zones[row])
+            item = self._items[index] = enriched_of(self._build(self.fields[index]), self.zones[index])
         return item
 
     def columns(self, layers: Sequence[str]) -> EventColumns:
