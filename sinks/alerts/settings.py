@@ -48,10 +48,10 @@ class AlertsSettings(BaseModel):
     producer_batch_bytes: int = Field(
         default=262_144,
         ge=1,
-        description="Producer batch size of the alerts process. With kafka.producer_max_batch_size (1 by default, "
-        "for Faust table recovery on Tansu) every alert record was its own request, one broker round trip each "
-        "with one request in flight: about 600 records/s. Alert topics are read from committed offsets, never "
-        "from the end offsets that Tansu gets wrong for batches.",
+        description="Producer batch size (bytes) of the alerts process. Alert topics are read from committed "
+        "offsets, never from the end offsets that Tansu gets wrong for batched records, so they are produced in "
+        "batches (unlike kafka.producer_max_batch_size); a size of 1 costs one broker round trip per alert, "
+        "about 600 alerts/s.",
     )
     stats_interval_s: float = Field(default=30.0, gt=0, description="How often counters are logged.")
 
