@@ -90,7 +90,7 @@ class Geofence(Kind):
 
     def _step(self, scope: Scope, obj: str, fence: str, item: Enriched, ts: int, inside: bool, beyond: bool) -> None:
         key = self.key(obj, fence)
-        entry, fresh = scope.load(key, _factory(obj, fence))
+        entry, fresh = scope.load(key, _factory(obj, fence), _copy_track)
         if not fresh:
             for ep in entry["eps"].values():
                 scope.emit(self._snapshot(entry, ep))
@@ -102,9 +102,6 @@ class Geofence(Kind):
                 scope.emit(self._snapshot(entry, ep))
             return
         entry["t"] = ts
-        # Scope copies an entry one level deep: its episodes are still the stored ones, and they
-        # grow in place below, so each gets its own copy (copy-on-touch; at most 8 of them).
-        entry["eps"] = {at: {**ep, "ev": list(ep["ev"])} for at, ep in entry["eps"].items()}
         passes = self.gate(item)
         state = entry["in"]
         new_state = True if inside else (False if beyond else state)
@@ -174,6 +171,15 @@ class Geofence(Kind):
                 "out_of_order": int(entry["ooo"]),
             },
         )
+
+
+def _copy_track(entry: Entry) -> Entry:
+    """An object's private copy, made once per batch: its episodes (at most 8) grow in place, so each
+    is copied too (the generic copy goes one level deep and would share them with the stored entry)."""
+    out = dict(entry)
+    out["pos"] = dict(entry.get("pos", {}))
+    out["eps"] = {at: {**ep, "ev": list(ep["ev"])} for at, ep in entry.get("eps", {}).items()}
+    return out
 
 
 def _factory(obj: str, fence: str) -> Callable[[], Entry]:
