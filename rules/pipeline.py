@@ -123,22 +123,32 @@ def dead_letter(reason: str, kind: str, source: str, original: bytes) -> DeadLet
     )
 
 
-def encode_enriched(items: Sequence[Enriched], src: tuple[int, int] | None = None) -> bytes:
+def encode_enriched(items: Sequence[Enriched], src: tuple[int, int] | None = None, prev: int | None = None) -> bytes:
     """The internal envelope of the events topic: validated events, serialised without re-validation.
 
     ``src`` is the (partition, offset) of the raw message they came from: a raw message ingested
     twice (after a crash) gives the same envelope with the same ``src``, which detect skips.
+    ``prev`` links the envelope to the raw offset of the one this ingest sent before it on the
+    same stream (raw partition -> events partition): detect sees a lost envelope as a broken link
+    and derives it again from the raw topic (``Detected.missing``).
     """
     wire = items.wire() if isinstance(items, Rows) else [{"event": i.event.__dict__, "zones": i.zones} for i in items]
     doc: dict[str, Any] = {"v": 1, "items": wire}
     if src is not None:
         doc["src"] = list(src)
+        if prev is not None and prev < src[1]:
+            doc["prev"] = prev
     return orjson.dumps(doc)
 
 
 def envelope_source(raw: bytes) -> tuple[int, int] | None:
     """The raw (partition, offset) an enriched envelope came from, when it says."""
     return _source_of(orjson.loads(raw))
+
+
+def _prev_of(doc: dict[str, Any]) -> int | None:
+    prev = doc.get("prev")
+    return prev if type(prev) is int else None
 
 
 def _source_of(doc: Any) -> tuple[int, int] | None:
@@ -214,15 +224,57 @@ def decode_enriched(raw: bytes) -> list[Enriched]:
 
 def decode_envelope(raw: bytes) -> tuple[Sequence[Enriched], tuple[int, int] | None]:
     """Events of an enriched envelope and the raw (partition, offset) it came from (parsed once)."""
+    items, src, _ = _decode(raw)
+    return items, src
+
+
+def _decode(raw: bytes) -> tuple[Sequence[Enriched], tuple[int, int] | None, int | None]:
+    """Events, source and chain link (``prev``) of an enriched envelope."""
     doc = orjson.loads(raw)
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise ValueError("not a cityops enriched-events envelope (v=1)")
     if "tick" in doc:
-        return [], None
+        return [], None, None
     try:
-        return _rebuilt(doc["items"]), _source_of(doc)
+        return _rebuilt(doc["items"]), _source_of(doc), _prev_of(doc)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed enriched-events envelope: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Raw messages [first, last] of one raw partition whose envelopes never reached this stream."""
+
+    raw_partition: int
+    first: int
+    last: int
+
+
+class Chain:
+    """Ingest's side of the envelope links: per stream, the raw offset of the last envelope sent.
+
+    Only offsets that move forward are linked: a raw message ingested again (gap repair, a resend
+    after a broker restart) carries no link, as its predecessor is not known to be later than
+    what detect applied. Links of one life of one ingest: a new owner of a raw partition starts
+    without them, which only means its first envelope per stream is not checked.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[int, int], int] = {}
+
+    def link(self, raw_partition: int, events_partition: int, offset: int) -> int | None:
+        """The ``prev`` of an envelope from raw message (``raw_partition``, ``offset``); records it."""
+        key = (raw_partition, events_partition)
+        held = self.last.get(key)
+        if held is None or offset > held:
+            self.last[key] = offset
+            return held
+        return None
+
+    def forget(self, keep_raw: set[int]) -> None:
+        """Drop the links of raw partitions this worker no longer owns (after a rebalance)."""
+        for key in [k for k in self.last if k[0] not in keep_raw]:
+            del self.last[key]
 
 
 @dataclass
@@ -242,6 +294,7 @@ class Detected:
     incidents: list[Incident] = field(default_factory=list)
     dead: list[DeadLetterRecord] = field(default_factory=list)
     redelivered: bool = False  # at or below its stream's high-water mark: applied before, skipped
+    missing: Missing | None = None  # an envelope before this one was lost: nothing applied yet
 
 
 class Pipeline:
@@ -344,7 +397,14 @@ class Pipeline:
         offset: int,
         *,
         check_late: bool = True,
+        chain: bool = True,
     ) -> Detected:
+        """Apply one events message to ``state``.
+
+        With ``chain``, an envelope whose link (``prev``) names a raw offset its stream has not
+        applied is not applied: ``missing`` says which raw messages to derive again first (the
+        caller reads them from the raw topic), then the envelope comes again with ``chain=False``.
+        """
         out = Detected()
         source = source_label(topic, partition, offset)
         clock = tick_of(raw)
@@ -362,7 +422,7 @@ class Pipeline:
             )
             return out
         try:
-            items, src = decode_envelope(raw)
+            items, src, prev = _decode(raw)
         except (orjson.JSONDecodeError, ValueError, ValidationError) as exc:
             logger.warning("dead letter source=%s kind=poison reason=%s", source, exc)
             out.dead.append(dead_letter(f"not a valid enriched-events envelope: {exc}", "poison", source, raw))
@@ -378,6 +438,10 @@ class Pipeline:
         mark = state.get(mark_key)
         if mark and position[1] <= int(mark["o"]):
             out.redelivered = True
+            return out
+        if chain and src is not None and prev is not None and (not mark or prev > int(mark["o"])):
+            # everything between what the stream applied and the link is derived again, in order
+            out.missing = Missing(src[0], int(mark["o"]) + 1 if mark else prev, prev)
             return out
         # Lateness is judged within the stream: a raw partition carries its sources in order, so an
         # event is late when it is older than its own stream's newest event minus the allowed

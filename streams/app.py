@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import faust
 from rules.bundle import bundle_pack
 from rules.engine import Engine
 from rules.pack import load_pack
-from rules.pipeline import Pipeline
+from rules.pipeline import Chain, Pipeline
 from streams import metrics
 from streams.checkpoint import Checkpointer, matches_topics
 from streams.metrics import Health
@@ -42,6 +44,7 @@ class Runtime:
     # startup and table recovery, so a worker already busy with messages must count as beating
     health: Health = field(default_factory=Health)
     checkpoints: Checkpointer = field(default_factory=lambda: Checkpointer(Path("."), "", 0.0))
+    chain: Chain = field(default_factory=Chain)  # ingest's envelope links (rules.pipeline.Chain)
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -140,23 +143,85 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 class SendErrors(faust.Sensor):  # type: ignore[misc]
-    """Counts and logs every record the worker's producer failed to deliver, and stops checkpoints.
+    """Counts, logs and sends again every record the worker's producer failed to deliver.
 
-    Faust only logs a failed send (a warning) and goes on; the source message counts as done.
+    Faust only logs a failed send (a warning) and goes on; the source message counts as done. So the
+    record is sent again here, with backoff, for up to ``worker.send_retry_s``; checkpoints pause
+    meanwhile, and stop if it gives up. Order: a resent incident or dead letter is idempotent in the
+    store (highest revision wins); a resent events envelope that detect finds already derived again
+    from the raw topic (``rules.pipeline.Chain``) is skipped as applied.
     """
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
+        self.retry_s = runtime.settings.worker.send_retry_s
+        self.pending: set[asyncio.Task[None]] = set()
 
     def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
-        return topic
+        return topic, message
 
     def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
-        topic = str(state)
+        topic, message = state
         metrics.SEND_ERRORS.labels(topic).inc()
-        logger.error("send failed topic=%s error=%r", topic, exc)
-        self.runtime.checkpoints.on_send_failed(topic, exc)
+        retry = self.retry_s > 0
+        logger.error(
+            "send failed topic=%s partition=%s error=%r%s",
+            topic,
+            message.partition,
+            exc,
+            "; sending it again" if retry else "",
+        )
+        self.runtime.checkpoints.on_send_failed(topic, exc, retrying=retry)
+        if retry:
+            task = asyncio.ensure_future(self.resend(producer, topic, message))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def resend(self, producer: Any, topic: str, message: Any) -> None:
+        """Send ``message`` again until the broker takes it or ``retry_s`` has passed."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.2
+        attempt = 0
+        delivered = False
+        try:
+            while True:
+                attempt += 1
+                await asyncio.sleep(delay)
+                try:
+                    await producer.send_and_wait(
+                        topic,
+                        message.key,
+                        message.value,
+                        partition=message.partition,
+                        timestamp=message.timestamp,
+                        headers=message.headers,
+                    )
+                except Exception as exc:
+                    if time.monotonic() + delay > deadline:
+                        logger.error(
+                            "send gave up topic=%s partition=%s attempts=%d error=%r: record lost; checkpoints "
+                            "stop, a restart resumes from the last one",
+                            topic,
+                            message.partition,
+                            attempt,
+                            exc,
+                        )
+                        return
+                    logger.warning("send retry failed topic=%s attempt=%d error=%r", topic, attempt, exc)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delivered = True
+                logger.warning(
+                    "send retried topic=%s partition=%s attempts=%d: delivered", topic, message.partition, attempt
+                )
+                return
+        except asyncio.CancelledError:  # the worker stops: a restart resumes from the last checkpoint
+            logger.error("send abandoned at shutdown topic=%s partition=%s", topic, message.partition)
+            raise
+        finally:
+            metrics.SEND_RETRIES.labels(topic, "delivered" if delivered else "gave_up").inc()
+            self.runtime.checkpoints.on_send_retried(topic, delivered)
 
 
 def restore_on_assignment(runtime: Runtime) -> None:
@@ -168,6 +233,7 @@ def restore_on_assignment(runtime: Runtime) -> None:
 
     async def on_assigned(sender: object, assigned: set[Any], **_: object) -> None:
         checkpoints = runtime.checkpoints
+        runtime.chain.forget({tp.partition for tp in assigned if tp.topic == kafka.raw_topic})
         checkpoints.assign(
             (tp.partition for tp in assigned if tp.topic == kafka.raw_topic),
             (tp.partition for tp in assigned if tp.topic == kafka.events_topic),

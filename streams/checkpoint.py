@@ -114,6 +114,7 @@ class Checkpointer:
         self.restored = False
         self.written = 0
         self.send_failed: str | None = None
+        self.retrying = 0  # failed sends being retried: no cut may promise their sources meanwhile
 
     @property
     def enabled(self) -> bool:
@@ -188,16 +189,21 @@ class Checkpointer:
         return (
             self.enabled
             and self.send_failed is None
+            and self.retrying == 0
             and self.assigned is not None
             and time.monotonic() - self.last_written >= self.interval_s
         )
 
-    def on_send_failed(self, topic: str, exc: BaseException) -> None:
-        """A record was not delivered: no later cut may promise the messages it came from.
+    def on_send_failed(self, topic: str, exc: BaseException, *, retrying: bool = False) -> None:
+        """A record was not delivered: no cut may promise the messages it came from.
 
-        The last checkpoint stays the one a restart resumes from; the worker goes on (a broker
-        restart fails sends too, and producers resend then, docs/operations.md).
+        With ``retrying``, checkpoints pause until ``on_send_retried``. Without it (or when the
+        retries give up) they stop: the last checkpoint stays the one a restart resumes from, and
+        the worker goes on (a broker restart fails sends too, and producers resend then).
         """
+        if retrying:
+            self.retrying += 1
+            return
         if self.send_failed is None and self.enabled:
             logger.error(
                 "checkpoints stopped until restart: a send to topic=%s failed (%s); a restart resumes "
@@ -206,6 +212,12 @@ class Checkpointer:
                 exc,
             )
         self.send_failed = topic
+
+    def on_send_retried(self, topic: str, delivered: bool) -> None:
+        """A retried record was delivered, or its retries gave up (which stops checkpoints)."""
+        self.retrying = max(0, self.retrying - 1)
+        if not delivered:
+            self.on_send_failed(topic, RuntimeError("retries exhausted"))
 
     def cut(self, state: MutableMapping[str, Any], engine: Any, pack_digest: str) -> tuple[Path, bytes] | None:
         """Serialise a consistent cut now (call between two detect messages): the file and its bytes."""
@@ -241,7 +253,11 @@ class Checkpointer:
         path, data = cut
         started = time.perf_counter()
         await flush()
+        await asyncio.sleep(0)  # let the delivery callbacks of what the flush completed run first
         self.last_written = time.monotonic()
+        if self.send_failed is not None or self.retrying:  # a record the cut promises is not delivered
+            logger.warning("checkpoint not written reason=a send failed while it was cut path=%s", path.name)
+            return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(write_file, path, data)

@@ -33,11 +33,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_SECONDS",
     "DEAD_LETTERS",
+    "ENVELOPES_REDERIVED",
     "EVENTS_IN",
     "EVENTS_OUT",
     "EVENT_TO_INCIDENT",
     "MESSAGES_IN",
     "RULE_HITS",
+    "SEND_RETRIES",
     "STORE_RECORDS",
     "TRANSITIONS",
     "Health",
@@ -70,6 +72,15 @@ TRANSITIONS = Counter(
 )
 SEND_ERRORS = Counter(
     "cityops_send_errors", "Records the worker's producer failed to deliver after its retries, by topic.", ["topic"]
+)
+SEND_RETRIES = Counter(
+    "cityops_send_retries",
+    "Records the worker sent again after a failed send, by topic and outcome (delivered, gave_up).",
+    ["topic", "outcome"],
+)
+ENVELOPES_REDERIVED = Counter(
+    "cityops_envelopes_rederived",
+    "Events envelopes detect found lost (a broken link) and derived again from the raw topic.",
 )
 STORE_RECORDS = Counter("cityops_store_records", "Records applied by the store writer, by table.", ["table"])
 EVENT_TO_INCIDENT = Histogram(

@@ -176,6 +176,12 @@ class WorkerSettings(BaseModel):
         "guards against a changelog that lost its tail. Start-up time grows with the topic's retention.",
     )
     rebuild_timeout_s: float = Field(default=120.0, gt=0, description="Give up a partition's rebuild after this.")
+    send_retry_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long the worker keeps sending a record again whose send failed (backoff 0.2 s doubling "
+        "to 5 s) before it gives up, logs it and stops checkpoints; 0 = never retry.",
+    )
     checkpoint_interval_s: float = Field(
         default=10.0,
         ge=0,

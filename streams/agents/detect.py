@@ -6,10 +6,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from rules.pipeline import encode_tick
+from rules.pipeline import Detected, encode_tick
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
 from streams.agents.gaps import GapGuard
+from streams.agents.ingest import context
+from streams.agents.links import Relinker
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -32,18 +34,29 @@ def attach(rt: Runtime) -> None:
 
     guard = GapGuard(rt, topic_name, "detect")
 
-    async def handle(msg: Any, *, live: bool = True) -> None:
-        """Detect on one events message (replays of skipped ones are not judged late)."""
-        started = time.perf_counter()
-        try:
-            out = rt.pipeline.detect(msg.value or b"", rt.state, topic_name, msg.partition, msg.offset, check_late=live)
-        except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-            await dead_letter_failure(rt, "detect", topic_name, msg, exc)
-            return
+    links = Relinker(rt, context(rt))
+
+    async def emit(out: Detected) -> None:
         for inc in out.incidents:
             await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+
+    async def handle(msg: Any, *, live: bool = True) -> None:
+        """Detect on one events message (replays of skipped ones are not judged late)."""
+        started = time.perf_counter()
+        value = msg.value or b""
+        try:
+            out = rt.pipeline.detect(value, rt.state, topic_name, msg.partition, msg.offset, check_late=live)
+            if out.missing is not None:  # an envelope before this one was lost: derive it first
+                await links.repair(msg.partition, msg.offset, out.missing, live, emit)
+                out = rt.pipeline.detect(
+                    value, rt.state, topic_name, msg.partition, msg.offset, check_late=live, chain=False
+                )
+        except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
+            await dead_letter_failure(rt, "detect", topic_name, msg, exc)
+            return
+        await emit(out)
         metrics.observe_detect(out, time.perf_counter() - started)
         rt.health.beat()
 

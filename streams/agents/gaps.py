@@ -98,10 +98,12 @@ async def replay_range(
     stage: str,
     *,
     guard: GapGuard | None = None,
+    timeout_s: float | None = None,
 ) -> int:
     """Feed messages [start, upto) of one partition to ``handle``; returns how many.
 
-    Each message handled counts as finished on ``guard`` at once: a checkpoint cut while a long
+    It gives up after ``timeout_s`` (default ``worker.rebuild_timeout_s``) without a record. Each
+    message handled counts as finished on ``guard`` at once: a checkpoint cut while a long
     replay runs (the ingest agent's, cut from the detect agent) keeps the progress made so far.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -121,7 +123,7 @@ async def replay_range(
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, start)
-        deadline = time.monotonic() + rt.settings.worker.rebuild_timeout_s
+        deadline = time.monotonic() + (rt.settings.worker.rebuild_timeout_s if timeout_s is None else timeout_s)
         position = start
         while position < upto:
             batches: Any = await consumer.getmany(tp, timeout_ms=1000, max_records=500)

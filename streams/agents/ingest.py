@@ -24,12 +24,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def attach(rt: Runtime) -> None:
-    topic_name = rt.settings.kafka.raw_topic
+def context(rt: Runtime) -> CloudEventContext:
+    """What ingesting a raw message needs besides the pipeline (CloudEvents and SensorThings settings)."""
     gw = rt.settings.gateway
-    ce_ctx = CloudEventContext(
+    return CloudEventContext(
         gw.crs.cloudevents, rt.pipeline.max_bytes, LocationCache(gw.datastream_cache_size), gw.sensorthings_metrics
     )
+
+
+def attach(rt: Runtime) -> None:
+    topic_name = rt.settings.kafka.raw_topic
+    ce_ctx = context(rt)
+    chain = rt.chain
 
     guard = GapGuard(rt, topic_name, "ingest")
 
@@ -47,7 +53,8 @@ def attach(rt: Runtime) -> None:
         # one envelope per target partition: Faust's cost is per message, not per event
         src = (msg.partition, msg.offset)
         for partition, items in out.routed.items():
-            await rt.events.send(value=encode_enriched(items, src), partition=partition)
+            prev = chain.link(msg.partition, partition, msg.offset)
+            await rt.events.send(value=encode_enriched(items, src, prev), partition=partition)
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
         metrics.observe_ingest(out, time.perf_counter() - started)

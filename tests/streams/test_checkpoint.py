@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from stack import make_settings
+from stack import make_settings, read_topic
 
 from rules.engine import Engine
 from rules.model import Incident
@@ -206,7 +206,13 @@ def test_offsets_restored_are_carried_into_the_next_checkpoint(tmp_path: Path) -
     assert doc["detect_next"] == {"0": 90, "1": 15}
 
 
-def test_a_failed_send_is_counted_logged_and_stops_checkpoints(
+def _pending(value: bytes, partition: int = 1) -> Any:
+    from faust.types.tuples import PendingMessage
+
+    return PendingMessage(None, b"k", value, partition, None, None, "raw", "raw", None)
+
+
+def test_a_failed_send_without_retries_is_counted_logged_and_stops_checkpoints(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A checkpoint written after a lost record would promise the message it came from."""
@@ -216,18 +222,106 @@ def test_a_failed_send_is_counted_logged_and_stops_checkpoints(
     s = Settings()
     s.worker.data_dir = tmp_path
     s.worker.checkpoint_interval_s = 0.001
+    s.worker.send_retry_s = 0
     rt = build_runtime(s)
     rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
     assert rt.checkpoints.due()
     [sensor] = [x for x in rt.app.sensors if isinstance(x, SendErrors)]
     topic = s.kafka.events_topic
     before = metrics.SEND_ERRORS.labels(topic)._value.get()
-    state = rt.app.sensors.on_send_initiated(None, topic, None, 0, 10)
+    state = rt.app.sensors.on_send_initiated(None, topic, _pending(b"v"), 0, 10)
     with caplog.at_level(logging.ERROR):
         rt.app.sensors.on_send_error(None, RuntimeError("UnknownError"), state)
     assert metrics.SEND_ERRORS.labels(topic)._value.get() == before + 1
-    assert f"send failed topic={topic}" in caplog.text and "checkpoints stopped" in caplog.text
-    assert not rt.checkpoints.due() and sensor.runtime is rt
+    assert f"send failed topic={topic} partition=1" in caplog.text and "checkpoints stopped" in caplog.text
+    assert not rt.checkpoints.due() and sensor.runtime is rt and not sensor.pending
+
+
+def test_retried_sends_pause_checkpoints_and_one_that_gives_up_stops_them(tmp_path: Path) -> None:
+    cp = Checkpointer(tmp_path, "app", 0.001)
+    cp.on_assigned([0], [0], {}, Engine(load_pack(default_pack())))
+    cp.on_send_failed("t.events", RuntimeError("x"), retrying=True)
+    cp.on_send_failed("t.incidents", RuntimeError("y"), retrying=True)
+    assert not cp.due()
+    cp.on_send_retried("t.events", delivered=True)
+    assert not cp.due(), "one record is still being retried"
+    cp.on_send_retried("t.incidents", delivered=True)
+    assert cp.due()
+    cp.on_send_failed("t.events", RuntimeError("x"), retrying=True)
+    cp.on_send_retried("t.events", delivered=False)
+    assert not cp.due() and cp.send_failed == "t.events", "a record given up on stops checkpoints for good"
+
+
+def test_a_cut_whose_flush_ends_in_a_failed_send_is_not_written(tmp_path: Path) -> None:
+    """The flush completes the sends the cut promises; one that failed meanwhile voids the cut."""
+    engine = Engine(load_pack(default_pack()))
+    cp = Checkpointer(tmp_path, "app", 0.001)
+    cp.on_assigned([0], [0], {}, engine)
+    cut = cp.cut({"k": {"n": 1}}, engine, "d")
+    assert cut is not None
+
+    async def flush_that_fails() -> None:
+        cp.on_send_failed("t.events", RuntimeError("UnknownError"), retrying=True)
+
+    asyncio.run(cp.write(cut, flush_that_fails))
+    assert not cut[0].exists() and cp.written == 0
+    cp.on_send_retried("t.events", delivered=True)
+    asyncio.run(cp.write(cut, flush_that_fails))
+    assert not cut[0].exists()
+
+    async def flush() -> None:
+        return None
+
+    cp.on_send_retried("t.events", delivered=True)
+    asyncio.run(cp.write(cut, flush))
+    assert cut[0].exists() and cp.written == 1
+
+
+@pytest.mark.integration
+def test_a_failed_send_is_sent_again_once_the_broker_is_back_and_checkpoints_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The record reaches its topic and partition after the broker returns; checkpoints pause meanwhile."""
+    from streams import metrics
+    from streams.app import SendErrors, build_runtime
+    from streams.topics import create_topics
+
+    down = DevBroker(log_path=tmp_path / "tansu.log").start()  # its own broker: it is stopped below
+    try:
+        s = make_settings(down, tmp_path, "resend")
+        s.worker.checkpoint_interval_s = 0.001
+        s.worker.send_retry_s = 60
+        create_topics(s.kafka)
+        rt = build_runtime(s)
+        rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
+        [sensor] = [x for x in rt.app.sensors if isinstance(x, SendErrors)]
+        topic = s.kafka.incidents_topic
+        delivered = metrics.SEND_RETRIES.labels(topic, "delivered")._value.get()
+
+        async def run() -> None:
+            producer = rt.app.producer
+            await producer.start()
+            try:
+                down.stop()
+                state = rt.app.sensors.on_send_initiated(producer, topic, _pending(b"lost-once", 2), 0, 9)
+                rt.app.sensors.on_send_error(producer, RuntimeError("UnknownError"), state)
+                assert not rt.checkpoints.due(), "paused while the record is retried"
+                await asyncio.sleep(2.0)  # a few attempts fail: no broker
+                assert sensor.pending, "still retrying"
+                down.start()
+                create_topics(s.kafka)  # the dev broker lost them
+                await asyncio.wait_for(asyncio.gather(*sensor.pending), 60)
+            finally:
+                await producer.stop()
+
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(run())
+        assert metrics.SEND_RETRIES.labels(topic, "delivered")._value.get() == delivered + 1
+        assert f"send retried topic={topic} partition=2" in caplog.text
+        assert rt.checkpoints.due(), "checkpoints resume once the record is delivered"
+        assert [(r.partition, r.value) for r in read_topic(s, topic)] == [(2, b"lost-once")]
+    finally:
+        down.stop()
 
 
 @pytest.mark.integration

@@ -1,0 +1,127 @@
+"""Lost events envelopes, found by their links and derived again from the raw topic.
+
+Ingest links each envelope to the raw offset of the one it sent before on the same stream (raw
+partition -> events partition, ``rules.pipeline.Chain``). When a send fails (on Tansu, two first
+writes racing for a freshly created partition) Faust counts the source message as done, and the
+envelopes after the lost one still arrive. Detect sees the broken link before it applies the next
+envelope (``Detected.missing``); the raw messages in between are read again, ingested with the
+same pure pipeline, and the part of each bound for this partition is applied first, in order. So
+the stream applies exactly what it would have, and a late resend of the lost envelope is skipped
+as applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from rules.formats.cloudevents_in import CloudEventContext, ingest_record
+from rules.pipeline import Detected, Missing, encode_enriched
+from streams import metrics
+from streams.agents.gaps import replay_range
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+logger = logging.getLogger(__name__)
+
+#: A raw message that does not come within this long is not there (a topic recreated after a broker
+#: restart): the envelope after it is applied without it rather than stall its partition.
+RELINK_TIMEOUT_S = 10.0
+
+Emit = Callable[[Detected], Awaitable[None]]
+
+
+class Relinker:
+    """Derives the envelopes of one events partition again from raw messages, for the detect agent."""
+
+    def __init__(self, rt: Runtime, ctx: CloudEventContext) -> None:
+        self.rt = rt
+        self.ctx = ctx
+        self.repaired = 0  # envelopes derived again and applied, over this worker's life
+
+    async def repair(self, partition: int, offset: int, missing: Missing, live: bool, emit: Emit) -> int:
+        """Apply the envelopes of raw messages ``missing`` bound for events ``partition``, in order.
+
+        ``offset`` is the events message whose link was broken (it labels dead letters). Never
+        raises: what cannot be read or derived is logged, and the caller applies its message.
+        Returns how many envelopes were applied.
+        """
+        kafka = self.rt.settings.kafka
+        events_topic = kafka.events_topic
+        raw_topic = kafka.raw_topic
+        began = time.perf_counter()
+        applied = 0
+
+        async def derive(record: Any) -> None:
+            nonlocal applied
+            try:
+                out = ingest_record(
+                    self.rt.pipeline,
+                    record.value or b"",
+                    record.headers,
+                    raw_topic,
+                    record.partition,
+                    record.offset,
+                    ctx=self.ctx,
+                )
+                items = out.routed.get(partition)
+                if not items:
+                    return
+                envelope = encode_enriched(items, (record.partition, record.offset))
+                detected = self.rt.pipeline.detect(
+                    envelope, self.rt.state, events_topic, partition, offset, check_late=live, chain=False
+                )
+            except Exception:  # the message it precedes is applied all the same
+                logger.exception(
+                    "detect relink: raw message %s[%d]@%d could not be derived again for partition %d",
+                    raw_topic,
+                    record.partition,
+                    record.offset,
+                    partition,
+                )
+                return
+            if not detected.redelivered:
+                applied += 1
+                await emit(detected)
+
+        try:
+            await replay_range(
+                self.rt,
+                raw_topic,
+                missing.raw_partition,
+                missing.first,
+                missing.last + 1,
+                derive,
+                "detect-relink",
+                timeout_s=RELINK_TIMEOUT_S,
+            )
+        except Exception:
+            logger.exception(
+                "detect relink failed: raw %s[%d] offsets %d..%d for %s[%d]@%d; applying that message without them",
+                raw_topic,
+                missing.raw_partition,
+                missing.first,
+                missing.last,
+                events_topic,
+                partition,
+                offset,
+            )
+        self.repaired += applied
+        metrics.ENVELOPES_REDERIVED.inc(applied)
+        logger.warning(
+            "detect relink: a lost envelope before %s[%d]@%d; raw %s[%d] offsets %d..%d read again, "
+            "%d envelope(s) applied in order, seconds=%.2f",
+            events_topic,
+            partition,
+            offset,
+            raw_topic,
+            missing.raw_partition,
+            missing.first,
+            missing.last,
+            applied,
+            time.perf_counter() - began,
+        )
+        return applied
