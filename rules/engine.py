@@ -9,7 +9,7 @@ give the same incidents in every mode.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,17 @@ class Engine:
         self._selector = Selection(
             [c.rule for c in self.compiled], [c.kind for c in self.compiled], [c.schedule for c in self.compiled]
         )
+        #: rules whose state groups events of several zones (``Kind.spreads``): fed the spread rows too
+        self.spreading = frozenset(n for n, c in enumerate(self.compiled) if type(c.kind).spreads is not Kind.spreads)
+        self._spreads: dict[tuple[str, str | None], bool] = {}
+
+    def spreads(self, kind: str, disc: str | None) -> bool:
+        """Whether events of this kind and metric/category/object type go to every events partition."""
+        key = (kind, disc)
+        found = self._spreads.get(key)
+        if found is None:
+            found = self._spreads[key] = any(self.compiled[n].kind.spreads(kind, disc) for n in self.spreading)
+        return found
 
     # -- enrichment -------------------------------------------------------------------------
     def enrich(self, events: Sequence[AnyEvent]) -> list[Enriched]:
@@ -92,6 +103,9 @@ class Engine:
         home: int | None = None,
         check_late: bool = True,
         late_watermark_ms: int | None = None,
+        *,
+        spread_from: int | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> Outcome:
         """Fold a batch into ``state`` and return the incidents it created or updated.
 
@@ -103,12 +117,19 @@ class Engine:
                 was already applied to an entry is not applied again.
             late_watermark_ms: judge lateness against this instead of the engine's watermark
                 (the live pipeline passes the watermark of the batch's own source stream).
+            spread_from: rows from here on are spread copies of other partitions' events
+                (``Kind.spreads``): only spreading rules see them, and they are never reported late.
+            owns: whether this partition emits a spreading rule's incident key (``Scope.owned``).
         """
         if len(batch) < self.small_batch:
-            return self._process_items(batch, state, position, home, check_late, late_watermark_ms)
+            return self._process_items(
+                batch, state, position, home, check_late, late_watermark_ms, spread_from=spread_from, owns=owns
+            )
         layers = self._selector.layers
         columns = batch.columns(layers) if isinstance(batch, Rebuilt) else EventColumns.from_enriched(batch, layers)
-        return self.process_columns(columns, state, position, home, check_late, late_watermark_ms)
+        return self.process_columns(
+            columns, state, position, home, check_late, late_watermark_ms, spread_from=spread_from, owns=owns
+        )
 
     def _floor(self, check_late: bool, late_watermark_ms: int | None) -> tuple[int | None, int | None]:
         """The watermark lateness is judged against, and the oldest event time still on time."""
@@ -125,23 +146,31 @@ class Engine:
         home: int | None,
         check_late: bool,
         late_watermark_ms: int | None = None,
+        *,
+        spread_from: int | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> Outcome:
         """``process`` event by event: the same filters as the columnar path, without numpy's fixed cost."""
         outcome = Outcome()
         judged_by, floor = self._floor(check_late, late_watermark_ms)
         per_rule: dict[int, tuple[list[Enriched], list[int]]] = {}
         batch_max: int | None = None
+        spread_at = len(batch) if spread_from is None else spread_from
+        spreading = self.spreading
         for ts, _, n in sorted((to_ms(i.event.ts), i.event.id, n) for n, i in enumerate(batch)):
             item = batch[n]
             if floor is not None and ts < floor:
-                outcome.late.append((item, self._late_reason(item, judged_by)))
+                if n < spread_at:  # a spread copy is reported late by its home partition
+                    outcome.late.append((item, self._late_reason(item, judged_by)))
                 continue
             batch_max = ts
             for rule in self._selector.matching(item):
+                if n >= spread_at and rule not in spreading:
+                    continue
                 items, stamps = per_rule.setdefault(rule, ([], []))
                 items.append(item)
                 stamps.append(ts)
-        scope = Scope(state, position, home=home)
+        scope = Scope(state, position, home=home, owns=owns)
         for rule in sorted(per_rule):
             self.compiled[rule].kind.feed(*per_rule[rule], scope)
         scope.commit()
@@ -165,6 +194,9 @@ class Engine:
         home: int | None = None,
         check_late: bool = True,
         late_watermark_ms: int | None = None,
+        *,
+        spread_from: int | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> Outcome:
         """``process`` for a column batch (located with ``enrich_columns``, or built from enriched events).
 
@@ -178,14 +210,21 @@ class Engine:
         ts_ms = batch.ts_ms
         order = _time_order(ts_ms, batch.ids)
         late = ts_ms < floor if floor is not None else np.zeros(len(batch), dtype=bool)
+        spread_at = len(batch) if spread_from is None else spread_from
         if late.any():
             for n in order[late[order]].tolist():
-                item = batch.enriched(n)
-                outcome.late.append((item, self._late_reason(item, judged_by)))
+                if n < spread_at:  # a spread copy is reported late by its home partition
+                    item = batch.enriched(n)
+                    outcome.late.append((item, self._late_reason(item, judged_by)))
         on_time = ~late
-        scope = Scope(state, position, home=home)
+        scope = Scope(state, position, home=home, owns=owns)
         stamps = ts_ms.tolist()
+        spreading = self.spreading
         for rule, rows in self._selector.select(batch, on_time, order):
+            if spread_at < len(batch) and rule not in spreading:
+                rows = [r for r in rows if r < spread_at]
+                if not rows:
+                    continue
             c = self.compiled[rule]
             c.kind.feed([batch.enriched(r) for r in rows], [stamps[r] for r in rows], scope)
         scope.commit()

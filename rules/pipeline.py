@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,15 +17,15 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from rules.columns import KIND_CODE, EventColumns, Rebuilt, Rows, to_us
+from rules.columns import KIND_CODE, KINDS, EventColumns, Rebuilt, Rows, to_us
 from rules.decode import DEFAULT_MAX_BYTES, Rejected, decode_message
 from rules.engine import Engine
 from rules.model import DeadLetterRecord, Enriched, Incident, Reading, Report, Track
+from rules.routes import object_route, routing_layer, zone_route
 from rules.state import to_ms
 
 logger = logging.getLogger(__name__)
 
-OUTSIDE = "_outside"
 #: Raw-topic positions are recorded as partition RAW_POSITION_BASE + ..., apart from events-topic ones.
 RAW_POSITION_BASE = 1_000_000
 #: Upper bound of a topic's partition count (KafkaSettings.partitions) used to pack positions.
@@ -71,16 +71,6 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-def zone_route(zone: str | None) -> str:
-    """The route key of an event in ``zone`` of the routing layer (or in none of its zones)."""
-    return f"zone:{zone or OUTSIDE}"
-
-
-def object_route(subject: str) -> str:
-    """The route key of a track of the moving object ``subject``: all of its track stays in one partition."""
-    return f"obj:{subject}"
-
-
 #: State keys ``~applied|<stream>`` hold each position stream's highest applied offset (``{"o": n}``).
 APPLIED_PREFIX = "~applied"
 #: State keys ``~watermark|<events partition>``: the newest event time applied in that partition.
@@ -123,22 +113,34 @@ def dead_letter(reason: str, kind: str, source: str, original: bytes) -> DeadLet
     )
 
 
-def encode_enriched(items: Sequence[Enriched], src: tuple[int, int] | None = None, prev: int | None = None) -> bytes:
+def encode_enriched(
+    items: Sequence[Enriched],
+    src: tuple[int, int] | None = None,
+    prev: int | None = None,
+    cells: Sequence[Enriched] | None = None,
+) -> bytes:
     """The internal envelope of the events topic: validated events, serialised without re-validation.
 
     ``src`` is the (partition, offset) of the raw message they came from: a raw message ingested
     twice (after a crash) gives the same envelope with the same ``src``, which detect skips.
     ``prev`` links the envelope to the raw offset of the one this ingest sent before it on the
     same stream (raw partition -> events partition): detect sees a lost envelope as a broken link
-    and derives it again from the raw topic (``Detected.missing``).
+    and derives it again from the raw topic (``Detected.missing``). ``cells`` are spread copies of
+    events whose home is another partition (``Kind.spreads``): only rules keyed by grid cell see
+    them here, and the store does not archive them (``decode_enriched`` reads ``items`` only).
     """
-    wire = items.wire() if isinstance(items, Rows) else [{"event": i.event.__dict__, "zones": i.zones} for i in items]
-    doc: dict[str, Any] = {"v": 1, "items": wire}
+    doc: dict[str, Any] = {"v": 1, "items": _wire(items)}
+    if cells:
+        doc["cells"] = _wire(cells)
     if src is not None:
         doc["src"] = list(src)
         if prev is not None and prev < src[1]:
             doc["prev"] = prev
     return orjson.dumps(doc)
+
+
+def _wire(items: Sequence[Enriched]) -> list[dict[str, Any]]:
+    return items.wire() if isinstance(items, Rows) else [{"event": i.event.__dict__, "zones": i.zones} for i in items]
 
 
 def envelope_source(raw: bytes) -> tuple[int, int] | None:
@@ -223,20 +225,26 @@ def decode_enriched(raw: bytes) -> list[Enriched]:
 
 
 def decode_envelope(raw: bytes) -> tuple[Sequence[Enriched], tuple[int, int] | None]:
-    """Events of an enriched envelope and the raw (partition, offset) it came from (parsed once)."""
-    items, src, _ = _decode(raw)
+    """Events of an enriched envelope (its own, not the spread ones) and the raw (partition, offset) it came from."""
+    items, src, _, _ = _decode(raw, cells=False)
     return items, src
 
 
-def _decode(raw: bytes) -> tuple[Sequence[Enriched], tuple[int, int] | None, int | None]:
-    """Events, source and chain link (``prev``) of an enriched envelope."""
+def _decode(
+    raw: bytes, *, cells: bool = True
+) -> tuple[Sequence[Enriched], tuple[int, int] | None, int | None, int | None]:
+    """Events (with ``cells``, the spread copies after them), source, link (``prev``), where the copies start."""
     doc = orjson.loads(raw)
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise ValueError("not a cityops enriched-events envelope (v=1)")
     if "tick" in doc:
-        return [], None, None
+        return [], None, None, None
     try:
-        return _rebuilt(doc["items"]), _source_of(doc), _prev_of(doc)
+        items = doc["items"]
+        spread = doc.get("cells") if cells else None
+        if spread:
+            return _rebuilt(items + spread), _source_of(doc), _prev_of(doc), len(items)
+        return _rebuilt(items), _source_of(doc), _prev_of(doc), None
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed enriched-events envelope: {exc!r}") from exc
 
@@ -283,10 +291,20 @@ class Ingested:
 
     routed: dict[int, Sequence[Enriched]] = field(default_factory=dict)
     dead: list[DeadLetterRecord] = field(default_factory=list)
+    #: copies for the partitions that are not the events' home, for rules keyed by grid cell (``Kind.spreads``)
+    spread: dict[int, Sequence[Enriched]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return sum(len(v) for v in self.routed.values())
+
+    def targets(self) -> list[int]:
+        """The events partitions that get an envelope from this raw message."""
+        return sorted(self.routed.keys() | self.spread.keys())
+
+    def envelope(self, partition: int, src: tuple[int, int] | None = None, prev: int | None = None) -> bytes:
+        """The envelope for one of ``targets``: its own events, and the spread copies."""
+        return encode_enriched(self.routed.get(partition, ()), src, prev, self.spread.get(partition))
 
 
 @dataclass
@@ -319,7 +337,7 @@ class Pipeline:
     @property
     def routing_layer(self) -> str | None:
         """The pack's first layer (of the current engine: a hot-swapped pack may change it)."""
-        return next(iter(self.engine.pack.layers), None)
+        return routing_layer(self.engine.pack.layers)
 
     def route_key(self, item: Enriched, routing_layer: str | None = None) -> str:
         """Routing key: tracks by object, everything else by its zone in the routing layer."""
@@ -337,6 +355,10 @@ class Pipeline:
                 self._partition_of.clear()
             found = self._partition_of[route_key] = partition_for(route_key, self.partitions)
         return found
+
+    def _owner(self, partition: int) -> Callable[[str], bool]:
+        """Whether ``partition`` owns an incident key of a spreading rule (``Scope.owned``)."""
+        return lambda key: self.partition_of(key) == partition
 
     def partition_watermark(self, state: MutableMapping[str, Any], partition: int) -> int | None:
         """The time a partition's time-driven rules are judged at: its own newest event time.
@@ -366,7 +388,25 @@ class Pipeline:
             parts = self._partitions(columns)
             for target in np.unique(parts).tolist():
                 out.routed[target] = Rows(columns, np.flatnonzero(parts == target).tolist())
+            if self.partitions > 1 and self.engine.spreading:
+                self._spread(columns, parts, out)
         return out
+
+    def _spread(self, columns: EventColumns, parts: np.ndarray[Any, np.dtype[np.intp]], out: Ingested) -> None:
+        """Copy the events a rule keyed by grid cell may select to every partition but their home."""
+        spreads = self.engine.spreads
+        rows = [
+            r
+            for r, (code, disc) in enumerate(zip(columns.kind.tolist(), columns.disc, strict=True))
+            if spreads(KINDS[code], disc)
+        ]
+        if not rows:
+            return
+        homes = parts[rows].tolist()
+        for target in range(self.partitions):
+            copies = [r for r, home in zip(rows, homes, strict=True) if home != target]
+            if copies:
+                out.spread[target] = Rows(columns, copies)
 
     def _partitions(self, columns: EventColumns) -> np.ndarray[Any, np.dtype[np.intp]]:
         """The events-topic partition of every row: ``partition_of(route_key(...))``, per zone not per row."""
@@ -422,7 +462,7 @@ class Pipeline:
             )
             return out
         try:
-            items, src, prev = _decode(raw)
+            items, src, prev, spread_from = _decode(raw)
         except (orjson.JSONDecodeError, ValueError, ValidationError) as exc:
             logger.warning("dead letter source=%s kind=poison reason=%s", source, exc)
             out.dead.append(dead_letter(f"not a valid enriched-events envelope: {exc}", "poison", source, raw))
@@ -456,6 +496,8 @@ class Pipeline:
             home=partition,
             check_late=check_late,
             late_watermark_ms=stream_wm if src is not None else None,
+            spread_from=spread_from,
+            owns=self._owner(partition) if self.partitions > 1 and self.engine.spreading else None,
         )
         applied = _newest_ms(items, {item.event.id for item, _ in outcome.late})
         newest = applied if stream_wm is None or (applied is not None and applied > stream_wm) else stream_wm

@@ -45,19 +45,7 @@ _US = timedelta(microseconds=1)
 
 def accepts(match: Match, kind: str, value: str | None) -> bool:
     """Whether a rule's match could accept an event of this kind with this metric/category/object type."""
-    if kind == "reading":
-        if match.category is not None or match.categories is not None or match.object_type is not None:
-            return False
-        return match.metric is None or match.metric == value
-    if kind == "report":
-        if match.metric is not None or match.object_type is not None:
-            return False
-        if match.category is not None and match.category != value:
-            return False
-        return match.categories is None or value in match.categories
-    if match.metric is not None or match.category is not None or match.categories is not None:
-        return False
-    return match.object_type is None or match.object_type == value
+    return match.takes(kind, value)
 
 
 def _keys(match: Match, kind: str) -> list[str] | None:

@@ -33,6 +33,25 @@ class Match(Strict):
     object_type: str | None = None
     zones: list[str] | None = Field(default=None, description="Only events in these zone ids of the rule's layer.")
 
+    def takes(self, kind: str, value: str | None) -> bool:
+        """Whether this match could accept an event of this kind with this metric/category/object type.
+
+        ``self.kind`` is not compared here (the selection index groups events by kind first).
+        """
+        if kind == "reading":
+            if self.category is not None or self.categories is not None or self.object_type is not None:
+                return False
+            return self.metric is None or self.metric == value
+        if kind == "report":
+            if self.metric is not None or self.object_type is not None:
+                return False
+            if self.category is not None and self.category != value:
+                return False
+            return self.categories is None or value in self.categories
+        if self.metric is not None or self.category is not None or self.categories is not None:
+            return False
+        return self.object_type is None or self.object_type == value
+
 
 class Condition(Strict):
     """A comparison of a numeric event field, e.g. ``{field: speed_mps, op: "<", value: 0.5}``."""

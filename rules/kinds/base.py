@@ -132,10 +132,17 @@ class Scope:
     state: MutableMapping[str, Any]
     position: tuple[int, int] | None
     home: int | None = None
+    #: With several events partitions: whether this partition owns a spread rule's incident key
+    #: (``Kind.spreads``); None (replay, one partition) owns every key.
+    owns: Callable[[str], bool] | None = None
     incidents: dict[str, Incident] = field(default_factory=dict)
     touched: dict[str, Entry] = field(default_factory=dict)
     replayed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
+
+    def owned(self, key: str) -> bool:
+        """Whether this partition emits the incidents of ``key`` (see ``Kind.spreads``)."""
+        return self.owns is None or self.owns(key)
 
     def peek(self, key: str) -> Entry | None:
         """The current entry without copying it: read only, never mutate what this returns."""
@@ -331,6 +338,18 @@ class Kind(ABC):
         gates itself is never asked). Only declare what ``feed`` would skip without a trace.
         """
         return ()
+
+    def spreads(self, kind: str, disc: str | None) -> bool:
+        """Whether events of this kind and metric/category must reach every events partition.
+
+        Events are partitioned by zone (tracks by object). A rule whose state groups events from
+        several zones (a grid cell of ``radius_m`` on a district border) would see only part of
+        them in each partition. So ingest sends the events such a rule may select to every
+        partition (as ``cells`` of the envelope, fed only to spreading rules), and a rule whose
+        incidents are keyed by such a group emits only those its partition owns
+        (``Scope.owned``). A conservative answer (too many events) only costs time.
+        """
+        return False
 
     @abstractmethod
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:

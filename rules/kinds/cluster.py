@@ -61,6 +61,15 @@ class Cluster(Kind):
         self.grid = Grid(rule.radius_m)
         self.t_ms = int(rule.within.total_seconds() * 1000)
 
+    def spreads(self, kind: str, disc: str | None) -> bool:
+        """Every event the rule may select: a cell's neighbours may lie in other zones' partitions."""
+        match = self.rule.match
+        return match.kind in (None, kind) and match.takes(kind, disc)
+
+    def owner_key(self, krow: int, kcol: int) -> str:
+        """The route key of an incident's block: the partition it maps to emits the incident."""
+        return f"{self.state_prefix}|block|{krow}|{kcol}"
+
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         if not items:
             return
@@ -82,7 +91,9 @@ class Cluster(Kind):
             for other in view.near(record):
                 if record[0] <= other[0] <= record[0] + self.t_ms:
                     affected.add(self._incident_key(other))
-        candidates = {key: self._candidates(view, key) for key in sorted(affected)}
+        candidates = {
+            key: self._candidates(view, key) for key in sorted(affected) if scope.owned(self.owner_key(key[0], key[1]))
+        }
         view.prefetch(cand for found in candidates.values() for cand in found)
         for key, found in candidates.items():
             incident = self._incident(view, key, found)

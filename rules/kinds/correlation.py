@@ -35,6 +35,7 @@ from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.kinds.grid import Grid, Near
 from rules.model import Enriched, Incident, event_value
+from rules.routes import routing_layer, zone_route
 from rules.spec import Op, RuleBase, Strict
 from rules.state import EVIDENCE_CAP, Entry, bucket_of
 
@@ -90,6 +91,14 @@ class Correlation(Kind):
         self.higher_is_worse = rule.iot.op not in ("<", "<=")
         self.categories = frozenset(rule.categories)
 
+    def spreads(self, kind: str, disc: str | None) -> bool:
+        """Corroborating reports reach every partition; readings stay in their sensor's zone partition.
+
+        A sensor's entries live only in its home partition, so its incident is emitted there alone,
+        with every report near it, whichever zone the reports fell in.
+        """
+        return kind == "report" and disc in self.categories
+
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         if not items:
             return
@@ -104,7 +113,7 @@ class Correlation(Kind):
                 if value is None or not self.compare(value, iot.value):
                     continue
                 sensor, bucket = event.sensor_id, bucket_of(ts, self.t_ms)
-                entry, fresh = scope.load(self.key("s", sensor, bucket), self._sensor_entry(sensor, bucket))
+                entry, fresh = scope.load(self.key("s", sensor, bucket), self._sensor_entry(sensor, bucket, item))
                 if fresh:
                     _add(
                         entry["rd"],
@@ -125,15 +134,27 @@ class Correlation(Kind):
                 if abs(int(reading[0]) - int(report[0])) <= self.t_ms:
                     affected.add((str(reading[2]), bucket_of(int(reading[0]), self.t_ms)))
         sensors = {key: scope.peek(self.key("s", *key)) for key in sorted(affected)}
+        # a sensor homed in another partition that shares this worker's state: that partition emits it
+        sensors = {k: e for k, e in sensors.items() if not e or e.get("route") is None or scope.owned(e["route"])}
         view.reports.prefetch((r[3], r[4]) for found in sensors.values() if found for r in found["rd"])
         for (sensor, bucket), found in sensors.items():
             incident = self._incident(view, sensor, bucket, found)
             if incident is not None:
                 scope.emit(incident)
 
-    def _sensor_entry(self, sensor: str, bucket: int) -> Callable[[], Entry]:
-        # a reading can change the incident until the bucket end plus ``within`` (a late report)
-        return lambda: {"rd": [], "subj": sensor, "start": bucket, "end": bucket + 2 * self.t_ms + 1, "pos": {}}
+    def _sensor_entry(self, sensor: str, bucket: int, item: Enriched) -> Callable[[], Entry]:
+        # a reading can change the incident until the bucket end plus ``within`` (a late report);
+        # ``route``: the partition the sensor's readings go to owns its incidents (``Scope.owned``)
+        layer = routing_layer(self.ctx.layers)
+        route = zone_route(item.primary_zone(layer) if layer else None)
+        return lambda: {
+            "rd": [],
+            "subj": sensor,
+            "start": bucket,
+            "end": bucket + 2 * self.t_ms + 1,
+            "pos": {},
+            "route": route,
+        }
 
     def _to_cell(self, scope: Scope, what: str, record: list[Any], batch_floor: int) -> None:
         entry, fresh = scope.load(

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from rules.formats.cloudevents_in import CloudEventContext, ingest_record
 from rules.formats.sensorthings import LocationCache
-from rules.pipeline import encode_enriched
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
 from streams.agents.gaps import GapGuard
@@ -52,9 +51,9 @@ def attach(rt: Runtime) -> None:
             return
         # one envelope per target partition: Faust's cost is per message, not per event
         src = (msg.partition, msg.offset)
-        for partition, items in out.routed.items():
+        for partition in out.targets():
             prev = chain.link(msg.partition, partition, msg.offset)
-            await rt.events.send(value=encode_enriched(items, src, prev), partition=partition)
+            await rt.events.send(value=out.envelope(partition, src, prev), partition=partition)
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
         metrics.observe_ingest(out, time.perf_counter() - started)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rules.formats.cloudevents_in import CloudEventContext, ingest_record
-from rules.pipeline import Detected, Missing, encode_enriched
+from rules.pipeline import Detected, Missing
 from streams import metrics
 from streams.agents.gaps import replay_range
 
@@ -67,10 +67,9 @@ class Relinker:
                     record.offset,
                     ctx=self.ctx,
                 )
-                items = out.routed.get(partition)
-                if not items:
+                if partition not in out.routed and partition not in out.spread:
                     return
-                envelope = encode_enriched(items, (record.partition, record.offset))
+                envelope = out.envelope(partition, (record.partition, record.offset))
                 detected = self.rt.pipeline.detect(
                     envelope, self.rt.state, events_topic, partition, offset, check_late=live, chain=False
                 )

@@ -14,7 +14,7 @@ from rules.engine import Engine
 from rules.formats.cloudevents_in import ingest_record
 from rules.model import Incident
 from rules.pack import load_pack
-from rules.pipeline import Chain, Pipeline, encode_enriched
+from rules.pipeline import Chain, Pipeline
 from rules.replay import replay
 from streams.scenario import Message, scenario_events
 from streams.simulate import produce
@@ -43,9 +43,9 @@ def test_envelopes_lost_between_ingest_and_detect_are_derived_again_in_order(
     envelopes: list[tuple[int, int, int, bytes, set[str]]] = []  # events partition, raw partition, offset, ...
     for r in raw:
         out = ingest_record(pipeline, r.value, r.headers, kafka.raw_topic, r.partition, r.offset)
-        for part, items in out.routed.items():
-            value = encode_enriched(items, (r.partition, r.offset), chain.link(r.partition, part, r.offset))
-            envelopes.append((part, r.partition, r.offset, value, {i.event.id for i in items}))
+        for part in out.targets():
+            value = out.envelope(part, (r.partition, r.offset), chain.link(r.partition, part, r.offset))
+            envelopes.append((part, r.partition, r.offset, value, {i.event.id for i in out.routed.get(part, ())}))
 
     # lose two envelopes in a row of one stream and one of another, each with a successor in its
     # stream, chosen so that losing them changes replay's incidents (revision, evidence or value)

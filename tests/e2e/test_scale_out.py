@@ -208,7 +208,7 @@ def _send(stack: Stack, reports: list[dict[str, object]]) -> None:
 
 
 def test_a_cluster_across_a_border_between_two_partitions_is_found_by_one_worker(stack: Stack) -> None:
-    """The contrast to the next test: one worker holds both partitions' state in one table."""
+    """One worker holds both partitions' state in one table; the next test splits them over two workers."""
     _short_sessions(stack)
     stack.start("store")
     stack.start("worker")
@@ -226,13 +226,6 @@ def test_a_cluster_across_a_border_between_two_partitions_is_found_by_one_worker
     _wait_for_replay(stack, expected, timeout=45)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN LIMITATION (docs/operations.md, 'State moves with its partitions'): events are partitioned "
-    "by district, but cluster "
-    "and correlation state is keyed by grid cell; a cell on a border between two workers' partitions is split "
-    "between their tables, so each worker sees part of the cluster and neither fires",
-)
 def test_a_cluster_across_a_border_between_two_workers_partitions_is_found(stack: Stack) -> None:
     _short_sessions(stack)
     _start_two_workers(stack)
