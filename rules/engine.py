@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.columns import EventColumns, Rebuilt, locate
+from rules.columns import DISCRIMINATOR, KINDS, EventColumns, Rebuilt, locate
 from rules.kinds import Kind, PackContext, evaluator
 from rules.kinds.base import Scope, incident_id
 from rules.model import Enriched, Incident, Reading, Report, Track
@@ -69,8 +69,9 @@ class Engine:
             [c.rule for c in self.compiled], [c.kind for c in self.compiled], [c.schedule for c in self.compiled]
         )
         #: rules whose state groups events of several zones (``Kind.spreads``): fed the spread rows too
-        self.spreading = frozenset(n for n, c in enumerate(self.compiled) if type(c.kind).spreads is not Kind.spreads)
+        self.spreading = frozenset(n for n, c in enumerate(self.compiled) if c.kind.spreading)
         self._spreads: dict[tuple[str, str | None], bool] = {}
+        self._takes: dict[tuple[int, int, str | None], bool] = {}
 
     def spreads(self, kind: str, disc: str | None) -> bool:
         """Whether events of this kind and metric/category/object type go to every events partition."""
@@ -78,6 +79,14 @@ class Engine:
         found = self._spreads.get(key)
         if found is None:
             found = self._spreads[key] = any(self.compiled[n].kind.spreads(kind, disc) for n in self.spreading)
+        return found
+
+    def _takes_copy(self, rule: int, code: int, disc: str | None) -> bool:
+        """Whether ``rule`` is fed a spread copy of an event of this kind (code) and metric/category."""
+        key = (rule, code, disc)
+        found = self._takes.get(key)
+        if found is None:
+            found = self._takes[key] = rule in self.spreading and self.compiled[rule].kind.spreads(KINDS[code], disc)
         return found
 
     # -- enrichment -------------------------------------------------------------------------
@@ -165,7 +174,9 @@ class Engine:
                 continue
             batch_max = ts
             for rule in self._selector.matching(item):
-                if n >= spread_at and rule not in spreading:
+                if n >= spread_at and not (
+                    rule in spreading and self.compiled[rule].kind.spreads(item.event.kind, _disc(item))
+                ):
                     continue
                 items, stamps = per_rule.setdefault(rule, ([], []))
                 items.append(item)
@@ -219,10 +230,11 @@ class Engine:
         on_time = ~late
         scope = Scope(state, position, home=home, owns=owns)
         stamps = ts_ms.tolist()
-        spreading = self.spreading
+        codes = batch.kind
         for rule, rows in self._selector.select(batch, on_time, order):
-            if spread_at < len(batch) and rule not in spreading:
-                rows = [r for r in rows if r < spread_at]
+            if spread_at < len(batch):
+                takes = self._takes_copy
+                rows = [r for r in rows if r < spread_at or takes(rule, int(codes[r]), batch.disc[r])]
                 if not rows:
                     continue
             c = self.compiled[rule]
@@ -310,6 +322,12 @@ def _time_order(ts_ms: NDArray[np.int64], ids: Sequence[str]) -> NDArray[np.intp
         out[run] = sorted(out[run], key=lambda n: (ids[n], n))
         a = b = t
     return np.array(out, dtype=np.intp)
+
+
+def _disc(item: Enriched) -> str | None:
+    """An event's metric, category or object type (``rules.columns.DISCRIMINATOR``)."""
+    event = item.event
+    return getattr(event, DISCRIMINATOR[event.kind], None)
 
 
 def _home(entry: dict[str, Any]) -> int | None:

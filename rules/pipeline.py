@@ -488,13 +488,15 @@ class Pipeline:
         # lateness. Against the worker-wide watermark, whether it is late would depend on how the
         # consumer interleaved the raw partitions, and on a crash: a raw message re-ingested after
         # one comes back behind events of other partitions that went on meanwhile.
+        # The first message of a stream has nothing before it in the stream to be late against (the
+        # worker-wide watermark would include the other partitions' part of this very raw message).
         stream_wm = int(mark["wm"]) if mark and mark.get("wm") is not None else None
         outcome = self.engine.process(
             items,
             state,
             position=position,
             home=partition,
-            check_late=check_late,
+            check_late=check_late and not (src is not None and stream_wm is None),
             late_watermark_ms=stream_wm if src is not None else None,
             spread_from=spread_from,
             owns=self._owner(partition) if self.partitions > 1 and self.engine.spreading else None,

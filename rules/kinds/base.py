@@ -339,6 +339,9 @@ class Kind(ABC):
         """
         return ()
 
+    #: Whether ``spreads`` can say yes for this rule (the engine feeds copies only to such rules).
+    spreading: bool = False
+
     def spreads(self, kind: str, disc: str | None) -> bool:
         """Whether events of this kind and metric/category must reach every events partition.
 

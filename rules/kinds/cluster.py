@@ -55,6 +55,7 @@ class ClusterRule(RuleBase):
 
 class Cluster(Kind):
     rule: ClusterRule
+    spreading = True
 
     def __init__(self, rule: ClusterRule, ctx: PackContext) -> None:
         super().__init__(rule, ctx)

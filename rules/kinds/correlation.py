@@ -82,6 +82,7 @@ class CorrelationRule(RuleBase):
 
 class Correlation(Kind):
     rule: CorrelationRule
+    spreading = True
 
     def __init__(self, rule: CorrelationRule, ctx: PackContext) -> None:
         super().__init__(rule, ctx)

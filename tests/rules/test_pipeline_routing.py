@@ -237,6 +237,27 @@ def test_lateness_is_judged_within_each_raw_partitions_stream() -> None:
     assert "2026-07-01T04:00:00+00:00" in late.dead[0].reason, "the reason names the stream's watermark"
 
 
+def test_the_first_message_of_a_stream_is_never_late_against_other_partitions_part_of_its_raw_message() -> None:
+    """One raw message spanning 3 hours: the partition that applies its part second must not drop it."""
+    pipeline = _pipeline(4)
+    early = _report(1, 0, *JIANGAN)  # 08:00 in Jiang'an
+    hongshan = (114.40, 30.50)
+    later = {**_report(2, 0, *hongshan), "ts": "2026-07-01T11:00:00+08:00"}
+    out = pipeline.ingest(orjson.dumps({"events": [early, later]}), "raw", 0, 0)
+    assert len(out.routed) == 2, "the two districts route to two partitions"
+    (p_early, items_early), (p_later, items_later) = sorted(out.routed.items(), key=lambda kv: kv[1][0].event.ts)
+    state: dict[str, Any] = {}  # one worker holding both partitions: one state, one engine
+    assert pipeline.detect(encode_enriched(items_later, (0, 0)), state, "events", p_later, 0).dead == []
+    first = pipeline.detect(encode_enriched(items_early, (0, 0)), state, "events", p_early, 0)
+    assert first.dead == [], "nothing came before it in its own stream"
+    assert [i.rule_id for i in first.incidents] == [], "a single report opens nothing, but it counts:"
+    again = pipeline.detect(
+        _envelope(pipeline, [_report(3, 1, *JIANGAN), _report(4, 2, *JIANGAN)], (0, 1)), state, "events", p_early, 1
+    )
+    [incident] = [i for i in again.incidents if i.rule_id == "flood.waterlogging-reports"]
+    assert incident.evidence.count == 3
+
+
 def _level(i: int, ts: str, sensor: str) -> dict[str, Any]:
     return {"kind": "reading", "id": f"w{i}", "ts": ts, "lon": JIANGAN[0], "lat": JIANGAN[1]} | {
         "sensor_id": sensor,

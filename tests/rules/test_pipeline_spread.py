@@ -9,6 +9,7 @@ partition that owns it.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from rulekit import layer, make_pack, square
 
 from rules.engine import Engine
 from rules.model import Incident
@@ -112,18 +114,24 @@ def _two_workers(
     *,
     spread: bool = True,
     emitters: dict[str, set[int]] | None = None,
+    pack: LoadedPack | None = None,
+    size: int = 5,
 ) -> dict[str, Incident]:
-    """Ingest raw messages of 5 events, then detect per partition, each worker with its own engine and state."""
-    ingest = Pipeline(Engine(_wuhan()), partitions=PARTITIONS)
+    """Ingest raw messages of ``size`` events, then detect per partition, each worker with its own engine and state.
+
+    Small envelopes take the engine's event-by-event path, large ones (24 events or more) its columns.
+    """
+    pack = pack or _wuhan()
+    ingest = Pipeline(Engine(pack), partitions=PARTITIONS)
     if not spread:
         ingest.engine.spreading = frozenset()
     per_partition: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
-    for offset, start in enumerate(range(0, len(events), 5)):
-        out = ingest.ingest(orjson.dumps({"events": events[start : start + 5]}), "raw", 0, offset)
+    for offset, start in enumerate(range(0, len(events), size)):
+        out = ingest.ingest(orjson.dumps({"events": events[start : start + size]}), "raw", 0, offset)
         assert out.dead == []
         for target in out.targets():
             per_partition[target].append(out.envelope(target, (0, offset)))
-    workers = [(Pipeline(Engine(_wuhan()), partitions=PARTITIONS), {}) for _ in owners]
+    workers = [(Pipeline(Engine(pack), partitions=PARTITIONS), {}) for _ in owners]
     if not spread:
         for pipeline, _ in workers:
             pipeline.engine.spreading = frozenset()
@@ -159,12 +167,16 @@ def test_the_border_events_make_both_kinds_of_incident(
     assert rules.count("flood.waterlogging-confirmed") >= 5
 
 
+@pytest.mark.parametrize("size", [5, 60])
 @pytest.mark.parametrize("owners", [[{0, 1}, {2, 3}], [{0, 2}, {1, 3}], [{0}, {1}, {2}, {3}], [{0, 1, 2, 3}]])
 def test_workers_owning_parts_of_the_partitions_find_replays_border_incidents(
-    events: list[dict[str, Any]], expected: dict[str, tuple[str, float | None, int, str]], owners: list[set[int]]
+    events: list[dict[str, Any]],
+    expected: dict[str, tuple[str, float | None, int, str]],
+    owners: list[set[int]],
+    size: int,
 ) -> None:
     emitters: dict[str, set[int]] = {}
-    assert _signature(_two_workers(events, owners, emitters=emitters).values()) == expected
+    assert _signature(_two_workers(events, owners, emitters=emitters, size=size).values()) == expected
     assert all(len(emitters[i]) == 1 for i in expected), "each incident comes from one partition only"
 
 
@@ -196,3 +208,86 @@ def test_one_partition_spreads_nothing() -> None:
     pipeline = Pipeline(Engine(_wuhan()), partitions=1)
     out = pipeline.ingest(orjson.dumps({"events": _border_events()[:6]}), "raw", 0, 0)
     assert out.spread == {} and out.targets() == [0]
+
+
+def _grid_pack() -> LoadedPack:
+    """Routing layer: 16 squares of 0.01 degrees; windows per H3 cell and per zone of a layer over all of them."""
+    squares = [square(f"g{r}{c}", 114.30 + 0.01 * c, 30.50 + 0.01 * r, size=0.01) for r in range(4) for c in range(4)]
+    layers = {"grid": layer("grid", squares), "big": layer("big", [square("all", 114.30, 30.50, size=0.04)])}
+    return make_pack(
+        """
+        - id: litter-per-cell
+          kind: window
+          title: litter per H3 cell
+          severity: low
+          category: sanitation
+          match: {kind: report, category: litter}
+          group_by: cell
+          h3_resolution: 7
+          window: 10m
+          op: ">="
+          value: 3
+        - id: litter-per-area
+          kind: window
+          title: litter in the whole area
+          severity: low
+          category: sanitation
+          layer: big
+          match: {kind: report, category: litter}
+          window: 10m
+          op: ">="
+          value: 8
+        - id: litter-per-square
+          kind: window
+          title: litter per square of the routing layer
+          severity: low
+          category: sanitation
+          layer: grid
+          match: {kind: report, category: litter}
+          window: 10m
+          op: ">="
+          value: 2
+        """,
+        layers,
+    )
+
+
+def test_windows_grouped_by_cell_or_by_another_layer_are_owned_by_one_partition() -> None:
+    pack = _grid_pack()
+    rng = np.random.default_rng(9)
+    events = [
+        {
+            "kind": "report",
+            "id": f"l{n}",
+            "ts": f"2026-07-01T08:{n // 4:02d}:{(n * 7) % 60:02d}+08:00",
+            "lon": float(114.30 + rng.uniform(0, 0.04)),
+            "lat": float(30.50 + rng.uniform(0, 0.04)),
+            "category": "litter",
+        }
+        for n in range(80)
+    ]
+    squares = {i.zones["grid"][0] for i in Engine(pack).enrich([_report_of(e) for e in events])}
+    assert len({partition_for(zone_route(z), PARTITIONS) for z in squares}) == PARTITIONS
+    wanted = {"litter-per-cell", "litter-per-area", "litter-per-square"}
+
+    def sig(incidents: Any) -> dict[str, tuple[str, float | None, int]]:
+        return {i.id: (i.rule_id, i.value, i.evidence.count) for i in incidents if i.rule_id in wanted}
+
+    expected = sig(replay(pack, [json.dumps(e).encode() for e in events]).incidents)
+    assert {v[0] for v in expected.values()} == wanted
+    for owners, size in itertools.product(([{0, 1}, {2, 3}], [{0}, {1}, {2}, {3}], [{0, 1, 2, 3}]), (5, 40)):
+        emitters: dict[str, set[int]] = {}
+        found = _two_workers(events, owners, pack=pack, emitters=emitters, size=size)
+        assert sig(found.values()) == expected, (owners, size)
+        assert all(len(emitters[i]) == 1 for i in expected)
+    missed = sig(_two_workers(events, [{0, 1}, {2, 3}], pack=pack, spread=False).values())
+    assert missed != expected
+    assert {k: v for k, v in missed.items() if v[0] == "litter-per-square"} == {
+        k: v for k, v in expected.items() if v[0] == "litter-per-square"
+    }, "a window per routing zone needs no copies"
+
+
+def _report_of(e: dict[str, Any]) -> Any:
+    from rules.model import Report
+
+    return Report.model_validate(e)
