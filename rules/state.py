@@ -61,6 +61,19 @@ def new_entry(subject: str, zone: str | None, start_ms: int, end_ms: int) -> Ent
     }
 
 
+def copy_entry(entry: Entry) -> Entry:
+    """A private copy of an evidence entry (``new_entry``, a window's): what ``admit`` and
+    ``mark_applied`` change in place (``ev``, ``d``, ``pos``) is copied; the evidence records are
+    never changed, so they are shared (the generic copy copies every record, most of the cost).
+    """
+    out = dict(entry)
+    out["ev"] = list(entry["ev"])
+    out["pos"] = dict(entry["pos"])
+    if "d" in entry:
+        out["d"] = list(entry["d"])
+    return out
+
+
 _UNSET: Any = object()
 
 

@@ -71,7 +71,7 @@ class Sustained(Kind):
                 continue
             subject = item.event.subject
             key = self.key(subject)
-            entry, fresh = scope.load(key, _factory(subject))
+            entry, fresh = scope.load(key, _factory(subject), _copy_entry)
             if "phase" not in entry:  # an idle entry kept as its core (see _store)
                 if fresh and ts > int(entry["t"]) and (not self.open_cmp(value, rule.value) or not self.gate(item)):
                     # the common case, a normal reading of an idle subject: it stays a core, newer
@@ -207,3 +207,18 @@ def _store(scope: Scope, key: str, entry: Entry) -> None:
 
 def _factory(subject: str) -> Callable[[], Entry]:
     return lambda: {"phase": "idle", "since": None, "t": -1, "pos": {}, "ooo": 0, "subj": subject}
+
+
+def _copy_entry(entry: Entry) -> Entry:
+    """A subject's private copy: ``pos``, the pending buffer and the episode with its evidence are
+    changed in place by ``feed`` (and ``_open`` turns the buffer into the episode's evidence), so
+    they are copied; records are never changed, so they are shared. Most entries are idle cores
+    (``t`` and ``pos`` only)."""
+    out = dict(entry)
+    out["pos"] = dict(entry["pos"])
+    if "buf" in entry:
+        out["buf"] = list(entry["buf"])
+    ep = entry.get("ep")
+    if ep:
+        out["ep"] = {**ep, "ev": list(ep["ev"])}
+    return out

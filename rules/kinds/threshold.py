@@ -16,7 +16,7 @@ from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident, fiel
 from rules.model import Enriched, Incident
 from rules.routes import routing_layer
 from rules.spec import Condition, Op, RuleBase
-from rules.state import Entry, add_event, bucket_of, new_entry
+from rules.state import Entry, add_event, bucket_of, copy_entry, new_entry
 
 
 class ThresholdRule(RuleBase):
@@ -69,7 +69,7 @@ class Threshold(Kind):
                 continue  # another partition owns this group (and gets this event too)
             start = bucket_of(ts, self.size_ms)
             key = self.key(subject, start)
-            entry, fresh = scope.load(key, _factory(subject, zone, start, self.size_ms))
+            entry, fresh = scope.load(key, _factory(subject, zone, start, self.size_ms), copy_entry)
             if fresh:
                 add_event(
                     entry,

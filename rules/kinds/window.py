@@ -22,7 +22,7 @@ from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
 from rules.model import Enriched
 from rules.routes import routing_layer
 from rules.spec import Op, RuleBase
-from rules.state import Entry, admit, bucket_of
+from rules.state import Entry, admit, bucket_of, copy_entry
 
 DISTINCT_CAP = 10_000
 
@@ -119,7 +119,7 @@ class Window(Kind):
                 if ts >= start + self.size_ms:
                     continue
                 key = self.key(subject, start)
-                entry, fresh = scope.load(key, self._factory(subject, zone, start))
+                entry, fresh = scope.load(key, self._factory(subject, zone, start), copy_entry)
                 if fresh and _fold(entry, ts, item, raw, distinct, zone):
                     scope.put(key, entry)
                 if firing is not None:
@@ -160,7 +160,7 @@ class Window(Kind):
 
     def tick(self, scope: Scope, watermark_ms: int, keys: Sequence[str]) -> None:
         for key in keys:
-            entry = scope.get(key)
+            entry = scope.get(key, copy_entry)
             if entry is None or entry.get("closed") or int(entry["end"]) + self.ctx.lateness_ms > watermark_ms:
                 continue
             entry["closed"] = True
