@@ -31,7 +31,7 @@ def test_the_worker_consumer_waits_as_configured(tmp_path: Path) -> None:
 
 
 def test_the_default_wait_is_short(tmp_path: Path) -> None:
-    assert worker_fetch_wait(tmp_path, Settings()) == 100
+    assert worker_fetch_wait(tmp_path, Settings()) == 20
 
 
 def test_store_and_alert_consumers_get_it_too() -> None:
