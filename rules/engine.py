@@ -29,6 +29,8 @@ from rules.state import from_ms, to_ms
 logger = logging.getLogger(__name__)
 
 AnyEvent = Reading | Report | Track
+#: Entries of a memo keyed by values that come from the input (metric and category names).
+MEMO_CAP = 100_000
 
 __all__ = ["AnyEvent", "Engine", "EventColumns", "Outcome", "incident_id", "run", "run_columns"]
 
@@ -78,6 +80,8 @@ class Engine:
         key = (kind, disc)
         found = self._spreads.get(key)
         if found is None:
+            if len(self._spreads) >= MEMO_CAP:  # categories come from the input: keep the memo bounded
+                self._spreads.clear()
             found = self._spreads[key] = any(self.compiled[n].kind.spreads(kind, disc) for n in self.spreading)
         return found
 
@@ -86,6 +90,8 @@ class Engine:
         key = (rule, code, disc)
         found = self._takes.get(key)
         if found is None:
+            if len(self._takes) >= MEMO_CAP:
+                self._takes.clear()
             found = self._takes[key] = rule in self.spreading and self.compiled[rule].kind.spreads(KINDS[code], disc)
         return found
 
