@@ -73,7 +73,7 @@ class Engine:
         #: rules whose state groups events of several zones (``Kind.spreads``): fed the spread rows too
         self.spreading = frozenset(n for n, c in enumerate(self.compiled) if c.kind.spreading)
         self._spreads: dict[tuple[str, str | None], bool] = {}
-        self._takes: dict[tuple[int, int, str | None], bool] = {}
+        self._takes: dict[tuple[int, str, str | None], bool] = {}
 
     def spreads(self, kind: str, disc: str | None) -> bool:
         """Whether events of this kind and metric/category/object type go to every events partition."""
@@ -85,14 +85,14 @@ class Engine:
             found = self._spreads[key] = any(self.compiled[n].kind.spreads(kind, disc) for n in self.spreading)
         return found
 
-    def _takes_copy(self, rule: int, code: int, disc: str | None) -> bool:
-        """Whether ``rule`` is fed a spread copy of an event of this kind (code) and metric/category."""
-        key = (rule, code, disc)
+    def _takes_copy(self, rule: int, kind: str, disc: str | None) -> bool:
+        """Whether ``rule`` is fed a spread copy of an event of this kind and metric/category."""
+        key = (rule, kind, disc)
         found = self._takes.get(key)
         if found is None:
             if len(self._takes) >= MEMO_CAP:
                 self._takes.clear()
-            found = self._takes[key] = rule in self.spreading and self.compiled[rule].kind.spreads(KINDS[code], disc)
+            found = self._takes[key] = rule in self.spreading and self.compiled[rule].kind.spreads(kind, disc)
         return found
 
     # -- enrichment -------------------------------------------------------------------------
@@ -171,7 +171,6 @@ class Engine:
         per_rule: dict[int, tuple[list[Enriched], list[int]]] = {}
         batch_max: int | None = None
         spread_at = len(batch) if spread_from is None else spread_from
-        spreading = self.spreading
         for ts, _, n in sorted((to_ms(i.event.ts), i.event.id, n) for n, i in enumerate(batch)):
             item = batch[n]
             if floor is not None and ts < floor:
@@ -180,9 +179,7 @@ class Engine:
                 continue
             batch_max = ts
             for rule in self._selector.matching(item):
-                if n >= spread_at and not (
-                    rule in spreading and self.compiled[rule].kind.spreads(item.event.kind, _disc(item))
-                ):
+                if n >= spread_at and not self._takes_copy(rule, item.event.kind, _disc(item)):
                     continue
                 items, stamps = per_rule.setdefault(rule, ([], []))
                 items.append(item)
@@ -240,7 +237,7 @@ class Engine:
         for rule, rows in self._selector.select(batch, on_time, order):
             if spread_at < len(batch):
                 takes = self._takes_copy
-                rows = [r for r in rows if r < spread_at or takes(rule, int(codes[r]), batch.disc[r])]
+                rows = [r for r in rows if r < spread_at or takes(rule, KINDS[codes[r]], batch.disc[r])]
                 if not rows:
                     continue
             c = self.compiled[rule]

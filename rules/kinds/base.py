@@ -350,9 +350,15 @@ class Kind(ABC):
         them in each partition. So ingest sends the events such a rule may select to every
         partition (as ``cells`` of the envelope, fed only to spreading rules), and a rule whose
         incidents are keyed by such a group emits only those its partition owns
-        (``Scope.owned``). A conservative answer (too many events) only costs time.
+        (``Scope.owned``). A conservative answer (too many events) only costs time. By default
+        a spreading rule spreads what its ``match`` may take.
         """
-        return False
+        match = self.rule.match
+        return self.spreading and match.kind in (None, kind) and match.takes(kind, disc)
+
+    def owns_group(self, scope: Scope, group: str) -> bool:
+        """Whether this partition keeps the state of ``group`` of a spreading rule (always, unspread)."""
+        return not self.spreading or scope.owned(f"{self.state_prefix}|group|{group}")
 
     @abstractmethod
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:

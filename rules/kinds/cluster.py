@@ -55,17 +55,12 @@ class ClusterRule(RuleBase):
 
 class Cluster(Kind):
     rule: ClusterRule
-    spreading = True
+    spreading = True  # every event it may select: a cell's neighbours may lie in other zones' partitions
 
     def __init__(self, rule: ClusterRule, ctx: PackContext) -> None:
         super().__init__(rule, ctx)
         self.grid = Grid(rule.radius_m)
         self.t_ms = int(rule.within.total_seconds() * 1000)
-
-    def spreads(self, kind: str, disc: str | None) -> bool:
-        """Every event the rule may select: a cell's neighbours may lie in other zones' partitions."""
-        match = self.rule.match
-        return match.kind in (None, kind) and match.takes(kind, disc)
 
     def owner_key(self, krow: int, kcol: int) -> str:
         """The route key of an incident's block: the partition it maps to emits the incident."""

@@ -146,16 +146,18 @@ class Correlation(Kind):
     def _sensor_entry(self, sensor: str, bucket: int, item: Enriched) -> Callable[[], Entry]:
         # a reading can change the incident until the bucket end plus ``within`` (a late report);
         # ``route``: the partition the sensor's readings go to owns its incidents (``Scope.owned``)
-        layer = routing_layer(self.ctx.layers)
-        route = zone_route(item.primary_zone(layer) if layer else None)
-        return lambda: {
-            "rd": [],
-            "subj": sensor,
-            "start": bucket,
-            "end": bucket + 2 * self.t_ms + 1,
-            "pos": {},
-            "route": route,
-        }
+        def make() -> Entry:
+            layer = routing_layer(self.ctx.layers)
+            return {
+                "rd": [],
+                "subj": sensor,
+                "start": bucket,
+                "end": bucket + 2 * self.t_ms + 1,
+                "pos": {},
+                "route": zone_route(item.primary_zone(layer) if layer else None),
+            }
+
+        return make
 
     def _to_cell(self, scope: Scope, what: str, record: list[Any], batch_floor: int) -> None:
         entry, fresh = scope.load(

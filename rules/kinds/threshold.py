@@ -44,11 +44,6 @@ class Threshold(Kind):
         # grouped by the zones of a layer that is not the routing layer: a zone can span partitions,
         # so the rule is spread and only the partition owning a group keeps and emits it (as windows)
         self.spreading = rule.group_by == "zone" and rule.layer not in (None, routing_layer(ctx.layers))
-        self._owner_prefix = f"{self.state_prefix}|group|"
-
-    def spreads(self, kind: str, disc: str | None) -> bool:
-        match = self.rule.match
-        return self.spreading and match.kind in (None, kind) and match.takes(kind, disc)
 
     def conditions(self) -> Sequence[Condition]:
         return (Condition(field=self.rule.field, op=self.rule.op, value=self.rule.value),)
@@ -58,14 +53,13 @@ class Threshold(Kind):
         # An entry only grows within a batch, so its last snapshot (the highest revision) is the
         # one that counts: each is built once, at the end, in the order the entries were first hit.
         touched: dict[str, Entry] = {}
-        spread = self.spreading and scope.owns is not None
         for item, ts in zip(items, ts_ms, strict=True):
             value = field_value(item.event, rule.field)
             if value is None or not self.compare(value, rule.value):
                 continue
             zone = self.zone_of(item)
             subject = zone if (rule.group_by == "zone" and zone) else item.event.subject
-            if spread and not scope.owned(self._owner_prefix + subject):
+            if not self.owns_group(scope, subject):
                 continue  # another partition owns this group (and gets this event too)
             start = bucket_of(ts, self.size_ms)
             key = self.key(subject, start)

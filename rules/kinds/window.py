@@ -73,10 +73,9 @@ class Window(Kind):
         # Groups that are not the routing zone (an H3 cell, a zone of another layer) can hold events
         # of several partitions: such a rule is spread, and only the partition owning a group keeps
         # its windows (so ticks, expiry and emission happen there, once).
-        self.spreading = self._spread = rule.group_by == "cell" or (
+        self.spreading = rule.group_by == "cell" or (
             rule.group_by == "zone" and rule.layer != routing_layer(ctx.layers)
         )
-        self._owner_prefix = f"{self.state_prefix}|group|"
 
     def _group(self, item: Enriched) -> tuple[str, str | None] | None:
         zone = self.zone_of(item)
@@ -87,13 +86,8 @@ class Window(Kind):
         cell = h3.latlng_to_cell(item.event.lat, item.event.lon, self.rule.h3_resolution)
         return str(cell), zone
 
-    def spreads(self, kind: str, disc: str | None) -> bool:
-        match = self.rule.match
-        return self._spread and match.kind in (None, kind) and match.takes(kind, disc)
-
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         rule = self.rule
-        spread = self._spread and scope.owns is not None
         # A window that fires keeps firing as events are added (a count going up): only its last
         # snapshot of the batch counts (the highest revision), so it is built once, at the end,
         # in the order the windows first fired.
@@ -103,7 +97,7 @@ class Window(Kind):
             if group is None:
                 continue
             subject, zone = group
-            if spread and not scope.owned(self._owner_prefix + subject):
+            if not self.owns_group(scope, subject):
                 continue  # another partition owns this group (and gets this event too)
             raw = field_value(item.event, rule.field)
             if raw is None and rule.aggregate in ("sum", "avg", "min", "max"):
