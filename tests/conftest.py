@@ -7,8 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from streams.broker import DevBroker
+
+# No test is timed (speed targets live in bench/): hypothesis' default 200 ms deadline per example
+# would fail a property test on a loaded 2-core machine for reasons the property does not cover.
+settings.register_profile("cityops", deadline=None)
+settings.load_profile("cityops")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
