@@ -99,6 +99,10 @@ def test_every_process_serves_its_metrics_health_and_json_logs(broker: DevBroker
             "a webhook delivery",
             lambda: total(samples(ports["alerts"]), "cityops_webhook_deliveries_total", outcome="delivered") > 0,
         )
+        stack.wait_for(  # the store may still be catching up when the worker has counted everything
+            "the store to count every event",
+            lambda: total(samples(ports["store"]), "cityops_store_records_total", table="events") >= sent,
+        )
         stack.wait_for(
             "the store to count transitions",
             lambda: total(samples(ports["store"]), "cityops_incident_transitions_total", to_status="open") > 0,
