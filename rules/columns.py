@@ -278,7 +278,8 @@ class EventColumns:
         """The zone ids of one row per layer (a layer none of whose zones holds it is left out)."""
         zones = {}
         for name, z in self.zones.items():
-            ids = z.of(row)
+            # every row's lists, when made already (ingest made them for the envelope): shared, never mutated
+            ids = z.__dict__["per_row"][row] if "per_row" in z.__dict__ else z.of(row)
             if ids:
                 zones[name] = ids
         return zones
@@ -317,6 +318,39 @@ class Rows(_Lazy):
 
     def _at(self, index: int) -> Enriched:
         return self.columns.enriched(self.rows[index])
+
+    def located(self, layers: Sequence[str]) -> EventColumns:
+        """The rows as a column batch of their own, located in ``layers`` by the zones ingest found.
+
+        What ``Rebuilt.columns`` gives for the same rows read back from their envelope (the
+        detect stage of the worker that ingested them skips the read, ``rules.pipeline.Handoff``);
+        the event objects are the ones ingest validated.
+        """
+        parent, rows = self.columns, self.rows
+        at = np.array(rows, dtype=np.intp)
+        kind = parent.kind[at]
+        numeric = NumericOf(
+            [parent.event_at(r).__dict__ for r in rows], tracks=bool((kind == KIND_CODE["track"]).any())
+        )
+        for name, column in dict.items(parent.numeric):  # columns ingest already made (lon, lat)
+            numeric[name] = column[at]
+        disc, ids = parent.disc, parent.ids
+        out = EventColumns(
+            ts_us=parent.ts_us[at],
+            kind=kind,
+            disc=[disc[r] for r in rows],
+            ids=[ids[r] for r in rows],
+            numeric=numeric,
+            event_at=lambda n: parent.event_at(rows[n]),
+        )
+        out.given = self
+        for name in layers:
+            zones = parent.zones.get(name)
+            per_row = zones.per_row if zones is not None else None
+            out.zones[name] = Zones.from_lists(
+                [per_row[r] for r in rows] if per_row is not None else [None] * len(rows)
+            )
+        return out
 
     def wire(self) -> list[dict[str, Any]]:
         """``{"event": fields, "zones": zones}`` per row: the items of an events-topic envelope."""

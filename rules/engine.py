@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.columns import DISCRIMINATOR, KINDS, EventColumns, Rebuilt, locate
+from rules.columns import DISCRIMINATOR, KINDS, EventColumns, Rebuilt, Rows, locate
 from rules.kinds import Kind, PackContext, evaluator
 from rules.kinds.base import Scope, incident_id
 from rules.model import Enriched, Incident, Reading, Report, Track
@@ -141,7 +141,12 @@ class Engine:
                 batch, state, position, home, check_late, late_watermark_ms, spread_from=spread_from, owns=owns
             )
         layers = self._selector.layers
-        columns = batch.columns(layers) if isinstance(batch, Rebuilt) else EventColumns.from_enriched(batch, layers)
+        if isinstance(batch, Rebuilt):
+            columns = batch.columns(layers)
+        elif isinstance(batch, Rows):
+            columns = batch.located(layers)
+        else:
+            columns = EventColumns.from_enriched(batch, layers)
         return self.process_columns(
             columns, state, position, home, check_late, late_watermark_ms, spread_from=spread_from, owns=owns
         )

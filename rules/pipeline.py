@@ -306,6 +306,78 @@ class Ingested:
         """The envelope for one of ``targets``: its own events, and the spread copies."""
         return encode_enriched(self.routed.get(partition, ()), src, prev, self.spread.get(partition))
 
+    def batch(self, partition: int) -> tuple[Rows, int | None] | None:
+        """What detect reads back from ``envelope(partition)``: its events then the spread copies
+        (the index where those start, or None without copies). None when not one column batch."""
+        own, cells = self.routed.get(partition, ()), self.spread.get(partition)
+        rows: list[int] = []
+        columns = None
+        for part in (own, cells or ()):
+            if not part:
+                continue
+            if not isinstance(part, Rows) or (columns is not None and part.columns is not columns):
+                return None
+            columns = part.columns
+            rows.extend(part.rows)
+        if columns is None:
+            return None
+        return Rows(columns, rows), (len(own) if cells else None)
+
+
+class Handoff:
+    """Envelopes this process sent to the events topic, with the events they hold, until it reads them back.
+
+    The worker that ingests a raw message is usually the one that detects on (some of) the
+    envelopes it made: they still go through the events topic (order, durability and
+    at-least-once are the topic's), but when detect reads back an envelope that is byte for
+    byte one it sent, it takes the events it already has instead of parsing them again. Only
+    the newest ``capacity`` envelopes are kept (each keeps its raw message's events alive), so
+    a detect stage far behind, or envelopes for partitions another worker owns, just take the
+    ordinary path.
+    """
+
+    def __init__(self, capacity: int = 128) -> None:
+        self.capacity = capacity
+        self._held: dict[bytes, tuple[Rows, tuple[int, int] | None, int | None, int | None]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def keep(
+        self, envelope: bytes, out: Ingested, partition: int, src: tuple[int, int] | None, prev: int | None
+    ) -> None:
+        """Remember ``envelope``, made by ``out.envelope(partition, src, prev)``."""
+        if self.capacity <= 0:
+            return
+        batch = out.batch(partition)
+        if batch is None:
+            return
+        held = self._held
+        while len(held) >= self.capacity:
+            del held[next(iter(held))]  # the oldest (dicts keep insertion order)
+        rows, spread_from = batch
+        held[envelope] = (
+            rows,
+            src,
+            prev if src is not None and prev is not None and prev < src[1] else None,
+            spread_from,
+        )
+
+    def take(self, envelope: bytes) -> tuple[Rows, tuple[int, int] | None, int | None, int | None] | None:
+        """The events, source, link and copies' start of an envelope kept here (forgotten once taken)."""
+        if not self._held:
+            return None
+        found = self._held.pop(envelope, None)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def restore(self, envelope: bytes, held: tuple[Rows, tuple[int, int] | None, int | None, int | None]) -> None:
+        """Keep again what ``take`` gave (detect did not apply it yet)."""
+        if self.capacity > 0:
+            self._held[envelope] = held
+
 
 @dataclass
 class Detected:
@@ -325,6 +397,7 @@ class Pipeline:
         max_bytes: int = DEFAULT_MAX_BYTES,
         wall_clock: bool = False,
         partitions: int = 1,
+        handoff: int = 0,
     ) -> None:
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"events-topic partitions must be 1..{MAX_PARTITIONS}, not {partitions}")
@@ -333,6 +406,7 @@ class Pipeline:
         self.max_bytes = max_bytes
         self.partitions = partitions
         self._partition_of: dict[str, int] = {}
+        self.handoff = Handoff(handoff)
 
     @property
     def routing_layer(self) -> str | None:
@@ -461,8 +535,9 @@ class Pipeline:
                 watermark_ms=self.partition_watermark(state, partition),
             )
             return out
+        held = self.handoff.take(raw)
         try:
-            items, src, prev, spread_from = _decode(raw)
+            items, src, prev, spread_from = held if held is not None else _decode(raw)
         except (orjson.JSONDecodeError, ValueError, ValidationError) as exc:
             logger.warning("dead letter source=%s kind=poison reason=%s", source, exc)
             out.dead.append(dead_letter(f"not a valid enriched-events envelope: {exc}", "poison", source, raw))
@@ -482,6 +557,8 @@ class Pipeline:
         if chain and src is not None and prev is not None and (not mark or prev > int(mark["o"])):
             # everything between what the stream applied and the link is derived again, in order
             out.missing = Missing(src[0], int(mark["o"]) + 1 if mark else prev, prev)
+            if held is not None:  # it comes again once the gap is repaired
+                self.handoff.restore(raw, held)
             return out
         # Lateness is judged within the stream: a raw partition carries its sources in order, so an
         # event is late when it is older than its own stream's newest event minus the allowed
@@ -523,5 +600,9 @@ def _newest_ms(items: Sequence[Enriched], late_ids: set[str]) -> int | None:
         if not late_ids:
             return int(items.ts_us.max()) // 1000 if len(items) else None
         kept = [ts for f, ts in zip(items.fields, items.ts_us.tolist(), strict=True) if f["id"] not in late_ids]
+        return max(kept) // 1000 if kept else None
+    if isinstance(items, Rows):
+        ts_us, ids = items.columns.ts_us, items.columns.ids
+        kept = [t for r, t in zip(items.rows, ts_us[items.rows].tolist(), strict=True) if ids[r] not in late_ids]
         return max(kept) // 1000 if kept else None
     return max((to_ms(i.event.ts) for i in items if i.event.id not in late_ids), default=None)

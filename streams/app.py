@@ -107,6 +107,7 @@ def build_runtime(settings: Settings) -> Runtime:
             max_bytes=worker.max_message_bytes,
             wall_clock=worker.clock == "wall",
             partitions=kafka.partitions,
+            handoff=worker.handoff_envelopes,
         ),
         health=Health(stale_after_s=max(60.0, 6 * worker.tick_s)),
         # checkpoints stand in for a changelog: with a Faust table, its changelog restores the state

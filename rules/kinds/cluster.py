@@ -35,7 +35,7 @@ from rules.kinds.base import Kind, PackContext, Scope, build_incident
 from rules.kinds.grid import Grid, Near
 from rules.model import Enriched, Incident
 from rules.spec import RuleBase
-from rules.state import EVIDENCE_CAP, bucket_of
+from rules.state import EVIDENCE_CAP, Entry, bucket_of, copy_entry
 
 CELL_CAP = 2000
 
@@ -71,14 +71,16 @@ class Cluster(Kind):
             return
         batch_floor = ts_ms[0]  # sorted: nothing earlier can be evaluated in this batch
         arrived: list[Record] = []  # [ts_ms, id, lon, lat, zone]
+        by_cell: dict[tuple[int, int], list[Record]] = {}
         for item, ts in zip(items, ts_ms, strict=True):
             event = item.event
             record: Record = [ts, event.id, event.lon, event.lat, self.zone_of(item)]
-            cell = self.grid.cell(event.lon, event.lat)
-            entry, fresh = scope.load(self.key("c", *cell), lambda: {"ev": [], "end": 0, "pos": {}})
-            if fresh:
-                self._insert(entry, record, batch_floor)
+            by_cell.setdefault(self.grid.cell(event.lon, event.lat), []).append(record)
             arrived.append(record)
+        for cell, records in by_cell.items():  # each cell once per batch: one sort and one cut
+            entry, fresh = scope.load(self.key("c", *cell), _new_cell, copy_entry)
+            if fresh:
+                self._insert(entry, records, batch_floor)
         view = _View(scope, self)
         view.prefetch(arrived)
         affected: set[tuple[int, int, int]] = set()
@@ -96,11 +98,22 @@ class Cluster(Kind):
             if incident is not None:
                 scope.emit(incident)
 
-    def _insert(self, entry: dict[str, Any], record: Record, batch_floor: int) -> None:
+    def _insert(self, entry: dict[str, Any], records: list[Record], batch_floor: int) -> None:
+        """Add a batch's records of one cell (each (time, id) once), then prune the cell once.
+
+        The same cell as inserting them one at a time and pruning after each: the cut only grows
+        with the newest record, and the cap keeps the latest records.
+        """
         events: list[Record] = entry["ev"]
-        if any(e[0] == record[0] and e[1] == record[1] for e in events):
+        seen = {(e[0], e[1]) for e in events}
+        added = False
+        for record in records:
+            if (record[0], record[1]) not in seen:
+                seen.add((record[0], record[1]))
+                events.append(record)
+                added = True
+        if not added:
             return
-        events.append(record)
         events.sort(key=lambda e: (e[0], e[1]))
         newest = int(events[-1][0])
         cut = min(batch_floor, newest - self.ctx.lateness_ms) - 2 * self.t_ms
@@ -206,3 +219,7 @@ class _View:
     def prefetch(self, records: Iterable[Record]) -> None:
         """Compute ``near`` of many records in one numpy pass."""
         self.search.prefetch((r[2], r[3]) for r in records)
+
+
+def _new_cell() -> Entry:
+    return {"ev": [], "end": 0, "pos": {}}

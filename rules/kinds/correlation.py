@@ -106,6 +106,7 @@ class Correlation(Kind):
         batch_floor = ts_ms[0]
         affected: set[tuple[str, int]] = set()
         reports: list[list[Any]] = []
+        to_cells: dict[tuple[int, int], tuple[list[list[Any]], list[list[Any]]]] = {}
         iot = self.rule.iot
         for item, ts in zip(items, ts_ms, strict=True):
             event = item.event
@@ -114,7 +115,9 @@ class Correlation(Kind):
                 if value is None or not self.compare(value, iot.value):
                     continue
                 sensor, bucket = event.sensor_id, bucket_of(ts, self.t_ms)
-                entry, fresh = scope.load(self.key("s", sensor, bucket), self._sensor_entry(sensor, bucket, item))
+                entry, fresh = scope.load(
+                    self.key("s", sensor, bucket), self._sensor_entry(sensor, bucket, item), _copy_sensor
+                )
                 if fresh:
                     _add(
                         entry["rd"],
@@ -122,12 +125,15 @@ class Correlation(Kind):
                         READINGS_CAP,
                         keep="earliest",
                     )
-                self._to_cell(scope, "rd", [ts, event.id, sensor, event.lon, event.lat], batch_floor)
+                cell = self.grid.cell(event.lon, event.lat)
+                to_cells.setdefault(cell, ([], []))[0].append([ts, event.id, sensor, event.lon, event.lat])
                 affected.add((sensor, bucket))
             elif event.kind == "report" and event.category in self.categories:
                 record = [ts, event.id, event.lon, event.lat]
-                self._to_cell(scope, "rp", record, batch_floor)
+                to_cells.setdefault(self.grid.cell(event.lon, event.lat), ([], []))[1].append(record)
                 reports.append(record)
+        for cell, (rd, rp) in to_cells.items():  # each cell once per batch: one sort and one cut
+            self._to_cell(scope, cell, rd, rp, batch_floor)
         view = _View(scope, self)
         view.readings.prefetch((r[2], r[3]) for r in reports)
         for report in reports:
@@ -159,13 +165,19 @@ class Correlation(Kind):
 
         return make
 
-    def _to_cell(self, scope: Scope, what: str, record: list[Any], batch_floor: int) -> None:
-        entry, fresh = scope.load(
-            self.key("c", *self.grid.cell(record[-2], record[-1])), lambda: {"rd": [], "rp": [], "end": 0, "pos": {}}
-        )
+    def _to_cell(
+        self, scope: Scope, cell: tuple[int, int], rd: list[list[Any]], rp: list[list[Any]], batch_floor: int
+    ) -> None:
+        """Add a batch's readings and reports of one cell, then prune the cell once.
+
+        The same cell as adding them one at a time and pruning after each: the cut only grows with
+        the newest record, and the cap keeps the latest records of each list.
+        """
+        entry, fresh = scope.load(self.key("c", *cell), _new_cell, _copy_cell)
         if not fresh:
             return
-        _add(entry[what], record, CELL_CAP, keep="latest")
+        _add_all(entry["rd"], rd, CELL_CAP, keep="latest")
+        _add_all(entry["rp"], rp, CELL_CAP, keep="latest")
         newest = max(int(e[0]) for e in entry["rd"] + entry["rp"])
         cut = min(batch_floor, newest - self.ctx.lateness_ms) - 3 * self.t_ms
         for name in ("rd", "rp"):
@@ -220,6 +232,41 @@ class Correlation(Kind):
             },
         )
         return incident.model_copy(update={"lon": float(first[3]), "lat": float(first[4])})
+
+
+def _new_cell() -> Entry:
+    return {"rd": [], "rp": [], "end": 0, "pos": {}}
+
+
+def _copy_cell(entry: Entry) -> Entry:
+    """A cell's private copy: its lists and ``pos`` change in place, its records never do (shared)."""
+    return {**entry, "rd": list(entry["rd"]), "rp": list(entry["rp"]), "pos": dict(entry["pos"])}
+
+
+def _copy_sensor(entry: Entry) -> Entry:
+    """A sensor bucket's private copy: ``rd`` and ``pos`` change in place, the records never do."""
+    return {**entry, "rd": list(entry["rd"]), "pos": dict(entry["pos"])}
+
+
+def _add_all(records: list[list[Any]], new: list[list[Any]], cap: int, *, keep: str) -> bool:
+    """``_add`` each of ``new`` (one sort for all); whether any was added."""
+    if not new:
+        return False
+    seen = {(r[0], r[1]) for r in records}
+    added = False
+    for record in new:
+        if (record[0], record[1]) not in seen:
+            seen.add((record[0], record[1]))
+            records.append(record)
+            added = True
+    if added:
+        records.sort(key=lambda r: (r[0], r[1]))
+        if len(records) > cap:
+            if keep == "earliest":
+                del records[cap:]
+            else:
+                del records[: len(records) - cap]
+    return added
 
 
 def _add(records: list[list[Any]], record: list[Any], cap: int, *, keep: str) -> None:

@@ -23,7 +23,7 @@ from rules.duration import Duration
 from rules.kinds.base import Kind, Scope, build_incident, metres_between_arrays, metres_to_degrees
 from rules.model import Enriched, event_value
 from rules.spec import RuleBase
-from rules.state import add_event, bucket_of, new_entry
+from rules.state import add_event, bucket_of, copy_entry, new_entry
 
 
 class ProximityRule(RuleBase):
@@ -70,7 +70,7 @@ class Proximity(Kind):
         start = bucket_of(ts, self.size_ms)
         zone = self.zone_of(item)
         entry, fresh = scope.load(
-            self.key(subject, start), lambda: new_entry(subject, zone, start, start + self.size_ms)
+            self.key(subject, start), lambda: new_entry(subject, zone, start, start + self.size_ms), copy_entry
         )
         if fresh:
             value = event_value(item.event, self.rule.field)

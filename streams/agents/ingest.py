@@ -53,7 +53,9 @@ def attach(rt: Runtime) -> None:
         src = (msg.partition, msg.offset)
         for partition in out.targets():
             prev = chain.link(msg.partition, partition, msg.offset)
-            await rt.events.send(value=out.envelope(partition, src, prev), partition=partition)
+            envelope = out.envelope(partition, src, prev)
+            rt.pipeline.handoff.keep(envelope, out, partition, src, prev)
+            await rt.events.send(value=envelope, partition=partition)
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
         metrics.observe_ingest(out, time.perf_counter() - started)

@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import pytest
 
 from rules.engine import Engine
 from rules.pack import load_pack
-from rules.pipeline import Pipeline, encode_enriched
+from rules.pipeline import Pipeline
 from streams.bench_data import wuhan_events
 from streams.scenario import scenario_events, wuhan_scenario
 from streams.settings import default_pack
@@ -25,9 +26,11 @@ from streams.settings import default_pack
 START = datetime.fromisoformat("2026-07-01T23:00:00+08:00")  # night: the noise schedule is live
 
 
-def test_no_stored_entry_is_changed_in_place_by_a_later_batch() -> None:
+@pytest.mark.parametrize("handoff", [0, 16], ids=["parsed", "handoff"])
+def test_no_stored_entry_is_changed_in_place_by_a_later_batch(handoff: int) -> None:
+    """Also through the handoff, where detect shares the event objects and zone lists ingest made."""
     pack = load_pack(default_pack())
-    pipeline = Pipeline(Engine(pack), partitions=1)
+    pipeline = Pipeline(Engine(pack), partitions=1, handoff=handoff)
     # the scripted scenario fires every rule kind (episodes that grow across batches); the crowd adds volume
     scripted = scenario_events(
         wuhan_scenario(pack.layers["districts"], START, 600.0, bad_records=False, extra_layers=pack.layers)
@@ -38,8 +41,11 @@ def test_no_stored_entry_is_changed_in_place_by_a_later_batch() -> None:
     kinds: set[str] = set()
     for offset, start in enumerate(range(0, len(events), 60)):
         raw = orjson.dumps({"events": events[start : start + 60]})
-        for part, items in pipeline.ingest(raw, "raw", 0, offset).routed.items():
-            pipeline.detect(encode_enriched(items, (0, offset)), state, "events", part, offset)
+        out = pipeline.ingest(raw, "raw", 0, offset)
+        for part in out.targets():
+            envelope = out.envelope(part, (0, offset))
+            pipeline.handoff.keep(envelope, out, part, (0, offset), None)
+            pipeline.detect(envelope, state, "events", part, offset)
         for key, value in state.items():
             if isinstance(value, dict) and id(value) not in seen:  # the object is kept: its id stays its own
                 seen[id(value)] = (key, value, copy.deepcopy(value))
