@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -324,59 +324,86 @@ class Ingested:
         return Rows(columns, rows), (len(own) if cells else None)
 
 
+Held = tuple[Rows, tuple[int, int] | None, int | None, int | None]  # events, source, link, copies' start
+
+
 class Handoff:
     """Envelopes this process sent to the events topic, with the events they hold, until it reads them back.
 
     The worker that ingests a raw message is usually the one that detects on (some of) the
     envelopes it made: they still go through the events topic (order, durability and
     at-least-once are the topic's), but when detect reads back an envelope that is byte for
-    byte one it sent, it takes the events it already has instead of parsing them again. Only
-    the newest ``capacity`` envelopes are kept (each keeps its raw message's events alive), so
-    a detect stage far behind, or envelopes for partitions another worker owns, just take the
-    ordinary path.
+    byte one it sent, it takes the events it already has instead of parsing them again.
+
+    At most ``capacity`` events are held (each envelope keeps its raw message's events alive, about
+    2 KB per event); when full, a new envelope is not held and detect parses it. Only envelopes for ``partitions`` (the
+    events partitions this worker detects on, ``assign``) are kept, and taking one drops the
+    older ones of its stream (same raw and events partition), which detect has passed: nothing
+    held waits for an envelope that will never come.
     """
 
-    def __init__(self, capacity: int = 128) -> None:
+    def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
-        self._held: dict[bytes, tuple[Rows, tuple[int, int] | None, int | None, int | None]] = {}
+        self.events = 0  # held now
+        self.partitions: set[int] | None = None  # None: every partition
+        self._held: dict[bytes, Held] = {}
+        self._stream: dict[bytes, tuple[int, int, int]] = {}  # envelope -> (events partition, raw partition, offset)
         self.hits = 0
         self.misses = 0
+        self.full = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def assign(self, partitions: set[int]) -> None:
+        """Keep envelopes only for these events partitions (and drop those held for others)."""
+        self.partitions = set(partitions)
+        for envelope, (part, _, _) in list(self._stream.items()):
+            if part not in self.partitions:
+                self._drop(envelope)
 
     def keep(
         self, envelope: bytes, out: Ingested, partition: int, src: tuple[int, int] | None, prev: int | None
     ) -> None:
-        """Remember ``envelope``, made by ``out.envelope(partition, src, prev)``."""
-        if self.capacity <= 0:
+        """Hold ``envelope``, made by ``out.envelope(partition, src, prev)``, for detect to take."""
+        if self.capacity <= 0 or src is None or (self.partitions is not None and partition not in self.partitions):
             return
         batch = out.batch(partition)
         if batch is None:
             return
-        held = self._held
-        while len(held) >= self.capacity:
-            del held[next(iter(held))]  # the oldest (dicts keep insertion order)
         rows, spread_from = batch
-        held[envelope] = (
-            rows,
-            src,
-            prev if src is not None and prev is not None and prev < src[1] else None,
-            spread_from,
-        )
+        if self.events + len(rows) > self.capacity:
+            self.full += 1
+            return
+        self.events += len(rows)
+        self._held[envelope] = (rows, src, prev if prev is not None and prev < src[1] else None, spread_from)
+        self._stream[envelope] = (partition, src[0], src[1])
 
-    def take(self, envelope: bytes) -> tuple[Rows, tuple[int, int] | None, int | None, int | None] | None:
-        """The events, source, link and copies' start of an envelope kept here (forgotten once taken)."""
-        if not self._held:
-            return None
-        found = self._held.pop(envelope, None)
+    def take(self, envelope: bytes) -> Held | None:
+        """What ``_decode(envelope)`` would give, when the envelope is held here (forgotten once taken)."""
+        found = self._held.get(envelope) if self._held else None
         if found is None:
             self.misses += 1
-        else:
-            self.hits += 1
+            return None
+        self.hits += 1
+        part, raw_part, offset = self._stream[envelope]
+        self._drop(envelope)
+        passed = [e for e, (p, r, o) in self._stream.items() if p == part and r == raw_part and o < offset]
+        for older in passed:
+            self._drop(older)
         return found
 
-    def restore(self, envelope: bytes, held: tuple[Rows, tuple[int, int] | None, int | None, int | None]) -> None:
-        """Keep again what ``take`` gave (detect did not apply it yet)."""
-        if self.capacity > 0:
+    def restore(self, envelope: bytes, held: Held, partition: int) -> None:
+        """Hold again what ``take`` gave for ``partition`` (detect did not apply it yet)."""
+        src = held[1]
+        if self.capacity > 0 and src is not None:
+            self.events += len(held[0])
             self._held[envelope] = held
+            self._stream[envelope] = (partition, src[0], src[1])
+
+    def _drop(self, envelope: bytes) -> None:
+        self.events -= len(self._held.pop(envelope)[0])
+        del self._stream[envelope]
 
 
 @dataclass
@@ -385,6 +412,7 @@ class Detected:
     dead: list[DeadLetterRecord] = field(default_factory=list)
     redelivered: bool = False  # at or below its stream's high-water mark: applied before, skipped
     missing: Missing | None = None  # an envelope before this one was lost: nothing applied yet
+    read: Literal["handoff", "parsed"] | None = None  # how an envelope's events were read (not for a tick)
 
 
 class Pipeline:
@@ -536,6 +564,7 @@ class Pipeline:
             )
             return out
         held = self.handoff.take(raw)
+        out.read = "parsed" if held is None else "handoff"
         try:
             items, src, prev, spread_from = held if held is not None else _decode(raw)
         except (orjson.JSONDecodeError, ValueError, ValidationError) as exc:
@@ -558,7 +587,7 @@ class Pipeline:
             # everything between what the stream applied and the link is derived again, in order
             out.missing = Missing(src[0], int(mark["o"]) + 1 if mark else prev, prev)
             if held is not None:  # it comes again once the gap is repaired
-                self.handoff.restore(raw, held)
+                self.handoff.restore(raw, held, partition)
             return out
         # Lateness is judged within the stream: a raw partition carries its sources in order, so an
         # event is late when it is older than its own stream's newest event minus the allowed

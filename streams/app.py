@@ -107,7 +107,7 @@ def build_runtime(settings: Settings) -> Runtime:
             max_bytes=worker.max_message_bytes,
             wall_clock=worker.clock == "wall",
             partitions=kafka.partitions,
-            handoff=worker.handoff_envelopes,
+            handoff=worker.handoff_events,
         ),
         health=Health(stale_after_s=max(60.0, 6 * worker.tick_s)),
         # checkpoints stand in for a changelog: with a Faust table, its changelog restores the state
@@ -235,6 +235,7 @@ def restore_on_assignment(runtime: Runtime) -> None:
     async def on_assigned(sender: object, assigned: set[Any], **_: object) -> None:
         checkpoints = runtime.checkpoints
         runtime.chain.forget({tp.partition for tp in assigned if tp.topic == kafka.raw_topic})
+        runtime.pipeline.handoff.assign({tp.partition for tp in assigned if tp.topic == kafka.events_topic})
         checkpoints.assign(
             (tp.partition for tp in assigned if tp.topic == kafka.raw_topic),
             (tp.partition for tp in assigned if tp.topic == kafka.events_topic),

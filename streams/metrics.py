@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_SECONDS",
     "DEAD_LETTERS",
+    "ENVELOPES_READ",
     "ENVELOPES_REDERIVED",
     "EVENTS_IN",
     "EVENTS_OUT",
@@ -82,6 +83,12 @@ ENVELOPES_REDERIVED = Counter(
     "cityops_envelopes_rederived",
     "Events envelopes detect found lost (a broken link) and derived again from the raw topic.",
 )
+ENVELOPES_READ = Counter(
+    "cityops_envelopes_read",
+    "Events envelopes detect applied, by how it got their events: handoff (this worker's ingest sent it "
+    "and still held its events) or parsed.",
+    ["how"],
+)
 STORE_RECORDS = Counter("cityops_store_records", "Records applied by the store writer, by table.", ["table"])
 EVENT_TO_INCIDENT = Histogram(
     "cityops_event_to_incident_seconds",
@@ -110,6 +117,8 @@ def observe_ingest(out: Ingested, seconds: float) -> None:
 def observe_detect(out: Detected, seconds: float, events: int = 0, *, now: float | None = None) -> None:
     """One enriched message through ``detect``: rule hits, latency per incident, dead letters by kind."""
     MESSAGES_IN.labels("detect").inc()
+    if out.read is not None:
+        ENVELOPES_READ.labels(out.read).inc()
     if events:
         EVENTS_IN.labels("detect").inc(events)
     wall = time.time() if now is None else now

@@ -190,12 +190,12 @@ class WorkerSettings(BaseModel):
         "data_dir (after flushing the producer), so a restart with the same partitions replays only the "
         "tail of the raw and events topics; 0 turns checkpoints off (a restart rebuilds from offset 0).",
     )
-    handoff_envelopes: int = Field(
-        default=128,
+    handoff_events: int = Field(
+        default=20_000,
         ge=0,
-        description="How many of the envelopes it sent to the events topic the worker keeps decoded, so that its "
-        "detect stage reading one back (byte for byte the same) skips parsing it; each keeps its raw message's "
-        "events in memory. 0 = always parse.",
+        description="How many events of the envelopes it sent to its own events partitions the worker holds (about "
+        "2 KB each), so that its detect stage reading such an envelope back (byte for byte the same) takes them "
+        "instead of parsing it; when full, envelopes are parsed. 0 = always parse.",
     )
     state_changelog: bool = Field(
         default=False,

@@ -60,7 +60,7 @@ def test_detect_through_the_handoff_equals_detect_from_the_envelope(
     pack: LoadedPack, events: list[dict[str, Any]], batch: int, partitions: int
 ) -> None:
     parsed, parsed_state, _ = _run(pack, events, handoff=0, batch=batch, partitions=partitions)
-    handed, handed_state, handoff = _run(pack, events, handoff=128, batch=batch, partitions=partitions)
+    handed, handed_state, handoff = _run(pack, events, handoff=100_000, batch=batch, partitions=partitions)
     assert handoff.hits > 0 and handoff.misses == 0, "every envelope was taken from the handoff"
     assert len(parsed) > 100, "the scenario makes incidents"
     assert handed == parsed
@@ -94,7 +94,7 @@ def test_located_rows_equal_the_columns_read_back_from_their_envelope(pack: Load
 
 
 def test_an_envelope_that_is_not_byte_for_byte_one_it_sent_is_parsed(pack: LoadedPack) -> None:
-    pipeline = Pipeline(Engine(pack), partitions=1, handoff=8)
+    pipeline = Pipeline(Engine(pack), partitions=1, handoff=1000)
     out = pipeline.ingest(orjson.dumps({"events": wuhan_events(50, seed=4)}), "raw", 0, 0)
     envelope = out.envelope(0, (0, 0))
     pipeline.handoff.keep(envelope, out, 0, (0, 0), None)
@@ -107,26 +107,63 @@ def test_an_envelope_that_is_not_byte_for_byte_one_it_sent_is_parsed(pack: Loade
     assert pipeline.detect(envelope, state, "events", 0, 0).redelivered, "the kept one is the same source"
 
 
-def test_the_handoff_keeps_only_the_newest_envelopes(pack: LoadedPack) -> None:
-    handoff = Handoff(capacity=3)
-    pipeline = Pipeline(Engine(pack), partitions=1)
-    kept = []
-    for offset in range(5):
+def _envelopes(pack: LoadedPack, offsets: range, partitions: int = 1) -> list[tuple[bytes, Any, int, int]]:
+    """(envelope, ingested, events partition, raw offset) of one small raw message per offset."""
+    pipeline = Pipeline(Engine(pack), partitions=partitions)
+    made = []
+    for offset in offsets:
         out = pipeline.ingest(orjson.dumps({"events": wuhan_events(10, seed=offset)}), "raw", 0, offset)
-        envelope = out.envelope(0, (0, offset))
-        handoff.keep(envelope, out, 0, (0, offset), None)
-        kept.append(envelope)
-    assert handoff.take(kept[0]) is None and handoff.take(kept[1]) is None, "the oldest were dropped"
-    found = handoff.take(kept[4])
-    assert found is not None and isinstance(found[0], Rows) and found[1] == (0, 4)
-    assert handoff.take(kept[4]) is None, "taken once"
+        for part in out.targets():
+            made.append((out.envelope(part, (0, offset)), out, part, offset))
+    return made
+
+
+def test_the_handoff_holds_at_most_its_capacity_and_then_leaves_new_envelopes_to_be_parsed(pack: LoadedPack) -> None:
+    handoff = Handoff(capacity=35)  # events: room for three envelopes of 10
+    made = _envelopes(pack, range(5))
+    for envelope, out, part, offset in made:
+        handoff.keep(envelope, out, part, (0, offset), None)
+    assert len(handoff) == 3 and handoff.full == 2 and handoff.events == 30
+    assert handoff.take(made[4][0]) is None and handoff.take(made[3][0]) is None, "not held: parsed"
+    found = handoff.take(made[0][0])
+    assert found is not None and isinstance(found[0], Rows) and found[1] == (0, 0)
+    assert handoff.take(made[0][0]) is None, "taken once"
+    handoff.keep(made[3][0], made[3][1], 0, (0, 3), None)
+    assert len(handoff) == 3 and handoff.events == 30, "room again once detect took one"
     off = Handoff(capacity=0)
-    off.keep(kept[2], out, 0, (0, 2), None)
-    assert off.take(kept[2]) is None, "capacity 0 keeps nothing"
+    off.keep(made[2][0], made[2][1], 0, (0, 2), None)
+    assert len(off) == 0, "capacity 0 holds nothing"
+
+
+def test_taking_an_envelope_drops_the_older_ones_of_its_stream_that_detect_has_passed(pack: LoadedPack) -> None:
+    handoff = Handoff(capacity=1000)
+    made = _envelopes(pack, range(4))
+    for envelope, out, part, offset in made:
+        handoff.keep(envelope, out, part, (0, offset), None)
+    other = _envelopes(pack, range(7, 8))[0]  # another raw partition: another stream
+    handoff.keep(other[0], other[1], 0, (1, 7), None)
+    assert handoff.take(made[2][0]) is not None
+    assert handoff.take(made[0][0]) is None and handoff.take(made[1][0]) is None, "passed: dropped"
+    assert handoff.take(made[3][0]) is not None and handoff.take(other[0]) is not None
+    assert len(handoff) == 0 and handoff.events == 0
+
+
+def test_only_envelopes_for_the_assigned_events_partitions_are_held(pack: LoadedPack) -> None:
+    handoff = Handoff(capacity=1000)
+    made = _envelopes(pack, range(6), partitions=4)
+    assert len({part for _, _, part, _ in made}) > 1, "the events go to several partitions"
+    for envelope, out, part, offset in made:
+        handoff.keep(envelope, out, part, (0, offset), None)
+    mine = made[0][2]
+    handoff.assign({mine})
+    assert len(handoff) == sum(1 for m in made if m[2] == mine), "the others' envelopes were dropped"
+    for _, out, part, offset in made:
+        handoff.keep(out.envelope(part, (0, offset + 100)), out, part, (0, offset + 100), None)
+    assert len(handoff) == 2 * sum(1 for m in made if m[2] == mine), "and new ones are kept for the own only"
 
 
 def test_an_envelope_held_back_by_a_broken_link_is_still_taken_from_the_handoff(pack: LoadedPack) -> None:
-    pipeline = Pipeline(Engine(pack), partitions=1, handoff=8)
+    pipeline = Pipeline(Engine(pack), partitions=1, handoff=1000)
     chain = Chain()
     envelopes = []
     for offset in (3, 5):

@@ -125,6 +125,8 @@ def test_every_process_serves_its_metrics_health_and_json_logs(broker: DevBroker
     assert total(worker, "cityops_event_to_incident_seconds_count") == total(worker, "cityops_rule_hits_total")
     assert total(worker, "cityops_batch_seconds_count", stage="detect") > 0
     assert total(worker, "cityops_batch_seconds_sum", stage="ingest") > 0
+    # one worker owns every partition: detect reads back what its own ingest sent, without parsing
+    assert total(worker, "cityops_envelopes_read_total", how="handoff") > 0
     # store: what it applied and the transitions it published
     assert total(store, "cityops_store_records_total", table="events") == sent
     assert total(store, "cityops_store_records_total", table="dead_letters") >= bad
