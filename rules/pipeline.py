@@ -335,11 +335,11 @@ class Handoff:
     at-least-once are the topic's), but when detect reads back an envelope that is byte for
     byte one it sent, it takes the events it already has instead of parsing them again.
 
-    At most ``capacity`` events are held (each envelope keeps its raw message's events alive, about
-    2 KB per event); when full, a new envelope is not held and detect parses it. Only envelopes for ``partitions`` (the
-    events partitions this worker detects on, ``assign``) are kept, and taking one drops the
-    older ones of its stream (same raw and events partition), which detect has passed: nothing
-    held waits for an envelope that will never come.
+    At most ``capacity`` events are held (each envelope keeps its raw message's events alive,
+    about 2 KB per event); when full, a new envelope is not held and detect parses it. Only
+    envelopes for ``partitions`` (the events partitions this worker detects on, ``assign``) are
+    held, and taking one drops the older ones of its stream (same raw and events partition),
+    which detect has passed: nothing held waits for an envelope that will never come.
     """
 
     def __init__(self, capacity: int = 20_000) -> None:
@@ -367,6 +367,8 @@ class Handoff:
     ) -> None:
         """Hold ``envelope``, made by ``out.envelope(partition, src, prev)``, for detect to take."""
         if self.capacity <= 0 or src is None or (self.partitions is not None and partition not in self.partitions):
+            return
+        if envelope in self._held:  # the same bytes again (a raw message ingested twice): held once
             return
         batch = out.batch(partition)
         if batch is None:

@@ -130,6 +130,10 @@ def test_the_handoff_holds_at_most_its_capacity_and_then_leaves_new_envelopes_to
     assert handoff.take(made[0][0]) is None, "taken once"
     handoff.keep(made[3][0], made[3][1], 0, (0, 3), None)
     assert len(handoff) == 3 and handoff.events == 30, "room again once detect took one"
+    twice = Handoff(capacity=1000)
+    for _ in range(2):
+        twice.keep(made[1][0], made[1][1], 0, (0, 1), None)
+    assert len(twice) == 1 and twice.events == 10, "the same bytes again are held once"
     off = Handoff(capacity=0)
     off.keep(made[2][0], made[2][1], 0, (0, 2), None)
     assert len(off) == 0, "capacity 0 holds nothing"
