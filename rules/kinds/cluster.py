@@ -32,7 +32,7 @@ from pydantic import Field
 
 from rules.duration import Duration
 from rules.kinds.base import Kind, PackContext, Scope, build_incident
-from rules.kinds.grid import Grid, Near
+from rules.kinds.grid import Grid, Near, merge_records
 from rules.model import Enriched, Incident
 from rules.spec import RuleBase
 from rules.state import EVIDENCE_CAP, Entry, bucket_of, copy_entry
@@ -105,16 +105,8 @@ class Cluster(Kind):
         with the newest record, and the cap keeps the latest records.
         """
         events: list[Record] = entry["ev"]
-        seen = {(e[0], e[1]) for e in events}
-        added = False
-        for record in records:
-            if (record[0], record[1]) not in seen:
-                seen.add((record[0], record[1]))
-                events.append(record)
-                added = True
-        if not added:
+        if not merge_records(events, records):
             return
-        events.sort(key=lambda e: (e[0], e[1]))
         newest = int(events[-1][0])
         cut = min(batch_floor, newest - self.ctx.lateness_ms) - 2 * self.t_ms
         keep = [e for e in events if e[0] >= cut][-CELL_CAP:]

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
-from rules.kinds.grid import Grid, Near
+from rules.kinds.grid import Grid, Near, merge_records
 from rules.model import Enriched, Incident, event_value
 from rules.routes import routing_layer, zone_route
 from rules.spec import Op, RuleBase, Strict
@@ -121,7 +121,7 @@ class Correlation(Kind):
                 if fresh:
                     _add(
                         entry["rd"],
-                        [ts, event.id, value, event.lon, event.lat, self.zone_of(item)],
+                        [[ts, event.id, value, event.lon, event.lat, self.zone_of(item)]],
                         READINGS_CAP,
                         keep="earliest",
                     )
@@ -176,8 +176,8 @@ class Correlation(Kind):
         entry, fresh = scope.load(self.key("c", *cell), _new_cell, _copy_cell)
         if not fresh:
             return
-        _add_all(entry["rd"], rd, CELL_CAP, keep="latest")
-        _add_all(entry["rp"], rp, CELL_CAP, keep="latest")
+        _add(entry["rd"], rd, CELL_CAP, keep="latest")
+        _add(entry["rp"], rp, CELL_CAP, keep="latest")
         newest = max(int(e[0]) for e in entry["rd"] + entry["rp"])
         cut = min(batch_floor, newest - self.ctx.lateness_ms) - 3 * self.t_ms
         for name in ("rd", "rp"):
@@ -248,34 +248,9 @@ def _copy_sensor(entry: Entry) -> Entry:
     return {**entry, "rd": list(entry["rd"]), "pos": dict(entry["pos"])}
 
 
-def _add_all(records: list[list[Any]], new: list[list[Any]], cap: int, *, keep: str) -> bool:
-    """``_add`` each of ``new`` (one sort for all); whether any was added."""
-    if not new:
-        return False
-    seen = {(r[0], r[1]) for r in records}
-    added = False
-    for record in new:
-        if (record[0], record[1]) not in seen:
-            seen.add((record[0], record[1]))
-            records.append(record)
-            added = True
-    if added:
-        records.sort(key=lambda r: (r[0], r[1]))
-        if len(records) > cap:
-            if keep == "earliest":
-                del records[cap:]
-            else:
-                del records[: len(records) - cap]
-    return added
-
-
-def _add(records: list[list[Any]], record: list[Any], cap: int, *, keep: str) -> None:
-    """Insert a record (once) into a list kept sorted by (time, id) and capped."""
-    if any(r[0] == record[0] and r[1] == record[1] for r in records):
-        return
-    records.append(record)
-    records.sort(key=lambda r: (r[0], r[1]))
-    if len(records) > cap:
+def _add(records: list[list[Any]], new: list[list[Any]], cap: int, *, keep: str) -> None:
+    """Insert records (each (time, id) once) into a list kept sorted by (time, id) and capped."""
+    if merge_records(records, new) and len(records) > cap:
         if keep == "earliest":
             del records[cap:]
         else:

@@ -145,3 +145,18 @@ class Near:
         if not stored:
             return None
         return stored, [r[self.lon_at] for r in stored], [r[self.lat_at] for r in stored]
+
+
+def merge_records(records: list[Any], new: Iterable[Any]) -> bool:
+    """Add to ``records`` (kept sorted by (time, id), ``r[0]`` and ``r[1]``) each of ``new`` whose
+    (time, id) is not there yet, then sort once. Whether any was added."""
+    seen = {(r[0], r[1]) for r in records}
+    added = False
+    for record in new:
+        if (record[0], record[1]) not in seen:
+            seen.add((record[0], record[1]))
+            records.append(record)
+            added = True
+    if added:
+        records.sort(key=lambda r: (r[0], r[1]))
+    return added
