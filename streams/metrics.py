@@ -85,7 +85,7 @@ ENVELOPES_REDERIVED = Counter(
 )
 ENVELOPES_READ = Counter(
     "cityops_envelopes_read",
-    "Events envelopes detect applied, by how it got their events: handoff (this worker's ingest sent it "
+    "Events envelopes detect read, by how it got their events: handoff (this worker's ingest sent it "
     "and still held its events) or parsed.",
     ["how"],
 )
