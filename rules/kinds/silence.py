@@ -31,6 +31,7 @@ from pydantic import ConfigDict, Field
 from rules.duration import Duration
 from rules.kinds.base import Kind, Scope, build_incident
 from rules.model import Enriched
+from rules.routes import routing_layer
 from rules.spec import RuleBase
 from rules.state import Entry
 
@@ -51,6 +52,10 @@ class Silence(Kind):
     def __init__(self, rule: SilenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
         self.for_ms = int(rule.for_.total_seconds() * 1000)
+        # A zone of a layer other than the routing layer can hold subjects of several partitions,
+        # and its share of silent subjects needs all of them: the rule is spread, and only the
+        # partition owning a zone keeps it (its subjects, ticks and incidents), as windows do.
+        self.spreading = rule.layer not in (None, routing_layer(ctx.layers))
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         # per zone touched in this batch: its subjects' last event times, sorted, kept in step with
@@ -58,6 +63,8 @@ class Silence(Kind):
         order: dict[str, list[int]] = {}
         for item, ts in zip(items, ts_ms, strict=True):
             zone = self.zone_of(item) or OUTSIDE
+            if not self.owns_group(scope, zone):
+                continue  # another partition owns this zone (and gets this event too)
             key = self.key("zone", zone)
             entry, fresh = scope.load(key, _factory(zone), _copy_zone)
             if not fresh:

@@ -22,7 +22,7 @@ from rulekit import layer, make_pack, square
 from rules.engine import Engine
 from rules.model import Incident
 from rules.pack import LoadedPack, load_pack
-from rules.pipeline import Pipeline, decode_envelope, partition_for, zone_route
+from rules.pipeline import Pipeline, decode_envelope, encode_tick, partition_for, zone_route
 from rules.replay import replay
 
 WUHAN = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan" / "pack.yaml"
@@ -146,6 +146,14 @@ def _two_workers(
                     emitters.setdefault(inc.id, set()).add(part)
                 if inc.id not in found or inc.revision >= found[inc.id].revision:
                     found[inc.id] = inc
+    for part in range(PARTITIONS):  # a last tick in every partition, as replay ticks at its end
+        pipeline, state = next(w for w, o in zip(workers, owners, strict=True) if part in o)
+        tick = pipeline.detect(encode_tick(0), state, "events", part, len(per_partition[part]))
+        for inc in tick.incidents:
+            if emitters is not None:
+                emitters.setdefault(inc.id, set()).add(part)
+            if inc.id not in found or inc.revision >= found[inc.id].revision:
+                found[inc.id] = inc
     return found
 
 
@@ -257,6 +265,15 @@ def _grid_pack() -> LoadedPack:
           window: 10m
           op: ">="
           value: 2
+        - id: mics-silent
+          kind: silence
+          title: microphones silent in the whole area
+          severity: low
+          category: operations
+          layer: big
+          match: {kind: reading, metric: noise_db}
+          for: 4m
+          zone_share: 0.25
         """,
         layers,
     )
@@ -299,20 +316,22 @@ def test_windows_and_thresholds_grouped_by_cell_or_by_another_layer_are_owned_by
         i.zones["grid"][0] for i in Engine(pack).enrich([_report_of(e) for e in events if e["kind"] == "report"])
     }
     assert len({partition_for(zone_route(z), PARTITIONS) for z in squares}) == PARTITIONS
-    wanted = {"litter-per-cell", "litter-per-area", "litter-per-square", "noise-in-area"}
+    wanted = {"litter-per-cell", "litter-per-area", "litter-per-square", "noise-in-area", "mics-silent"}
 
-    def sig(incidents: Any) -> dict[str, tuple[str, float | None, int]]:
-        return {i.id: (i.rule_id, i.value, i.evidence.count) for i in incidents if i.rule_id in wanted}
+    def sig(incidents: Any) -> dict[str, tuple[str, float | None, int, str]]:
+        return {i.id: (i.rule_id, i.value, i.evidence.count, i.status) for i in incidents if i.rule_id in wanted}
 
     expected = sig(replay(pack, [json.dumps(e).encode() for e in events]).incidents)
     assert {v[0] for v in expected.values()} == wanted
+    blind = [i for i in replay(pack, [json.dumps(e).encode() for e in events]).incidents if i.subject == "zone:all"]
+    assert blind and all(i.rule_id == "mics-silent" for i in blind), "the area goes blind at least once"
     for owners, size in itertools.product(([{0, 1}, {2, 3}], [{0}, {1}, {2}, {3}], [{0, 1, 2, 3}]), (5, 40)):
         emitters: dict[str, set[int]] = {}
         found = _two_workers(events, owners, pack=pack, emitters=emitters, size=size)
         assert sig(found.values()) == expected, (owners, size)
         assert all(len(emitters[i]) == 1 for i in expected)
     missed = sig(_two_workers(events, [{0, 1}, {2, 3}], pack=pack, spread=False).values())
-    for rule in ("litter-per-cell", "litter-per-area", "noise-in-area"):
+    for rule in ("litter-per-cell", "litter-per-area", "noise-in-area", "mics-silent"):
         assert {k: v for k, v in missed.items() if v[0] == rule} != {
             k: v for k, v in expected.items() if v[0] == rule
         }, f"{rule}: without the copies it is split between the workers"
