@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types.tuples import PendingMessage
 
 from rules.bundle import bundle_pack
 from rules.engine import Engine
@@ -47,27 +45,6 @@ class Runtime:
     health: Health = field(default_factory=Health)
     checkpoints: Checkpointer = field(default_factory=lambda: Checkpointer(Path("."), "", 0.0))
     chain: Chain = field(default_factory=Chain)  # ingest's envelope links (rules.pipeline.Chain)
-
-    async def send(
-        self, channel: Any, value: bytes, *, key: bytes | None = None, partition: int | None = None
-    ) -> asyncio.Future[Any]:
-        """Hand one record of ``channel`` (a topic of this runtime) to the worker's producer.
-
-        What ``Topic.send`` does, without building Faust's future message per record (a tenth of
-        the worker's time went to sending incident snapshots): the sensors hear of the send and of
-        its outcome as they would (so ``SendErrors`` counts and resends a failed record), and the
-        producer is the same one, which Faust flushes before it commits an offset (at least once).
-        Returns the delivery future (its record metadata); nothing needs to wait on it.
-        """
-        app = self.app
-        producer = app.producer
-        topic = channel.get_topic_name()
-        message = PendingMessage(channel, key, value, partition, None, None, "raw", "raw", None, topic)
-        sensors = app.sensors
-        state = sensors.on_send_initiated(producer, topic, message, len(key or b""), len(value))
-        future = await producer.send(topic, key, value, partition, None, None)
-        future.add_done_callback(functools.partial(_sent, sensors, producer, state))
-        return future  # type: ignore[no-any-return]
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -164,16 +141,6 @@ def build_runtime(settings: Settings) -> Runtime:
         kafka.all_topics(),
     )
     return runtime
-
-
-def _sent(sensors: Any, producer: Any, state: Any, future: asyncio.Future[Any]) -> None:
-    """Tell the sensors how a send of ``Runtime.send`` ended (as ``Topic._on_published`` does)."""
-    if future.cancelled():
-        sensors.on_send_error(producer, asyncio.CancelledError(), state)
-    elif (exc := future.exception()) is not None:
-        sensors.on_send_error(producer, exc, state)
-    else:
-        sensors.on_send_completed(producer, state, future.result())
 
 
 class SendErrors(faust.Sensor):  # type: ignore[misc]

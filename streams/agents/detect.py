@@ -38,7 +38,7 @@ def attach(rt: Runtime) -> None:
 
     async def emit(out: Detected) -> None:
         for inc in out.incidents:
-            await rt.send(rt.incidents, inc.model_dump_json().encode(), key=inc.id.encode())
+            await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
 

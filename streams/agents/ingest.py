@@ -55,7 +55,7 @@ def attach(rt: Runtime) -> None:
             prev = chain.link(msg.partition, partition, msg.offset)
             envelope = out.envelope(partition, src, prev)
             rt.pipeline.handoff.keep(envelope, out, partition, src, prev)
-            await rt.send(rt.events, envelope, partition=partition)
+            await rt.events.send(value=envelope, partition=partition)
         for dl in out.dead:
             await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
         metrics.observe_ingest(out, time.perf_counter() - started)
