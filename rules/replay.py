@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -76,6 +77,7 @@ def replay(
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
     arrow: bool = True,
+    prefetch: int = 2,
 ) -> ReplayResult:
     """Run every JSON line (an event, a list, or an envelope) through a fresh engine.
 
@@ -84,6 +86,11 @@ def replay(
     orjson (``fast_rows``), and anything else through ``decode_message``, so rejections are exactly
     those of the live ingest. Returns the final snapshot of every incident, sorted by id. The
     cyclic GC runs less often meanwhile (``gc_tuned``).
+
+    With ``prefetch`` above 0, lines are read and decoded in a background thread, up to that many
+    blocks ahead of the engine (``prefetched``): pyarrow parses without the GIL, so on a machine
+    with a spare core decoding overlaps the rules. The order of events, and so the incidents, are
+    the same either way; 0 decodes in the calling thread.
     """
     rejected: list[tuple[int, Rejected]] = []
     block = max(batch_size, _BLOCK)
@@ -106,7 +113,7 @@ def replay(
     def batches() -> Iterator[EventColumns]:
         pending: list[Piece] = []
         size = 0
-        for piece in parsed():
+        for piece in prefetched(parsed, prefetch) if prefetch > 0 else parsed():
             before, counter["n"] = counter["n"], counter["n"] + len(piece)
             for step in range(before // 100_000 + 1, counter["n"] // 100_000 + 1):
                 if progress is not None:
@@ -129,6 +136,54 @@ def replay(
     with gc_tuned():
         latest = run_columns(Engine(pack), batches())
     return ReplayResult(incidents=[latest[k] for k in sorted(latest)], events=counter["n"], rejected=rejected)
+
+
+_DONE = object()
+_T = TypeVar("_T")
+
+
+def prefetched(produce: Callable[[], Iterator[_T]], depth: int) -> Generator[_T, None, None]:
+    """The items of ``produce()``, in order, made in a background thread up to ``depth`` items ahead.
+
+    An exception raised while producing is raised here, at the item where it happened. When the
+    consumer stops early (an exception, or ``close()``), the thread stops at its next item; it is
+    a daemon, so a producer blocked on its input never keeps the process alive.
+    """
+    items: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in produce():
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=work, name="replay-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if item is _DONE:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _objects(chunk: list[tuple[int, bytes]]) -> list[tuple[int, bytes, list[Any] | None]]:
