@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -297,6 +298,9 @@ def bench(
     sys.exit(bench_main(_settings(ctx), opts, json_path))
 
 
+_SHOWN_REJECTIONS = 20  # rejections replay prints one by one; the rest are counted
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     with path.open("rb") as fh:
         yield from fh
@@ -319,16 +323,22 @@ def replay(ctx: click.Context, events: Path, pack_path: Path | None, out: Path |
         pack = load_pack(pack_path or _settings(ctx).rules.pack)
     except PackError as exc:
         raise click.ClickException(str(exc)) from exc
+    began = time.perf_counter()
     result = run_replay(pack, _lines(events), progress=lambda n: click.echo(f"... {n} events", err=True))
+    seconds = time.perf_counter() - began
     payload = "".join(inc.model_dump_json() + "\n" for inc in result.incidents)
     if out is None:
         click.echo(payload, nl=False)
     else:
         out.write_text(payload, encoding="utf-8")
-    for number, rej in result.rejected[:20]:
+    for number, rej in result.rejected[:_SHOWN_REJECTIONS]:
         click.echo(f"{events}:{number}: rejected: {rej.reason}", err=True)
+    if len(result.rejected) > _SHOWN_REJECTIONS:
+        click.echo(f"... and {len(result.rejected) - _SHOWN_REJECTIONS} more rejected records", err=True)
+    rate = result.events / seconds if seconds > 0 else 0.0
     click.echo(
-        f"replayed {result.events} events -> {len(result.incidents)} incidents ({len(result.rejected)} rejected)",
+        f"replayed {result.events} events -> {len(result.incidents)} incidents ({len(result.rejected)} rejected)"
+        f" in {seconds:.2f} s ({rate:,.0f} events/s)",
         err=True,
     )
 
