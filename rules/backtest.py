@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rules.model import Incident
 from rules.pack import LoadedPack
@@ -16,12 +16,14 @@ class BacktestResult:
     events: int
     candidate: list[Incident]
     live: list[Incident]
+    #: every rule of either pack: a rule that found nothing is listed with 0, not left out
+    rule_ids: list[str] = field(default_factory=list)
 
     def per_rule(self) -> list[tuple[str, int, int]]:
         """(rule id, incidents with the candidate pack, incidents with the live pack), sorted by rule."""
         a = Counter(i.rule_id for i in self.candidate)
         b = Counter(i.rule_id for i in self.live)
-        return [(rid, a.get(rid, 0), b.get(rid, 0)) for rid in sorted(set(a) | set(b))]
+        return [(rid, a.get(rid, 0), b.get(rid, 0)) for rid in sorted(set(a) | set(b) | set(self.rule_ids))]
 
     def lines(self) -> list[str]:
         out = [f"{'rule':40} {'candidate':>10} {'live':>10} {'diff':>8}"]
@@ -38,4 +40,5 @@ def backtest(candidate: LoadedPack, live: LoadedPack, lines: Iterable[bytes]) ->
     materialised = list(lines)
     a = replay(candidate, materialised)
     b = replay(live, materialised)
-    return BacktestResult(events=a.events, candidate=a.incidents, live=b.incidents)
+    rule_ids = [r.id for pack in (candidate, live) for r in pack.spec.rules]
+    return BacktestResult(events=a.events, candidate=a.incidents, live=b.incidents, rule_ids=rule_ids)

@@ -171,7 +171,7 @@ def show_backtest(page: Page, view: backtests.BacktestView) -> None:
     cols[0].metric(page.t("rules.candidate"), f"{cand:,}")
     cols[1].metric(page.t("rules.live"), f"{live:,}")
     cols[2].metric(page.t("rules.diff"), f"{cand - live:+,}")
-    if not view.per_rule:
+    if not (cand or live):  # every rule is listed, with 0 when it found nothing
         st.info(page.t("rules.no_backtest_incidents"), icon=":material/hourglass_empty:")
         return
     frame = pd.DataFrame(view.per_rule, columns=[page.t("col.rule"), page.t("rules.candidate"), page.t("rules.live")])

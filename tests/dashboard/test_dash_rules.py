@@ -114,6 +114,9 @@ def test_backtest_of_the_live_pack_matches_it(scenario_store: RunningStore, pack
     assert shown["差值"] == "+0" and int(shown["候选规则包"]) > 0
     table = frames(at)[-1]  # type: ignore[arg-type]
     assert (table["差值"] == 0).all()
+    # every rule of the pack has its row, with 0 when it found nothing in the period
+    assert sorted(table["规则"]) == sorted(r.id for r in load_pack(PACK).spec.rules)
+    assert (table["候选规则包"] == 0).any()
     assert len(at.get("deck_gl_json_chart")) == 1, "the map of both packs' incidents"  # type: ignore[attr-defined]
 
 
