@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -21,28 +21,27 @@ def _threads() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name == "replay-decode"}
 
 
-def test_prefetched_gives_every_item_in_order_and_ends_its_thread() -> None:
-    made: list[int] = []
+def _counting(count: int, made: list[int]) -> Callable[[], Iterator[int]]:
+    """A producer of 0 .. count - 1 that notes each number in ``made`` as it makes it."""
 
     def produce() -> Iterator[int]:
-        for n in range(500):
+        for n in range(count):
             made.append(n)
             yield n
 
-    assert list(prefetched(produce, 2)) == list(range(500))
+    return produce
+
+
+def test_prefetched_gives_every_item_in_order_and_ends_its_thread() -> None:
+    made: list[int] = []
+    assert list(prefetched(_counting(500, made), 2)) == list(range(500))
     assert made == list(range(500))
     assert not _threads()
 
 
 def test_prefetched_stays_within_its_depth() -> None:
     made: list[int] = []
-
-    def produce() -> Iterator[int]:
-        for n in range(100):
-            made.append(n)
-            yield n
-
-    items = prefetched(produce, 3)
+    items = prefetched(_counting(100, made), 3)
     assert next(items) == 0
     time.sleep(0.3)
     # one handed out, three queued, and at most one made and waiting for room
