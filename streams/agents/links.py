@@ -7,7 +7,8 @@ envelopes after the lost one still arrive. Detect sees the broken link before it
 envelope (``Detected.missing``); the raw messages in between are read again, ingested with the
 same pure pipeline, and the part of each bound for this partition is applied first, in order. So
 the stream applies exactly what it would have, and a late resend of the lost envelope is skipped
-as applied.
+as applied. Each derived envelope is also sent to the events topic (without a link), so the store
+archives its events as it would have archived the lost one's.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class Relinker:
             if not detected.redelivered:
                 applied += 1
                 await emit(detected)
+                # The lost envelope never reached the events topic, so the store never archived its
+                # events (backtests read them): send the derived one. This stream skips it as applied
+                # when it comes back (its source is at or below the mark); the store keeps an event
+                # once (by id), also if the lost original arrives after all.
+                await self.rt.events.send(value=envelope, partition=partition)
 
         try:
             await replay_range(

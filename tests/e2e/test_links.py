@@ -98,3 +98,13 @@ def test_envelopes_lost_between_ingest_and_detect_are_derived_again_in_order(
     assert log.count("detect relink: a lost envelope") == 2, log[-3000:]
     assert "2 envelope(s) applied in order" in log and "1 envelope(s) applied in order" in log
     assert stack.reader.scalar("SELECT count(*) - count(DISTINCT id) FROM incidents") == 0
+    # the lost envelopes' events are archived too (the derived envelopes were sent): backtests see them
+    lost_ids = set().union(*(envelopes[n][4] for n in lost))
+    assert lost_ids
+    stack.wait_for(
+        "every event in the store's archive",
+        lambda: stack.reader.scalar("SELECT count(*) FROM events") == len(events),
+        timeout=60,
+    )
+    archived = {r["id"] for r in stack.reader.rows("SELECT id FROM events")}
+    assert lost_ids <= archived
