@@ -18,6 +18,7 @@ from rules.pack import load_pack
 from rules.pipeline import Chain, Pipeline
 from streams import metrics
 from streams.checkpoint import Checkpointer, matches_topics
+from streams.delivery import Deliveries
 from streams.metrics import Health
 from streams.security import faust_credentials
 from streams.settings import Settings
@@ -45,6 +46,9 @@ class Runtime:
     health: Health = field(default_factory=Health)
     checkpoints: Checkpointer = field(default_factory=lambda: Checkpointer(Path("."), "", 0.0))
     chain: Chain = field(default_factory=Chain)  # ingest's envelope links (rules.pipeline.Chain)
+    # failed sends and their retries; raw messages are acked once what ingest sent for them is delivered
+    resends: SendErrors | None = None
+    deliveries: Deliveries | None = None
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -118,13 +122,15 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
     )
     runtime.pack_digest = bundle_pack(settings.rules.pack).digest
+    runtime.resends = SendErrors(runtime)
+    runtime.deliveries = Deliveries(runtime.resends)
     from streams.agents import detect, ingest, rules  # agents attach themselves to the runtime's app
 
     ingest.attach(runtime)
     detect.attach(runtime)
     rules.attach(runtime)
     restore_on_assignment(runtime)
-    app.sensors.add(SendErrors(runtime))
+    app.sensors.add(runtime.resends)
     if worker.gc_threshold:
         # Every event allocates a few dicts; with Python's default gen-0 threshold (700) the cyclic
         # GC runs every few events and its older generations scan the whole rule state. What was
@@ -158,6 +164,13 @@ class SendErrors(faust.Sensor):  # type: ignore[misc]
         self.runtime = runtime
         self.retry_s = runtime.settings.worker.send_retry_s
         self.pending: set[asyncio.Task[None]] = set()
+        # per record being resent (by identity): True once delivered, False when given up or abandoned
+        self.outcomes: dict[int, tuple[Any, asyncio.Future[bool]]] = {}
+
+    def outcome(self, message: Any) -> asyncio.Future[bool] | None:
+        """The outcome of resending ``message`` (the PendingMessage a failed send reported), if it is resent."""
+        found = self.outcomes.get(id(message))
+        return found[1] if found is not None and found[0] is message else None
 
     def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
         return topic, message
@@ -175,6 +188,7 @@ class SendErrors(faust.Sensor):  # type: ignore[misc]
         )
         self.runtime.checkpoints.on_send_failed(topic, exc, retrying=retry)
         if retry:
+            self.outcomes[id(message)] = (message, asyncio.get_running_loop().create_future())
             task = asyncio.ensure_future(self.resend(producer, topic, message))
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
@@ -223,6 +237,9 @@ class SendErrors(faust.Sensor):  # type: ignore[misc]
         finally:
             metrics.SEND_RETRIES.labels(topic, "delivered" if delivered else "gave_up").inc()
             self.runtime.checkpoints.on_send_retried(topic, delivered)
+            found = self.outcomes.pop(id(message), None)
+            if found is not None and not found[1].done():
+                found[1].set_result(delivered)
 
 
 def restore_on_assignment(runtime: Runtime) -> None:

@@ -79,6 +79,11 @@ SEND_RETRIES = Counter(
     "Records the worker sent again after a failed send, by topic and outcome (delivered, gave_up).",
     ["topic", "outcome"],
 )
+RAW_WITHHELD = Counter(
+    "cityops_raw_unacknowledged",
+    "Raw messages ingest never acknowledged because a send made for them was not delivered: their "
+    "offsets stay uncommitted, so the partition's next owner reads them again.",
+)
 ENVELOPES_REDERIVED = Counter(
     "cityops_envelopes_rederived",
     "Events envelopes detect found lost (a broken link) and derived again from the raw topic.",

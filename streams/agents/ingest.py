@@ -6,12 +6,15 @@ message's events bound for one partition travel in one envelope that names the r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rules.formats.cloudevents_in import CloudEventContext, ingest_record
 from rules.formats.sensorthings import LocationCache
+from rules.pipeline import source_label
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
 from streams.agents.gaps import GapGuard
@@ -37,6 +40,10 @@ def attach(rt: Runtime) -> None:
     chain = rt.chain
 
     guard = GapGuard(rt, topic_name, "ingest")
+    deliveries = rt.deliveries
+    # the sends of every message handled since the last live one was acked: that ack waits for them
+    # (a repaired message before it, or one a sweep repaired, counts as part of it)
+    sent: list[Any] = []
 
     async def handle(msg: Any) -> None:
         """Ingest one raw message (also used to replay skipped ones)."""
@@ -47,7 +54,7 @@ def attach(rt: Runtime) -> None:
                 rt.pipeline, msg.value or b"", msg.headers, topic_name, msg.partition, msg.offset, ctx=ce_ctx
             )
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-            await dead_letter_failure(rt, "ingest", topic_name, msg, exc)
+            sent.append(await dead_letter_failure(rt, "ingest", topic_name, msg, exc))
             return
         # one envelope per target partition: Faust's cost is per message, not per event
         src = (msg.partition, msg.offset)
@@ -55,9 +62,9 @@ def attach(rt: Runtime) -> None:
             prev = chain.link(msg.partition, partition, msg.offset)
             envelope = out.envelope(partition, src, prev)
             rt.pipeline.handoff.keep(envelope, out, partition, src, prev)
-            await rt.events.send(value=envelope, partition=partition)
+            sent.append(await rt.events.send(value=envelope, partition=partition))
         for dl in out.dead:
-            await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+            sent.append(await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode()))
         metrics.observe_ingest(out, time.perf_counter() - started)
         rt.health.beat()
 
@@ -79,8 +86,25 @@ def attach(rt: Runtime) -> None:
 
     @rt.app.agent(rt.raw, name="ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
-        async for event in stream.events():
+        # acked by hand: a raw offset becomes committable only once its envelopes reached the broker
+        manual = stream.noack()
+        acks: set[asyncio.Task[Any]] = set()
+
+        def acker(event: Any) -> Callable[[], None]:
+            def ack() -> None:
+                task = asyncio.ensure_future(manual.ack(event))
+                acks.add(task)
+                task.add_done_callback(acks.discard)
+
+            return ack
+
+        async for event in manual.events():
             msg = event.message
             await guard.before(msg.partition, msg.offset, handle)
             await handle(msg)
+            if deliveries is None:
+                await manual.ack(event)
+            else:
+                deliveries.ack_when_sent(acker(event), sent, source_label(topic_name, msg.partition, msg.offset))
+            sent.clear()
             guard.finished(msg.partition, msg.offset, msg.timestamp)

@@ -85,3 +85,26 @@ def test_raw_messages_the_consumer_resumes_past_are_ingested_though_no_message_f
     stack.wait_for("every replayed incident, with no new raw message", complete, timeout=120)
     assert "sweep: partition" in stack.log_tail("worker", 400)
     assert stack.reader.scalar("SELECT count(*) FROM events") == len(scenario_events(scenario))
+
+
+def test_the_worker_commits_every_raw_message_it_ingested_and_delivered(stack: Stack, scenario: list[Message]) -> None:
+    """Raw messages are acked by hand once their envelopes are delivered (``streams.delivery``): the
+    group's committed raw offsets still reach the end of every partition while the worker runs."""
+    settings = stack.settings
+    produce(settings, scenario, speed=0)
+    ends: dict[int, int] = {}
+    for record in read_topic(settings, settings.kafka.raw_topic):
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    assert sum(ends.values()) > 100
+    stack.start("worker")
+    reader = KafkaConsumer(group_id=settings.kafka.app_id, enable_auto_commit=False, **settings.kafka.client_options())
+    parts = [TopicPartition(settings.kafka.raw_topic, p) for p in ends]
+    try:
+
+        def committed() -> dict[int, int | None]:
+            return {tp.partition: reader.committed(tp) for tp in parts}
+
+        stack.wait_for("the raw offsets committed to the end", lambda: committed() == ends, timeout=90)
+    finally:
+        reader.close()
+    assert "not acknowledged" not in stack.log_tail("worker", 2000)
