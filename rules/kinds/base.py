@@ -53,13 +53,25 @@ def field_value(event: Any, name: str) -> float | None:
     """
     raw = event.__dict__.get(name, _ABSENT)
     if raw is _ABSENT:
-        return event_value(event, name) if hasattr(type(event), name) else None
+        return event_value(event, name) if _defines(type(event), name) else None
     if type(raw) is float:
         return raw if math.isfinite(raw) else None
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         return None
     value = float(raw)
     return value if math.isfinite(value) else None
+
+
+_DEFINES: dict[tuple[type, str], bool] = {}
+
+
+def _defines(cls: type, name: str) -> bool:
+    """``hasattr(cls, name)``, remembered: a pydantic model class answers a name it lacks slowly."""
+    key = (cls, name)
+    found = _DEFINES.get(key)
+    if found is None:
+        found = _DEFINES[key] = hasattr(cls, name)
+    return found
 
 
 def metres_between(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
