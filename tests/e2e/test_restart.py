@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from stack import Stack, latest_by_id, read_topic
 
@@ -89,8 +89,13 @@ def test_raw_messages_the_consumer_resumes_past_are_ingested_though_no_message_f
 
 def test_the_worker_commits_every_raw_message_it_ingested_and_delivered(stack: Stack, scenario: list[Message]) -> None:
     """Raw messages are acked by hand once their envelopes are delivered (``streams.delivery``): the
-    group's committed raw offsets still reach the end of every partition while the worker runs."""
+    group's committed raw offsets still reach the end of every partition while the worker runs,
+    past a message that gave only a dead letter too."""
     settings = stack.settings
+    poison = KafkaProducer(**settings.kafka.producer_options())
+    poison.send(settings.kafka.raw_topic, b"{not json", partition=0)
+    poison.flush()
+    poison.close()
     produce(settings, scenario, speed=0)
     ends: dict[int, int] = {}
     for record in read_topic(settings, settings.kafka.raw_topic):
@@ -108,3 +113,5 @@ def test_the_worker_commits_every_raw_message_it_ingested_and_delivered(stack: S
     finally:
         reader.close()
     assert "not acknowledged" not in stack.log_tail("worker", 2000)
+    sources = [json.loads(r.value)["source"] for r in read_topic(settings, settings.kafka.deadletter_topic)]
+    assert f"{settings.kafka.raw_topic}[0]@0" in sources, "the poison message was dead-lettered"
