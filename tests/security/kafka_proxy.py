@@ -178,7 +178,10 @@ class Scram:
 
 
 class KafkaSecurityProxy:
-    """Listen on ``host:port`` (TLS when ``server_ssl``), log clients in, then forward to the broker."""
+    """Listen on ``host:port`` (TLS when ``server_ssl``), log clients in, then forward to the broker.
+
+    With ``port`` 0 the OS picks a free port when it starts; ``port`` then says which.
+    """
 
     def __init__(
         self,
@@ -212,6 +215,7 @@ class KafkaSecurityProxy:
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.server_ssl)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
         async def close() -> None:

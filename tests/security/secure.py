@@ -118,7 +118,10 @@ class SecureBroker:
 
     def __init__(self, log: Path, **proxy_options: object) -> None:
         self.backend_port = free_port()
-        self.proxy = KafkaSecurityProxy(("127.0.0.1", self.backend_port), free_port(), **proxy_options)  # type: ignore[arg-type]
+        # the proxy listens first, on a port the OS picks (no window for another process to take it);
+        # it connects to the broker per client, so the broker may start after it
+        self.proxy = KafkaSecurityProxy(("127.0.0.1", self.backend_port), 0, **proxy_options)  # type: ignore[arg-type]
+        self.proxy.start()
         url = f"tcp://127.0.0.1:{self.proxy.port}"
         cmd = [
             str(tansu_binary()),
@@ -138,7 +141,6 @@ class SecureBroker:
                 break
             assert self.proc.poll() is None, "tansu exited"
             time.sleep(0.05)
-        self.proxy.start()
 
     @property
     def bootstrap(self) -> str:
