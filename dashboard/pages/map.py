@@ -2,7 +2,14 @@
 
 The filters sit in the sidebar, outside the live fragment, so a refresh never resets them. Up to
 ``data.MAP_POINT_LIMIT`` matching incidents are drawn one by one; beyond, as H3 hexagons. Clicking
-an incident opens it on the queue page.
+an incident opens its detail below the map (``?incident=<id>``), with a link to it in the queue.
+
+The detail opens on this page, through a full rerun of it, never by ``st.switch_page`` from the
+live fragment: a refresh timer of that fragment firing while the server switches pages reaches
+the server as a rerun of the map page's fragment after the queue page has been drawn; Streamlit
+then treats it as a change back to the map page and clears the screen, leaving the operator on a
+blank page (seen in headless Chromium under load). Navigation the browser starts (the sidebar, a
+page link) stops the page's timers first.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import data, maps
+from dashboard import data, detail, maps
 from dashboard.ui import (
     Page,
     floor_time,
@@ -31,6 +38,7 @@ from dashboard.ui import (
     updated_caption,
 )
 from rules.lifecycle import ACTIVE
+from rules.pack import LoadedPack
 from sinks.errors import QueryError, StoreUnavailableError
 from sinks.read import SEVERITIES, IncidentFilter
 
@@ -44,12 +52,17 @@ TRACK_TAIL = timedelta(minutes=10)  # how much of an active track's path is draw
 
 
 def _on_select() -> None:
-    """A click on the map: remember the incident to open (the fragment then switches page)."""
+    """A click on the map: open that incident below the map (the fragment then reruns the page)."""
     state: Any = st.session_state.get(MAP_KEY)
     objects = (state or {}).get("selection", {}).get("objects", {}) if state else {}
     picked = objects.get("incidents") or []
     if picked:
+        st.query_params["incident"] = str(picked[0]["id"])
         st.session_state[OPEN_KEY] = str(picked[0]["id"])
+
+
+def _close_detail() -> None:
+    st.query_params.pop("incident", None)
 
 
 def filters(page: Page, layer: data.ZoneLayer | None) -> tuple[IncidentFilter, bool, bool]:
@@ -169,7 +182,26 @@ def render_live(
     opened = st.session_state.pop(OPEN_KEY, None)
     if opened:
         logger.info("dashboard map opens incident=%s", opened)
-        st.switch_page("pages/queue.py", query_params={"incident": opened})
+        st.rerun()  # the detail sits outside this fragment
+
+
+def render_detail(page: Page, incident_id: str, layer: data.ZoneLayer | None) -> None:
+    """The clicked incident under the map: close, open in the queue, then the same detail as the queue's."""
+    pack: LoadedPack | None = None
+    try:
+        pack = data.current_pack(page.settings.rules.pack)
+    except Exception as exc:  # the detail says what is missing; the map above already said why
+        logger.error("dashboard cannot load pack=%s error=%s", page.settings.rules.pack, exc)
+    st.divider()
+    close, queue = st.columns([1, 4], vertical_alignment="center")
+    close.button(page.t("detail.close"), icon=":material/close:", key="map_detail_close", on_click=_close_detail)
+    queue.page_link(
+        "pages/queue.py",
+        label=page.t("map.open_in_queue"),
+        icon=":material/notifications_active:",
+        query_params={"incident": incident_id},
+    )
+    detail.render(page, incident_id, layer, pack)
 
 
 def main() -> None:
@@ -188,6 +220,9 @@ def main() -> None:
         render_live(page, layer, flt, show_sensors, show_tracks)
 
     st.fragment(live, run_every=page.settings.dashboard.refresh_s)()
+    opened = st.query_params.get("incident")
+    if opened:
+        render_detail(page, str(opened), layer)
 
 
 main()

@@ -9,12 +9,13 @@
 // Steps (one line on stdout each, "FAILED: ..." and exit 1 on the first failure):
 //   login      the login form (no demo mode), then sign in as CONFIG.user
 //   map        KPIs and the deck.gl canvas have drawn; open incidents > 0
-//   click      click the incident drawn at target (its pixel from the view state): the queue opens it
-//   acked      acknowledge it in the detail form; the page shows the new state once the store has it
+//   click      click the incident drawn at target (its pixel from the view state): its detail opens below the map
+//   acked      acknowledge it in the detail form; the page shows the new state once the store has it;
+//              its link opens it in the queue, which shows the same state
 //   late       prints "ready-for-late"; the test sends a new event; the queue shows its incident (live refresh)
 //   english    switch to English; texts change; every page renders without errors
 // Nothing may be fetched from a host other than the dashboard's (the intranet is offline).
-// Screenshots: login, map, queue-detail (zh-CN), then queue, analytics, rules, system (en).
+// Screenshots: login, map, map-detail, queue-detail (zh-CN), then queue, analytics, rules, system (en).
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -152,7 +153,7 @@ try {
   await shot(page, 'map-zh-CN.png');
   console.log(`map ok open=${open}`);
 
-  // click the incident on the map (the one drawn on top there): the queue page opens it
+  // click the incident on the map (the one drawn on top there): its detail opens below the map
   const canvas = await canvasHasDrawn(page);
   const at = pixelOf(canvas, config.view, config.target.lon, config.target.lat);
   await page.mouse.move(at.x, at.y);
@@ -170,8 +171,8 @@ try {
     await page.waitForURL(/[?&]incident=/, { timeout: 8_000 }).catch(() => console.log(`map click ${clicks} lost`));
   }
   const opened = new URL(page.url()).searchParams.get('incident');
-  await expectText(page, '事件队列', 'queue page after the map click');
   await waitIdle(page);
+  if (!/实时地图/.test(await page.locator('h1').first().innerText())) fail('the map click left the map page');
   await page.getByRole('heading', { name: title }).first().waitFor({ state: 'visible', timeout: TIMEOUT_MS })
     .catch(async () => fail(`the detail of "${title}" did not open; headings ${await page.locator('h1, h2').allInnerTexts()}`));
   if (!(await badges(page)).includes('状态：待处置')) fail(`status before ack: ${await badges(page)}`);
@@ -184,6 +185,15 @@ try {
   await expectText(page, '“确认”已生效', 'action confirmation');
   await waitIdle(page);
   await waitFor(async () => (await badges(page)).includes('状态：已确认'), 'the status to show acknowledged');
+  await shot(page, 'map-detail-zh-CN.png');
+  // the same incident in the queue, through the detail's link (the browser navigates)
+  await page.getByRole('link', { name: '在事件队列中打开' }).first().click();
+  await expectText(page, '事件队列', 'queue page after the link');
+  await waitIdle(page);
+  if (new URL(page.url()).searchParams.get('incident') !== opened) fail(`the queue opened another incident: ${page.url()}`);
+  await page.getByRole('heading', { name: title }).first().waitFor({ state: 'visible', timeout: TIMEOUT_MS })
+    .catch(async () => fail(`the queue did not open "${title}"; headings ${await page.locator('h1, h2').allInnerTexts()}`));
+  if (!(await badges(page)).includes('状态：已确认')) fail(`status in the queue: ${await badges(page)}`);
   await shot(page, 'queue-detail-zh-CN.png');
   console.log(`acked ${opened}`);
 

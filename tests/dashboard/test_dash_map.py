@@ -121,15 +121,27 @@ def test_many_incidents_are_drawn_as_h3_hexagons(live_store: RunningStore, monke
     assert any("H3" in c.value for c in at.caption)
 
 
-def test_clicking_an_incident_opens_it_on_the_queue_page(live_store: RunningStore) -> None:
+def test_clicking_an_incident_opens_it_below_the_map_with_a_link_to_the_queue(live_store: RunningStore) -> None:
     at = ok(app().run())
-    at.session_state[OPEN_KEY] = DRONE.id  # what the map's on_select callback stores
+    at.query_params["incident"] = DRONE.id  # what the map's on_select callback sets
+    at.session_state[OPEN_KEY] = DRONE.id
 
     ok(at.run())
 
-    assert at.title[0].value == "事件队列"
+    assert at.title[0].value == "实时地图"  # no page switch: see the map page's docstring
     assert at.query_params["incident"] == DRONE.id
-    assert at.main.header[0].value == DRONE.title
+    assert OPEN_KEY not in at.session_state
+    assert DRONE.title in [h.value for h in at.main.header]
+    links = [e.proto for e in at.get("page_link")]
+    assert [(link.label, link.query_string) for link in links] == [("在事件队列中打开", f"incident={DRONE.id}")]
+    assert links[0].page.endswith("queue")
+
+    at.button(key="map_detail_close").click()
+    ok(at.run())
+
+    assert "incident" not in at.query_params
+    assert DRONE.title not in [h.value for h in at.main.header]
+    assert at.get("page_link") == []
 
 
 def test_a_new_incident_appears_on_the_next_refresh(live_store: RunningStore) -> None:
