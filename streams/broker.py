@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from streams.errors import BrokerError
+from streams.errors import BrokerError, BrokerExitedError
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class DevBroker:
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, log_path: Path | None = None) -> None:
         self.host = host
+        self._pick_port = port is None  # a port picked here may be taken before Tansu binds it: pick again
         self.port = port or free_port(host)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -66,7 +67,20 @@ class DevBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> DevBroker:
+    def start(self, timeout: float = 15.0, *, attempts: int = 3) -> DevBroker:
+        """Start Tansu and wait until it answers ApiVersions. A picked port that another process took
+        between the pick and Tansu's bind makes Tansu exit at once; then a new port is picked."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout)
+            except BrokerExitedError as exc:
+                if not self._pick_port or attempt == attempts:
+                    raise
+                logger.warning("broker could not start, picking another port error=%s attempt=%d", exc, attempt)
+                self.port = free_port(self.host)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self, timeout: float) -> DevBroker:
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
             str(tansu_binary()),
@@ -84,7 +98,7 @@ class DevBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BrokerError(f"tansu exited with code {self.proc.returncode} while starting on {url}")
+                raise BrokerExitedError(f"tansu exited with code {self.proc.returncode} while starting on {url}")
             if api_versions_ok(self.host, self.port):
                 logger.info("broker ready bootstrap=%s pid=%d", self.bootstrap, self.proc.pid)
                 return self

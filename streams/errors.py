@@ -9,3 +9,7 @@ class StreamsError(Exception):
 
 class BrokerError(StreamsError):
     """The broker could not be started, reached or configured."""
+
+
+class BrokerExitedError(BrokerError):
+    """The dev broker (Tansu) exited while starting, most often because its port is taken."""
