@@ -20,6 +20,7 @@ from streams import metrics
 from streams.checkpoint import Checkpointer, matches_topics
 from streams.delivery import Deliveries
 from streams.metrics import Health
+from streams.outbox import Outbox
 from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.transport import App
@@ -49,6 +50,7 @@ class Runtime:
     # failed sends and their retries; raw messages are acked once what ingest sent for them is delivered
     resends: SendErrors | None = None
     deliveries: Deliveries | None = None
+    outbox: Outbox | None = None  # detect's held sends, with the state in a changelog (streams.outbox)
 
 
 def _topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -253,6 +255,8 @@ def restore_on_assignment(runtime: Runtime) -> None:
         checkpoints = runtime.checkpoints
         runtime.chain.forget({tp.partition for tp in assigned if tp.topic == kafka.raw_topic})
         runtime.pipeline.handoff.assign({tp.partition for tp in assigned if tp.topic == kafka.events_topic})
+        if runtime.outbox is not None:
+            runtime.outbox.assigned(tp.partition for tp in assigned if tp.topic == kafka.events_topic)
         checkpoints.assign(
             (tp.partition for tp in assigned if tp.topic == kafka.raw_topic),
             (tp.partition for tp in assigned if tp.topic == kafka.events_topic),

@@ -43,9 +43,27 @@ class Deliveries:
 
     def ack_when_sent(self, ack: Callable[[], None], sends: Iterable[asyncio.Future[Any]], source: str) -> None:
         """Call ``ack`` when every one of ``sends`` is delivered (now, if they all are)."""
+
+        def done(ok: bool) -> None:
+            if ok:
+                ack()
+                return
+            self.withheld += 1
+            metrics.RAW_WITHHELD.inc()
+            logger.error(
+                "not acknowledged source=%s: a send made for it was not delivered; its offset is not "
+                "committed, so the partition's next owner reads it again",
+                source,
+            )
+
+        self.when_sent(sends, done)
+
+    def when_sent(self, sends: Iterable[asyncio.Future[Any]], done: Callable[[bool], None]) -> None:
+        """Call ``done(True)`` when every one of ``sends`` is delivered (now, if they all are), first
+        time or by a resend; ``done(False)`` once they all settled and one was given up."""
         pending = [f for f in sends if not _delivered(f)]
         if not pending:
-            ack()
+            done(True)
             return
         self.waiting += 1
         left = len(pending)
@@ -58,16 +76,7 @@ class Deliveries:
             if left:
                 return
             self.waiting -= 1
-            if lost:
-                self.withheld += 1
-                metrics.RAW_WITHHELD.inc()
-                logger.error(
-                    "not acknowledged source=%s: a send made for it was not delivered; its offset is not "
-                    "committed, so the partition's next owner reads it again",
-                    source,
-                )
-            else:
-                ack()
+            done(not lost)
 
         for fut in pending:
             fut.add_done_callback(lambda f: self._settled(f, settled))

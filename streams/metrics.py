@@ -79,6 +79,11 @@ SEND_RETRIES = Counter(
     "Records the worker sent again after a failed send, by topic and outcome (delivered, gave_up).",
     ["topic", "outcome"],
 )
+OUTBOX_RESENT = Counter(
+    "cityops_outbox_resent",
+    "Incident snapshots and dead letters detect sent again after an assignment because the rule-state "
+    "changelog held them as not confirmed (worker.state_changelog; streams/outbox.py).",
+)
 RAW_WITHHELD = Counter(
     "cityops_raw_unacknowledged",
     "Raw messages ingest never acknowledged because a send made for them was not delivered: their "

@@ -12,6 +12,8 @@ from streams.agents.failures import dead_letter_failure
 from streams.agents.gaps import GapGuard
 from streams.agents.ingest import context
 from streams.agents.links import Relinker
+from streams.delivery import Deliveries
+from streams.outbox import Held, Outbox, Topic
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -36,16 +38,40 @@ def attach(rt: Runtime) -> None:
 
     links = Relinker(rt, context(rt))
 
-    async def emit(out: Detected) -> None:
+    # With the state in a changelog, what detect sends is held in the table until delivered
+    # (streams.outbox); with checkpoints a restart replays from the last one, which needs no outbox.
+    outbox = Outbox(rt.state) if rt.settings.worker.state_changelog and rt.resends is not None else None
+    confirmations = Deliveries(rt.resends) if outbox is not None and rt.resends is not None else None
+    if outbox is not None:
+        rt.outbox = outbox
+    topics: dict[Topic, Any] = {"incidents": rt.incidents, "deadletter": rt.deadletter}
+
+    async def send(partition: int, topic: Topic, key: bytes, value: bytes, revision: int = 0) -> None:
+        if outbox is None or confirmations is None:
+            await topics[topic].send(key=key, value=value)
+            return
+        held = outbox.hold(partition, topic, key, value, revision)
+        await resend(partition, held)
+
+    async def resend(partition: int, held: Held) -> None:
+        assert outbox is not None and confirmations is not None
+        fut = await topics[held.topic].send(key=held.key, value=held.value)
+        confirmations.when_sent([fut], lambda ok: outbox.delivered(partition, held) if ok else None)
+
+    async def emit_to(partition: int, out: Detected) -> None:
         for inc in out.incidents:
-            await rt.incidents.send(key=inc.id.encode(), value=inc.model_dump_json().encode())
+            await send(partition, "incidents", inc.id.encode(), inc.model_dump_json().encode(), inc.revision)
         for dl in out.dead:
-            await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode())
+            await send(partition, "deadletter", dl.source.encode(), dl.model_dump_json().encode())
 
     async def handle(msg: Any, *, live: bool = True) -> None:
         """Detect on one events message (replays of skipped ones are not judged late)."""
         started = time.perf_counter()
         value = msg.value or b""
+
+        async def emit(out: Detected) -> None:
+            await emit_to(msg.partition, out)
+
         try:
             out = rt.pipeline.detect(value, rt.state, topic_name, msg.partition, msg.offset, check_late=live)
             if out.missing is not None:  # an envelope before this one was lost: derive it first
@@ -60,6 +86,18 @@ def attach(rt: Runtime) -> None:
         metrics.observe_detect(out, time.perf_counter() - started)
         rt.health.beat()
 
+    async def settle(partition: int) -> None:
+        """Before a partition's message: drop delivered outbox entries, send again what a restart restored."""
+        if outbox is None:
+            return
+        outbox.settle(partition)
+        again = outbox.restored(partition)
+        for held in again:
+            await resend(partition, held)
+        if again:
+            metrics.OUTBOX_RESENT.inc(len(again))
+            logger.info("outbox sent again partition=%d entries=%d", partition, len(again))
+
     async def replayed(msg: Any) -> None:
         await handle(msg, live=False)
 
@@ -67,6 +105,7 @@ def attach(rt: Runtime) -> None:
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            await settle(msg.partition)
             # inside the agent: table writes of a replay land in this partition's changelog
             await guard.before(msg.partition, msg.offset, replayed)
             await handle(msg)
