@@ -14,6 +14,7 @@
 //              its link opens it in the queue, which shows the same state
 //   late       prints "ready-for-late"; the test sends a new event; the queue shows its incident (live refresh)
 //   english    switch to English; texts change; every page renders without errors
+//   logout     sign out from the live map: the login form shows and stays
 // Nothing may be fetched from a host other than the dashboard's (the intranet is offline).
 // Screenshots: login, map, map-detail, queue-detail (zh-CN), then queue, analytics, rules, system (en).
 
@@ -225,8 +226,19 @@ try {
     if (await page.locator('[data-testid="stException"]').count()) fail(`${title} shows an exception`);
     await shot(page, file);
   }
-  if (problems.length) fail(problems.join('\n'));
   console.log('english ok');
+
+  // sign out from the live map (its refresh timer running): the login form shows, and stays
+  await nav(page, 'Live map');
+  await page.waitForTimeout(2000);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('input[type="password"]').waitFor({ state: 'visible', timeout: TIMEOUT_MS })
+    .catch(() => fail('no login form after signing out'));
+  await page.waitForTimeout(7000); // two refresh periods: a timer of the map must not redraw or blank it
+  if (!(await page.locator('input[type="password"]').isVisible())) fail('the login form went away after signing out');
+  if (await page.locator('[data-testid="stMetric"]').count()) fail('the map is visible after signing out');
+  if (problems.length) fail(problems.join('\n'));
+  console.log('logout ok');
   console.log('browser checks passed');
 } catch (err) {
   console.error(`FAILED: ${err.message}`);

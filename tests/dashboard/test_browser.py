@@ -240,10 +240,10 @@ def test_operator_logs_in_acknowledges_from_the_map_and_switches_language(
         _finish(node, lines, seen, timeout=300)
         output = "\n".join(seen)
         assert node.returncode == 0, f"browser checks failed (screenshots in {SHOTS}):\n{output}"
-        assert "late ok" in output and "english ok" in output
+        assert "late ok" in output and "english ok" in output and "logout ok" in output
     finally:
         _stop(node)
-    for name in ("login-zh-CN.png", "map-zh-CN.png", "queue-detail-zh-CN.png", "queue-en.png", "map-en.png",
-                 "analytics-en.png", "rules-en.png", "system-en.png"):  # fmt: skip
+    for name in ("login-zh-CN.png", "map-zh-CN.png", "map-detail-zh-CN.png", "queue-detail-zh-CN.png", "queue-en.png",
+                 "map-en.png", "analytics-en.png", "rules-en.png", "system-en.png"):  # fmt: skip
         shot = SHOTS / name
         assert shot.exists() and shot.stat().st_size > 15_000, f"{shot} is missing or blank"
