@@ -6,8 +6,10 @@ incident sends did not (a worker killed, or stopped while a send was being retri
 again, finds its source position applied, and emits nothing. Its incidents would wait for their
 next change, and a late event's dead letter would never come. The outbox closes that:
 
-* detect writes each incident snapshot and dead letter into the table right after the state
-  change that made it (same table, same changelog partition), then sends it;
+* detect applies a message to a write-behind view of the table (``Staged``), writes each incident
+  snapshot and dead letter it made into the table and sends it, and only then writes the
+  message's state changes: in the changelog partition a message's entries come before its state,
+  so a changelog that has the state has the entries too;
 * once the broker confirms the send, the entry is deleted (by the agent, at its next message of
   that partition: Faust writes a table only from inside the agent);
 * after an assignment, the entries the changelog restored for a partition are sent again before
@@ -21,11 +23,12 @@ topic from the last checkpoint, which a failed send keeps from being written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 OUTBOX_PREFIX = "~outbox"
+_GONE = object()  # a staged delete
 
 Topic = Literal["incidents", "deadletter"]
 
@@ -106,3 +109,64 @@ class Outbox:
         """Entries in the table (all partitions this worker holds, standbys included)."""
         mark = OUTBOX_PREFIX + "|"
         return sum(1 for name in list(self.state) if name.startswith(mark))
+
+
+class Staged(MutableMapping[str, Any]):
+    """A write-behind view of a table: reads see the staged writes, ``flush`` writes them.
+
+    Detect applies a message through it, holds the message's sends in the table (``Outbox.hold``),
+    then flushes, so the changelog has the entries before the state changes that made them.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self.table = table
+        self.staged: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.staged:
+            value = self.staged[key]
+            if value is _GONE:
+                raise KeyError(key)
+            return value
+        return self.table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.staged:
+            value = self.staged[key]
+            return default if value is _GONE else value
+        return self.table.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.staged:
+            return self.staged[key] is not _GONE
+        return key in self.table
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.staged[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.staged[key] = _GONE
+
+    def __iter__(self) -> Iterator[str]:
+        for key in list(self.table):
+            if key not in self.staged:
+                yield key
+        for key, value in list(self.staged.items()):
+            if value is not _GONE:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def flush(self) -> int:
+        """Write the staged changes to the table (in the order each key was first changed). Returns how many."""
+        staged, self.staged = self.staged, {}
+        for key, value in staged.items():
+            if value is _GONE:
+                if key in self.table:
+                    del self.table[key]
+            else:
+                self.table[key] = value
+        return len(staged)

@@ -13,7 +13,7 @@ from streams.agents.gaps import GapGuard
 from streams.agents.ingest import context
 from streams.agents.links import Relinker
 from streams.delivery import Deliveries
-from streams.outbox import Held, Outbox, Topic
+from streams.outbox import Held, Outbox, Staged, Topic
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -72,17 +72,23 @@ def attach(rt: Runtime) -> None:
         async def emit(out: Detected) -> None:
             await emit_to(msg.partition, out)
 
+        # with an outbox, the message's state changes reach the table after the sends it holds
+        state = Staged(rt.state) if outbox is not None else rt.state
         try:
-            out = rt.pipeline.detect(value, rt.state, topic_name, msg.partition, msg.offset, check_late=live)
-            if out.missing is not None:  # an envelope before this one was lost: derive it first
-                await links.repair(msg.partition, msg.offset, out.missing, live, emit)
-                out = rt.pipeline.detect(
-                    value, rt.state, topic_name, msg.partition, msg.offset, check_late=live, chain=False
-                )
-        except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-            await dead_letter_failure(rt, "detect", topic_name, msg, exc)
-            return
-        await emit(out)
+            try:
+                out = rt.pipeline.detect(value, state, topic_name, msg.partition, msg.offset, check_late=live)
+                if out.missing is not None:  # an envelope before this one was lost: derive it first
+                    await links.repair(msg.partition, msg.offset, out.missing, live, emit, state)
+                    out = rt.pipeline.detect(
+                        value, state, topic_name, msg.partition, msg.offset, check_late=live, chain=False
+                    )
+            except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
+                await dead_letter_failure(rt, "detect", topic_name, msg, exc)
+                return
+            await emit(out)
+        finally:
+            if isinstance(state, Staged):
+                state.flush()
         metrics.observe_detect(out, time.perf_counter() - started)
         rt.health.beat()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from rules.formats.cloudevents_in import CloudEventContext, ingest_record
@@ -43,18 +43,28 @@ class Relinker:
         self.ctx = ctx
         self.repaired = 0  # envelopes derived again and applied, over this worker's life
 
-    async def repair(self, partition: int, offset: int, missing: Missing, live: bool, emit: Emit) -> int:
+    async def repair(
+        self,
+        partition: int,
+        offset: int,
+        missing: Missing,
+        live: bool,
+        emit: Emit,
+        state: MutableMapping[str, Any] | None = None,
+    ) -> int:
         """Apply the envelopes of raw messages ``missing`` bound for events ``partition``, in order.
 
         ``offset`` is the events message whose link was broken (it labels dead letters). Never
         raises: what cannot be read or derived is logged, and the caller applies its message.
-        Returns how many envelopes were applied.
+        Returns how many envelopes were applied. ``state`` is where they are applied (default: the
+        runtime's rule state; detect passes its write-behind view when it keeps an outbox).
         """
         kafka = self.rt.settings.kafka
         events_topic = kafka.events_topic
         raw_topic = kafka.raw_topic
         began = time.perf_counter()
         applied = 0
+        target = self.rt.state if state is None else state
 
         async def derive(record: Any) -> None:
             nonlocal applied
@@ -72,7 +82,7 @@ class Relinker:
                     return
                 envelope = out.envelope(partition, (record.partition, record.offset))
                 detected = self.rt.pipeline.detect(
-                    envelope, self.rt.state, events_topic, partition, offset, check_late=live, chain=False
+                    envelope, target, events_topic, partition, offset, check_late=live, chain=False
                 )
             except Exception:  # the message it precedes is applied all the same
                 logger.exception(
