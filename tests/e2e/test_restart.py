@@ -18,18 +18,10 @@ from streams.simulate import produce
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(
-    ("kill", "changelog"),
-    [(False, False), (True, False), (True, True)],
-    ids=["sigterm", "sigkill", "sigkill-changelog"],
-)
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_worker_restart_mid_stream_loses_and_duplicates_no_incident(
-    stack: Stack, scenario: list[Message], kill: bool, changelog: bool
+    stack: Stack, scenario: list[Message], kill: bool
 ) -> None:
-    """The state comes back from checkpoints and the events topic (the default), or from the Faust
-    table's changelog with detect's unconfirmed sends in its outbox (``state_changelog``)."""
-    stack.settings.worker.state_changelog = changelog
-    stack.settings.worker.rebuild_state = not changelog
     pack = load_pack(stack.settings.rules.pack)
     expected = {i.id: i for i in replay(pack, [json.dumps(e).encode() for e in scenario_events(scenario)]).incidents}
     half = len(scenario) // 2
