@@ -130,6 +130,16 @@ class Zones:
         first = member[np.minimum(start[:-1], max(0, len(member) - 1))] if len(member) else start[:-1]
         return cls(list(vocab), np.where(found, first, -1).astype(np.intp), start, member)
 
+    def take(self, rows: NDArray[np.intp]) -> Zones:
+        """The zones of some rows (in that order), with the same ids."""
+        first, last = self.starts[rows], self.starts[rows + 1]
+        counts = last - first
+        starts = np.zeros(len(rows) + 1, dtype=np.intp)
+        np.cumsum(counts, out=starts[1:])
+        # member k of the result is parent member first[row] + (k - starts[row])
+        at = np.repeat(first - starts[:-1], counts) + np.arange(starts[-1], dtype=np.intp)
+        return Zones(self.ids, self.primary[rows], starts, self.members[at])
+
     @cached_property
     def _lists(self) -> tuple[list[int], list[int]]:
         return self.starts.tolist(), self.members.tolist()
@@ -168,6 +178,18 @@ class NumericOf(dict[str, NDArray[np.float64]]):
         else:
             column = np.full(len(self._fields), np.nan)
         self[name] = column
+        return column
+
+
+class _Taken(dict[str, NDArray[np.float64]]):
+    """Some rows of another batch's float columns, each taken when it is first read."""
+
+    def __init__(self, source: Mapping[str, NDArray[np.float64]], rows: NDArray[np.intp]) -> None:
+        super().__init__()
+        self._source, self._rows = source, rows
+
+    def __missing__(self, name: str) -> NDArray[np.float64]:
+        column = self[name] = self._source[name][self._rows]
         return column
 
 
@@ -324,32 +346,24 @@ class Rows(_Lazy):
 
         What ``Rebuilt.columns`` gives for the same rows read back from their envelope (the
         detect stage of the worker that ingested them skips the read, ``rules.pipeline.Handoff``);
-        the event objects are the ones ingest validated.
+        the event objects are the ones ingest validated. Columns and zones are taken from the
+        parent batch with numpy (its float columns are made once for all of its partitions).
         """
         parent, rows = self.columns, self.rows
         at = np.array(rows, dtype=np.intp)
-        kind = parent.kind[at]
-        numeric = NumericOf(
-            [parent.event_at(r).__dict__ for r in rows], tracks=bool((kind == KIND_CODE["track"]).any())
-        )
-        for name, column in dict.items(parent.numeric):  # columns ingest already made (lon, lat)
-            numeric[name] = column[at]
         disc, ids = parent.disc, parent.ids
         out = EventColumns(
             ts_us=parent.ts_us[at],
-            kind=kind,
+            kind=parent.kind[at],
             disc=[disc[r] for r in rows],
             ids=[ids[r] for r in rows],
-            numeric=numeric,
+            numeric=_Taken(parent.numeric, at),
             event_at=lambda n: parent.event_at(rows[n]),
         )
         out.given = self
         for name in layers:
             zones = parent.zones.get(name)
-            per_row = zones.per_row if zones is not None else None
-            out.zones[name] = Zones.from_lists(
-                [per_row[r] for r in rows] if per_row is not None else [None] * len(rows)
-            )
+            out.zones[name] = zones.take(at) if zones is not None else Zones.from_lists([None] * len(rows))
         return out
 
     def wire(self) -> list[dict[str, Any]]:

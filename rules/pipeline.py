@@ -634,6 +634,8 @@ def _newest_ms(items: Sequence[Enriched], late_ids: set[str]) -> int | None:
         return max(kept) // 1000 if kept else None
     if isinstance(items, Rows):
         ts_us, ids = items.columns.ts_us, items.columns.ids
+        if not late_ids:
+            return int(ts_us[items.rows].max()) // 1000 if len(items) else None
         kept = [t for r, t in zip(items.rows, ts_us[items.rows].tolist(), strict=True) if ids[r] not in late_ids]
         return max(kept) // 1000 if kept else None
     return max((to_ms(i.event.ts) for i in items if i.event.id not in late_ids), default=None)

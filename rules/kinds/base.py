@@ -180,12 +180,14 @@ class Scope:
         kind must not change it, only re-emit its snapshot. ``copy`` replaces the generic copy
         for a kind whose entries it knows (it must copy every container the kind changes in place).
         """
-        if key in self.touched:
-            return self.touched[key], True
+        touched = self.touched.get(key)  # entries are never None
+        if touched is not None:
+            return touched, True
         if key in self.replayed:
             entry = self.get(key, copy)
             return (entry if entry is not None else factory()), False
-        entry = self.get(key, copy) or factory()
+        stored = self.state.get(key)
+        entry = (copy or _copy)(stored) if stored else factory()
         if already_applied(entry, self.position):
             self.replayed.add(key)
             return entry, False
@@ -389,6 +391,8 @@ class Kind(ABC):
         return f"{self.rule.id}@{self.rule.version}"
 
     def key(self, *parts: object) -> str:
+        if len(parts) == 1:  # the common case (a subject, a group): one format instead of a join
+            return f"{self.state_prefix}|{parts[0]}"
         return "|".join([self.state_prefix, *map(str, parts)])
 
     def zone_of(self, item: Enriched) -> str | None:
