@@ -39,11 +39,12 @@ import orjson
 from rules.decode import decode_message
 from rules.engine import Engine
 from rules.pack import LoadedPack, load_pack
-from rules.replay import replay
+from rules.pipeline import Pipeline
+from rules.replay import gc_tuned, replay
 from streams import bench_data
 from streams.bench_data import BenchError, Event
 from streams.bench_latency import latency_phase
-from streams.bench_phases import BenchOptions, Run, cityops_phase, naive_phase, raw_phase
+from streams.bench_phases import BenchOptions, Run, chunks, cityops_phase, naive_phase, raw_phase
 from streams.broker import DevBroker
 from streams.settings import Settings
 
@@ -71,6 +72,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
         logger.info("bench event set pack=%s events=%d rules=%d", label, len(events), len(pack.spec.rules))
         replay_rate, replayed, rule_of = _replay(pack, events)
         per_event_rate = _per_event(pack, events)
+        stages = _stages(pack, events, opts.batch, settings.kafka.partitions, replayed)
         broker = DevBroker(log_path=opts.run_dir / "broker.log")
         with _signals_held():  # the broker's process must be known before a signal may unwind
             broker.start()
@@ -84,6 +86,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
             raise KeyboardInterrupt from None
         result["replay"] = {"events_per_s": round(replay_rate), "incidents": len(replayed)}
         result["engine_per_event"] = round(per_event_rate)
+        result["stages"] = stages
         result["config"] = {**_config(run, label), "load_average_1m_at_start": round(load, 2)}
         return _ordered(result, run)
     finally:
@@ -136,6 +139,53 @@ def _per_event(pack: LoadedPack, events: list[Event], limit: int = 5_000) -> flo
     rate = len(values) / (time.perf_counter() - began)
     logger.info("bench engine per event (in process) events_per_s=%.0f", rate)
     return rate
+
+
+def _stages(
+    pack: LoadedPack, events: list[Event], batch: int, partitions: int, replayed: dict[str, int]
+) -> dict[str, Any]:
+    """The worker's two stages without Kafka or Faust: ingest and detect (with the handoff) in process.
+
+    The same envelopes of ``batch`` events the worker is fed, over ``partitions`` events
+    partitions, with the worker's GC threshold. CPU seconds per stage, so the worker's rate can be
+    split into the rules' work and what Kafka and Faust add; and whether the final incidents equal
+    ``replayed`` (the stages with the handoff over partitions against replay).
+    """
+    pipeline = Pipeline(Engine(pack), partitions=partitions, handoff=20_000)
+    raws = [orjson.dumps({"events": c}) for c in chunks(events, batch)]
+    state: dict[str, Any] = {}
+    spent = {"ingest": 0.0, "detect": 0.0}
+    snapshots = 0
+    latest: dict[str, int] = {}
+    with gc_tuned():
+        for offset, raw in enumerate(raws):
+            began = time.process_time()
+            out = pipeline.ingest(raw, "raw", 0, offset)
+            envelopes = []
+            for partition in out.targets():
+                envelope = out.envelope(partition, (0, offset))
+                pipeline.handoff.keep(envelope, out, partition, (0, offset), None)
+                envelopes.append((partition, envelope))
+            ingested = time.process_time()
+            for partition, envelope in envelopes:
+                found = pipeline.detect(envelope, state, "events", partition, offset)
+                snapshots += len(found.incidents)
+                for incident in found.incidents:  # as the worker sends them
+                    incident.model_dump_json()
+                    latest[incident.id] = max(incident.revision, latest.get(incident.id, 0))
+            spent["ingest"] += ingested - began
+            spent["detect"] += time.process_time() - ingested
+    for incident in pipeline.engine.tick(state):  # time-driven rules, once at the end as replay does
+        latest[incident.id] = max(incident.revision, latest.get(incident.id, 0))
+    rates = {k: round(len(events) / v) if v else None for k, v in spent.items()}
+    both = sum(spent.values())
+    logger.info("bench stages in process ingest=%s detect=%s events/s", rates["ingest"], rates["detect"])
+    return {
+        **{f"{k}_events_per_s": r for k, r in rates.items()},
+        "worker_events_per_s": round(len(events) / both) if both else None,
+        "incident_snapshots": snapshots,
+        "incidents_equal_replay": latest == replayed,
+    }
 
 
 @contextlib.contextmanager
@@ -205,8 +255,10 @@ def _ordered(result: dict[str, Any], run: Run) -> dict[str, Any]:
         "in_process": {
             "replay_events_per_s": result["replay"]["events_per_s"],
             "engine_per_event_events_per_s": result["engine_per_event"],
-            "what": "no broker: `rules.replay` (batches of 1,000), and the naive agent's work one event at a "
-            "time (decode, enrich, process) on the first 5,000 events; ceilings for cityops and the baseline",
+            "worker_stages": result["stages"],
+            "what": "no broker: `rules.replay` (batches of 1,000); the naive agent's work one event at a "
+            "time (decode, enrich, process) on the first 5,000 events; and the worker's ingest and detect "
+            "stages (CPU time) on the envelopes cityops is fed: ceilings for cityops and the baseline",
         },
         "phases": {k: result[k] for k in ("raw_aiokafka", "naive_faust", "cityops")},
     }

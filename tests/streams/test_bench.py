@@ -94,6 +94,11 @@ def test_small_bench_reports_every_phase_and_leaves_no_process(tmp_path: Path) -
         assert doc["phases"][phase]["events_per_s"] == doc["events_per_s"][phase]
     assert doc["ratios"]["cityops_vs_naive"] > 0
     assert doc["config"]["events"] == 3000
+    stages = doc["in_process"]["worker_stages"]
+    assert stages["ingest_events_per_s"] > 0 and stages["detect_events_per_s"] > 0
+    # both stages in one process cannot beat the slower of them alone
+    assert stages["worker_events_per_s"] <= min(stages["ingest_events_per_s"], stages["detect_events_per_s"])
+    assert stages["incidents_equal_replay"], "the stages over partitions with the handoff give replay's incidents"
     incidents = doc["incidents"]
     assert incidents["replay"] > 0
     assert incidents["cityops"] == incidents["replay"] and incidents["cityops_equal_replay"]
