@@ -18,15 +18,15 @@ after 06:00, and a noisy reading the next evening does not continue last night's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from rules.duration import Duration
-from rules.kinds.base import OPS, Kind, Scope, build_incident
-from rules.model import Enriched, event_value
+from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
+from rules.model import Enriched
 from rules.spec import Condition, Op, RuleBase
 from rules.state import EVIDENCE_CAP, Entry
 
@@ -60,19 +60,19 @@ class Sustained(Kind):
         close = self.rule.close
         if close is None:
             return not self.open_cmp(value, self.rule.value)
-        other = event_value(item.event, close.field)
+        other = field_value(item.event, close.field)
         return other is not None and OPS[close.op](other, close.value)
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         rule = self.rule
         for item, ts in zip(items, ts_ms, strict=True):
-            value = event_value(item.event, rule.field)
+            value = field_value(item.event, rule.field)
             if value is None:
                 continue
             subject = item.event.subject
             key = self.key(subject)
-            entry, fresh = scope.load(key, _factory(subject), _copy_entry)
-            if "phase" not in entry:  # an idle entry kept as its core (see _store)
+            entry, fresh = scope.load(key, _core, _copy_entry)
+            if "phase" not in entry:  # an idle entry kept as its core (see _store), or a new subject
                 if fresh and ts > int(entry["t"]) and (not self.open_cmp(value, rule.value) or not self.gate(item)):
                     # the common case, a normal reading of an idle subject: it stays a core, newer
                     entry["t"] = ts
@@ -205,8 +205,9 @@ def _store(scope: Scope, key: str, entry: Entry) -> None:
     scope.put(key, entry)
 
 
-def _factory(subject: str) -> Callable[[], Entry]:
-    return lambda: {"phase": "idle", "since": None, "t": -1, "pos": {}, "ooo": 0, "subj": subject}
+def _core() -> Entry:
+    """A subject seen for the first time: the core of an idle entry older than any reading (see ``_store``)."""
+    return {"t": -1, "pos": {}}
 
 
 def _copy_entry(entry: Entry) -> Entry:
