@@ -132,9 +132,14 @@ def observe_detect(out: Detected, seconds: float, events: int = 0, *, now: float
     if events:
         EVENTS_IN.labels("detect").inc(events)
     wall = time.time() if now is None else now
+    hits: dict[tuple[str, str], int] = {}
+    observe = EVENT_TO_INCIDENT.observe
     for incident in out.incidents:
-        RULE_HITS.labels(incident.rule_id, incident.status).inc()
-        EVENT_TO_INCIDENT.observe(max(0.0, wall - incident.last_event_at.timestamp()))
+        key = (incident.rule_id, incident.status)
+        hits[key] = hits.get(key, 0) + 1
+        observe(max(0.0, wall - incident.last_event_at.timestamp()))
+    for (rule_id, status), n in hits.items():  # one labelled child per rule and status, not per incident
+        RULE_HITS.labels(rule_id, status).inc(n)
     for dead in out.dead:
         DEAD_LETTERS.labels("detect", dead.kind).inc()
     BATCH_SECONDS.labels("detect").observe(seconds)

@@ -10,11 +10,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from factories import T0, incident
 from gateways.gateway_client import request, settings_for_tests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from rules.pack import load_pack
+from rules.pipeline import Detected
 from streams import metrics
 from streams.broker import free_port
 from streams.gateways.http import BackgroundServer, HttpGateway
@@ -174,3 +176,27 @@ def test_the_mqtt_bridge_is_ready_only_while_connected(clean_registry: None) -> 
     finally:
         bridge.stopping.set()
         server.stop()
+
+
+def test_detect_counts_rule_hits_per_rule_and_status_and_one_latency_per_incident() -> None:
+    def hits(rule: str, status: str) -> float:
+        return REGISTRY.get_sample_value("cityops_rule_hits_total", {"rule_id": rule, "status": status}) or 0.0
+
+    def latencies() -> float:
+        return REGISTRY.get_sample_value("cityops_event_to_incident_seconds_count") or 0.0
+
+    before = {k: hits(*k) for k in [("m.a", "open"), ("m.a", "resolved"), ("m.b", "open")]}
+    seen = latencies()
+    out = Detected(
+        incidents=[
+            incident(1, 1, rule="m.a"),
+            incident(2, 3, rule="m.a"),
+            incident(3, 2, rule="m.a", status="resolved"),
+            incident(4, 1, rule="m.b"),
+        ]
+    )
+    metrics.observe_detect(out, 0.01, now=T0.timestamp() + 60)
+    assert hits("m.a", "open") - before[("m.a", "open")] == 2
+    assert hits("m.a", "resolved") - before[("m.a", "resolved")] == 1
+    assert hits("m.b", "open") - before[("m.b", "open")] == 1
+    assert latencies() - seen == 4
