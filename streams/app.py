@@ -262,7 +262,10 @@ def restore_on_assignment(runtime: Runtime) -> None:
             (tp.partition for tp in assigned if tp.topic == kafka.events_topic),
         )
         cp = checkpoints.candidate(runtime.state)
-        if cp is not None and await matches_topics(kafka, cp, kafka.raw_topic, kafka.events_topic):
-            checkpoints.restore(cp, runtime.state, runtime.pipeline.engine)
+        if cp is None:
+            return
+        with checkpoints.deciding():  # the agents wait: Faust may resume the partitions meanwhile
+            if await matches_topics(kafka, cp, kafka.raw_topic, kafka.events_topic):
+                checkpoints.restore(cp, runtime.state, runtime.pipeline.engine)
 
     runtime.app.on_partitions_assigned.connect(on_assigned)

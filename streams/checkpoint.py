@@ -29,7 +29,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,6 +116,13 @@ class Checkpointer:
         self.written = 0
         self.send_failed: str | None = None
         self.retrying = 0  # failed sends being retried: no cut may promise their sources meanwhile
+        # Closed while a rebalance decides whether to restore (it asks the broker, ``matches_topics``).
+        # Faust's recovery resumes the partitions meanwhile, so without it the agents applied
+        # messages from offset 0 and a cut of those partitions alone replaced the good checkpoint,
+        # which the restore then loaded on top: each life of a worker killed every 20 s rebuilt
+        # more from offset 0 than the last, until it made no progress (tests/faults/test_worker_kill.py).
+        self._decided = asyncio.Event()
+        self._decided.set()
 
     @property
     def enabled(self) -> bool:
@@ -185,9 +193,32 @@ class Checkpointer:
         )
         return cp
 
+    @contextmanager
+    def deciding(self) -> Iterator[None]:
+        """While a restore is decided: ``decided()`` waits and no cut is due."""
+        self._decided.clear()
+        try:
+            yield
+        finally:
+            self._decided.set()
+
+    @property
+    def restoring(self) -> bool:
+        """Whether a rebalance is deciding on a restore now."""
+        return not self._decided.is_set()
+
+    async def decided(self) -> None:
+        """Return once no restore is being decided (at once, except at a fresh start's assignment).
+
+        Both agents await this before each message, and the ingest sweep before it repairs.
+        """
+        if not self._decided.is_set():
+            await self._decided.wait()
+
     def due(self) -> bool:
         return (
-            self.enabled
+            self._decided.is_set()
+            and self.enabled
             and self.send_failed is None
             and self.retrying == 0
             and self.assigned is not None

@@ -111,6 +111,7 @@ def attach(rt: Runtime) -> None:
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            await rt.checkpoints.decided()
             await settle(msg.partition)
             # inside the agent: table writes of a replay land in this partition's changelog
             await guard.before(msg.partition, msg.offset, replayed)

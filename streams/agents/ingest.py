@@ -71,6 +71,7 @@ def attach(rt: Runtime) -> None:
     @rt.app.timer(interval=rt.settings.worker.tick_s)  # type: ignore[untyped-decorator]
     async def sweep() -> None:
         """Once per assigned raw partition, repair what the consumer resumed past before any message comes."""
+        await rt.checkpoints.decided()
         quiet = [tp for tp in rt.app.consumer.assignment() if tp.topic == topic_name and tp.partition not in guard.seen]
         positions: dict[int, int | None] = {}
         for tp in quiet:
@@ -100,6 +101,7 @@ def attach(rt: Runtime) -> None:
 
         async for event in manual.events():
             msg = event.message
+            await rt.checkpoints.decided()
             await guard.before(msg.partition, msg.offset, handle)
             await handle(msg)
             if deliveries is None:

@@ -387,3 +387,60 @@ def test_a_checkpoint_that_cannot_be_made_or_written_is_logged_and_the_stream_go
     with caplog.at_level(logging.ERROR):
         asyncio.run(cps.write(cut, flushed))  # no exception reaches the agent
     assert "checkpoint not written" in caplog.text and cps.written == 0
+
+
+@pytest.mark.integration
+def test_the_agents_wait_while_a_rebalance_decides_on_a_restore(broker: DevBroker, tmp_path: Path) -> None:
+    """Faust resumes the partitions while the restore is checked against the broker: no message may be
+    applied, nor a cut taken, before the checkpoint is loaded (or refused)."""
+    from datetime import UTC, datetime
+
+    from faust.types import TP
+    from kafka import KafkaProducer
+
+    from streams.app import build_runtime
+    from streams.checkpoint import Checkpoint, write_file
+    from streams.topics import create_topics
+
+    s = make_settings(broker, tmp_path, "cp-gate")
+    s.worker.checkpoint_interval_s = 0.001
+    create_topics(s.kafka)
+    producer = KafkaProducer(**s.kafka.producer_options())
+    sent = producer.send(s.kafka.events_topic, b"m", partition=0, timestamp_ms=1_700_000_000_000)
+    producer.flush()
+    assert sent.get(10).offset == 0
+    producer.close()
+    parts = list(range(s.kafka.partitions))
+    rt = build_runtime(s)
+    cp = Checkpoint(
+        app_id=s.kafka.app_id,
+        written_at=datetime.now(UTC),
+        pack_digest=rt.pack_digest,
+        raw_partitions=parts,
+        events_partitions=parts,
+        ingest_done={},
+        detect_next={0: 1},
+        detect_stamps={0: 1_700_000_000_000},
+        watermark_ms=None,
+        state={"restored-key": {"n": 1}},
+    )
+    rt.checkpoints.directory.mkdir(parents=True, exist_ok=True)
+    write_file(rt.checkpoints.directory / file_name(parts, parts), cp.model_dump_json().encode())
+    assigned = {TP(t, p) for t in (s.kafka.raw_topic, s.kafka.events_topic) for p in parts}
+    seen: list[tuple[bool, bool]] = []
+
+    async def agent() -> None:  # what both agents do before each message
+        await rt.checkpoints.decided()
+        seen.append((rt.checkpoints.restored, "restored-key" in rt.state))
+
+    async def body() -> None:
+        rebalance = asyncio.ensure_future(rt.app.on_partitions_assigned.send(assigned))
+        while not rt.checkpoints.restoring and not rebalance.done():
+            await asyncio.sleep(0)
+        assert not rebalance.done(), "the handler asks the broker (matches_topics) whether to restore"
+        assert not rt.checkpoints.due(), "no cut while it decides"
+        await asyncio.wait_for(asyncio.gather(rebalance, agent()), 30)
+
+    asyncio.run(body())
+    assert seen == [(True, True)], "the agent went on only once the checkpoint was loaded"
+    assert rt.checkpoints.due(), "cuts are due again afterwards"
