@@ -167,18 +167,20 @@ class SendErrors(faust.Sensor):  # type: ignore[misc]
         self.retry_s = runtime.settings.worker.send_retry_s
         self.pending: set[asyncio.Task[None]] = set()
         # per record being resent (by identity): True once delivered, False when given up or abandoned
-        self.outcomes: dict[int, tuple[Any, asyncio.Future[bool]]] = {}
+        self.outcomes: dict[int, tuple[Any, asyncio.Future[bool]]] = {}  # by the send's token
 
-    def outcome(self, message: Any) -> asyncio.Future[bool] | None:
-        """The outcome of resending ``message`` (the PendingMessage a failed send reported), if it is resent."""
-        found = self.outcomes.get(id(message))
-        return found[1] if found is not None and found[0] is message else None
+    def outcome(self, token: Any) -> asyncio.Future[bool] | None:
+        """The outcome of resending the record a failed send reported, if it is resent. ``token`` names
+        the send: Faust's PendingMessage (``Topic.send``) or the producer's future (``streams.publisher``)."""
+        found = self.outcomes.get(id(token))
+        return found[1] if found is not None and found[0] is token else None
 
     def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
-        return topic, message
+        return topic, message, message
 
     def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
-        topic, message = state
+        """``state``: ``(topic, record, token)``, from ``on_send_initiated`` or ``streams.publisher``."""
+        topic, message, token = state
         metrics.SEND_ERRORS.labels(topic).inc()
         retry = self.retry_s > 0
         logger.error(
@@ -190,12 +192,12 @@ class SendErrors(faust.Sensor):  # type: ignore[misc]
         )
         self.runtime.checkpoints.on_send_failed(topic, exc, retrying=retry)
         if retry:
-            self.outcomes[id(message)] = (message, asyncio.get_running_loop().create_future())
-            task = asyncio.ensure_future(self.resend(producer, topic, message))
+            self.outcomes[id(token)] = (token, asyncio.get_running_loop().create_future())
+            task = asyncio.ensure_future(self.resend(producer, topic, message, token))
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
 
-    async def resend(self, producer: Any, topic: str, message: Any) -> None:
+    async def resend(self, producer: Any, topic: str, message: Any, token: Any) -> None:
         """Send ``message`` again until the broker takes it or ``retry_s`` has passed."""
         deadline = time.monotonic() + self.retry_s
         delay = 0.2
@@ -239,7 +241,7 @@ class SendErrors(faust.Sensor):  # type: ignore[misc]
         finally:
             metrics.SEND_RETRIES.labels(topic, "delivered" if delivered else "gave_up").inc()
             self.runtime.checkpoints.on_send_retried(topic, delivered)
-            found = self.outcomes.pop(id(message), None)
+            found = self.outcomes.pop(id(token), None)
             if found is not None and not found[1].done():
                 found[1].set_result(delivered)
 

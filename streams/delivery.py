@@ -28,13 +28,14 @@ logger = logging.getLogger(__name__)
 class Resends(Protocol):
     """Where a failed send's retry can be awaited (``streams.app.SendErrors``)."""
 
-    def outcome(self, message: Any) -> asyncio.Future[bool] | None:
-        """True once a resend of ``message`` (Faust's PendingMessage) was delivered, False if given up;
-        None when it is not being resent."""
+    def outcome(self, token: Any) -> asyncio.Future[bool] | None:
+        """True once a resend of the send ``token`` names (Faust's PendingMessage, or the producer's
+        future of a ``streams.publisher`` send) was delivered, False if given up; None when it is not
+        being resent."""
 
 
 class Deliveries:
-    """Runs an ack once a set of sends (Faust FutureMessages) has been delivered."""
+    """Runs an ack once a set of sends (Faust FutureMessages or producer futures) has been delivered."""
 
     def __init__(self, resends: Resends) -> None:
         self.resends = resends
@@ -85,7 +86,8 @@ class Deliveries:
         if _delivered(fut):
             settled(True)
             return
-        retry = self.resends.outcome(getattr(fut, "message", None))
+        # Faust's FutureMessage carries its PendingMessage; a direct send's future is its own token
+        retry = self.resends.outcome(getattr(fut, "message", fut))
         if retry is None:
             settled(False)
             return

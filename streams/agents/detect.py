@@ -14,6 +14,7 @@ from streams.agents.ingest import context
 from streams.agents.links import Relinker
 from streams.delivery import Deliveries
 from streams.outbox import Held, Outbox, Staged, Topic
+from streams.publisher import Publisher
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -44,18 +45,22 @@ def attach(rt: Runtime) -> None:
     confirmations = Deliveries(rt.resends) if outbox is not None and rt.resends is not None else None
     if outbox is not None:
         rt.outbox = outbox
-    topics: dict[Topic, Any] = {"incidents": rt.incidents, "deadletter": rt.deadletter}
+    # one record per incident snapshot: sent past Faust's Topic.send, whose cost per record was
+    # most of what Kafka and Faust add to detect (streams.publisher)
+    publisher = Publisher(rt.app, rt.resends)
+    kafka = rt.settings.kafka
+    topics: dict[Topic, str] = {"incidents": kafka.incidents_topic, "deadletter": kafka.deadletter_topic}
 
     async def send(partition: int, topic: Topic, key: bytes, value: bytes, revision: int = 0) -> None:
         if outbox is None or confirmations is None:
-            await topics[topic].send(key=key, value=value)
+            await publisher.send(topics[topic], key, value)
             return
         held = outbox.hold(partition, topic, key, value, revision)
         await resend(partition, held)
 
     async def resend(partition: int, held: Held) -> None:
         assert outbox is not None and confirmations is not None
-        fut = await topics[held.topic].send(key=held.key, value=held.value)
+        fut = await publisher.send(topics[held.topic], held.key, held.value)
         confirmations.when_sent([fut], lambda ok: outbox.delivered(partition, held) if ok else None)
 
     async def emit_to(partition: int, out: Detected) -> None:
