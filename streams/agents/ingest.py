@@ -18,6 +18,7 @@ from rules.pipeline import source_label
 from streams import metrics
 from streams.agents.failures import dead_letter_failure
 from streams.agents.gaps import GapGuard
+from streams.publisher import Publisher
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -44,6 +45,8 @@ def attach(rt: Runtime) -> None:
     # the sends of every message handled since the last live one was acked: that ack waits for them
     # (a repaired message before it, or one a sweep repaired, counts as part of it)
     sent: list[Any] = []
+    publisher = Publisher(rt.app, rt.resends)  # past Faust's Topic.send, as detect's (streams.publisher)
+    events_topic, deadletter_topic = rt.settings.kafka.events_topic, rt.settings.kafka.deadletter_topic
 
     async def handle(msg: Any) -> None:
         """Ingest one raw message (also used to replay skipped ones)."""
@@ -62,9 +65,9 @@ def attach(rt: Runtime) -> None:
             prev = chain.link(msg.partition, partition, msg.offset)
             envelope = out.envelope(partition, src, prev)
             rt.pipeline.handoff.keep(envelope, out, partition, src, prev)
-            sent.append(await rt.events.send(value=envelope, partition=partition))
+            sent.append(await publisher.send(events_topic, None, envelope, partition))
         for dl in out.dead:
-            sent.append(await rt.deadletter.send(key=dl.source.encode(), value=dl.model_dump_json().encode()))
+            sent.append(await publisher.send(deadletter_topic, dl.source.encode(), dl.model_dump_json().encode()))
         metrics.observe_ingest(out, time.perf_counter() - started)
         rt.health.beat()
 
