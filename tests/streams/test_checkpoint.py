@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from stack import make_settings, read_topic
+from stack import make_settings, read_topic, resending_runtime
 
 from rules.engine import Engine
 from rules.model import Incident
@@ -283,18 +283,11 @@ def test_a_failed_send_is_sent_again_once_the_broker_is_back_and_checkpoints_res
 ) -> None:
     """The record reaches its topic and partition after the broker returns; checkpoints pause meanwhile."""
     from streams import metrics
-    from streams.app import SendErrors, build_runtime
     from streams.topics import create_topics
 
     down = DevBroker(log_path=tmp_path / "tansu.log").start()  # its own broker: it is stopped below
     try:
-        s = make_settings(down, tmp_path, "resend")
-        s.worker.checkpoint_interval_s = 0.001
-        s.worker.send_retry_s = 60
-        create_topics(s.kafka)
-        rt = build_runtime(s)
-        rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
-        [sensor] = [x for x in rt.app.sensors if isinstance(x, SendErrors)]
+        s, rt, sensor = resending_runtime(down, tmp_path, "resend", retry_s=60)
         topic = s.kafka.incidents_topic
         delivered = metrics.SEND_RETRIES.labels(topic, "delivered")._value.get()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from stack import make_settings, read_topic
+from stack import make_settings, read_topic, resending_runtime
 
 from streams.broker import DevBroker
 from streams.delivery import Deliveries
@@ -78,16 +78,7 @@ def test_a_direct_send_that_fails_is_sent_again_and_its_future_finds_the_outcome
     broker: DevBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SendErrors resends it to the same topic and partition; Deliveries waits for that resend."""
-    from streams.app import SendErrors, build_runtime
-    from streams.topics import create_topics
-
-    s = make_settings(broker, tmp_path, "publisher-retry")
-    s.worker.send_retry_s = 30
-    s.worker.checkpoint_interval_s = 0.001
-    create_topics(s.kafka)
-    rt = build_runtime(s)
-    rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
-    [sensor] = [x for x in rt.app.sensors if isinstance(x, SendErrors)]
+    s, rt, sensor = resending_runtime(broker, tmp_path, "publisher-retry", retry_s=30)
     deliveries = Deliveries(sensor)
     outcomes: list[bool] = []
     refused: list[bytes] = []
