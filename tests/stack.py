@@ -109,16 +109,14 @@ def latest_by_id(incidents: list[Incident]) -> dict[str, Incident]:
     return out
 
 
-def resending_runtime(broker: DevBroker, tmp: Path, name: str, retry_s: float) -> tuple[Settings, Any, Any]:
-    """A worker runtime (not started) on ``broker``: topics created, checkpoints due at once for
-    partition 0, failed sends resent for ``retry_s``. Returns the settings, runtime and its SendErrors."""
+def checkpointing_runtime(s: Settings, retry_s: float) -> tuple[Any, Any]:
+    """A worker runtime (not started) from ``s``: checkpoints due at once for partition 0, failed
+    sends resent for ``retry_s`` (0: not at all). Returns the runtime and its SendErrors sensor."""
     from streams.app import SendErrors, build_runtime
 
-    s = make_settings(broker, tmp, name)
     s.worker.send_retry_s = retry_s
     s.worker.checkpoint_interval_s = 0.001
-    create_topics(s.kafka)
     rt = build_runtime(s)
     rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
     [sensor] = [x for x in rt.app.sensors if isinstance(x, SendErrors)]
-    return s, rt, sensor
+    return rt, sensor

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from stack import make_settings, read_topic, resending_runtime
+from stack import checkpointing_runtime, make_settings, read_topic
 
 from rules.engine import Engine
 from rules.model import Incident
@@ -217,16 +217,11 @@ def test_a_failed_send_without_retries_is_counted_logged_and_stops_checkpoints(
 ) -> None:
     """A checkpoint written after a lost record would promise the message it came from."""
     from streams import metrics
-    from streams.app import SendErrors, build_runtime
 
     s = Settings()
     s.worker.data_dir = tmp_path
-    s.worker.checkpoint_interval_s = 0.001
-    s.worker.send_retry_s = 0
-    rt = build_runtime(s)
-    rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
+    rt, sensor = checkpointing_runtime(s, retry_s=0)
     assert rt.checkpoints.due()
-    [sensor] = [x for x in rt.app.sensors if isinstance(x, SendErrors)]
     topic = s.kafka.events_topic
     before = metrics.SEND_ERRORS.labels(topic)._value.get()
     state = rt.app.sensors.on_send_initiated(None, topic, _pending(b"v"), 0, 10)
@@ -287,7 +282,9 @@ def test_a_failed_send_is_sent_again_once_the_broker_is_back_and_checkpoints_res
 
     down = DevBroker(log_path=tmp_path / "tansu.log").start()  # its own broker: it is stopped below
     try:
-        s, rt, sensor = resending_runtime(down, tmp_path, "resend", retry_s=60)
+        s = make_settings(down, tmp_path, "resend")
+        create_topics(s.kafka)
+        rt, sensor = checkpointing_runtime(s, retry_s=60)
         topic = s.kafka.incidents_topic
         delivered = metrics.SEND_RETRIES.labels(topic, "delivered")._value.get()
 

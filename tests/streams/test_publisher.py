@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from stack import make_settings, read_topic, resending_runtime
+from stack import checkpointing_runtime, make_settings, read_topic
 
 from streams.broker import DevBroker
 from streams.delivery import Deliveries
@@ -78,7 +78,11 @@ def test_a_direct_send_that_fails_is_sent_again_and_its_future_finds_the_outcome
     broker: DevBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SendErrors resends it to the same topic and partition; Deliveries waits for that resend."""
-    s, rt, sensor = resending_runtime(broker, tmp_path, "publisher-retry", retry_s=30)
+    from streams.topics import create_topics
+
+    s = make_settings(broker, tmp_path, "publisher-retry")
+    create_topics(s.kafka)
+    rt, sensor = checkpointing_runtime(s, retry_s=30)
     deliveries = Deliveries(sensor)
     outcomes: list[bool] = []
     refused: list[bytes] = []
@@ -131,14 +135,9 @@ def test_without_a_resend_sensor_a_failed_direct_send_is_counted_and_logged(capl
 
 def test_a_send_cancelled_at_shutdown_counts_as_failed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A record the producer dropped when it stopped was not delivered: checkpoints must not promise it."""
-    from streams.app import build_runtime
-
     s = Settings()
     s.worker.data_dir = tmp_path
-    s.worker.send_retry_s = 0
-    s.worker.checkpoint_interval_s = 0.001
-    rt = build_runtime(s)
-    rt.checkpoints.on_assigned([0], [0], {}, rt.pipeline.engine)
+    rt, _ = checkpointing_runtime(s, retry_s=0)
 
     class Dropping:
         async def send(self, *args: Any) -> Any:
