@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from numpy.typing import NDArray
 
-from rules.columns import KINDS, Row
+from rules.columns import KINDS, SUBJECT, Row
 from rules.decode import DEFAULT_MAX_BYTES
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ class Piece:
     """Some events as columns (those of ``EventColumns`` and ``Row``), with the source of each.
 
     A source is the event object, its JSON object, or the bytes of its line; ``numeric`` holds the
-    columns of ``rules.columns.NUMERIC`` in that order.
+    columns of ``rules.columns.NUMERIC`` in that order; ``subjects`` the subject of each event
+    (None where only the event object can tell: ``EventColumns.subject``).
     """
 
     ts_us: NDArray[np.int64]
@@ -74,15 +75,19 @@ class Piece:
     ids: list[str]
     numeric: list[NDArray[np.float64]]
     sources: list[Any]
+    subjects: list[str | None]
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @classmethod
-    def of_rows(cls, rows: Sequence[Row], sources: list[Any]) -> Piece:
+    def of_rows(cls, rows: Sequence[Row], sources: list[Any], subjects: list[str | None] | None = None) -> Piece:
+        """The rows with their sources; their subjects, unless given, read from the sources."""
         if not rows:
-            return cls(_NO_TS, _NO_KIND, [], [], [_NO_NUMBER] * 6, [])
+            return cls(_NO_TS, _NO_KIND, [], [], [_NO_NUMBER] * 6, [], [])
         ts, kinds, disc, ids, *numbers = zip(*rows, strict=True)
+        if subjects is None:
+            subjects = [_subject_of(k, source) for k, source in zip(kinds, sources, strict=True)]
         return cls(
             np.array(ts, dtype=np.int64),
             np.array(kinds, dtype=np.int8),
@@ -90,6 +95,7 @@ class Piece:
             list(ids),
             [np.array(c, dtype=np.float64) for c in numbers],
             sources,
+            subjects,
         )
 
     @classmethod
@@ -103,6 +109,7 @@ class Piece:
             [i for p in pieces for i in p.ids],
             [np.concatenate([p.numeric[k] for p in pieces]) for k in range(6)],
             [s for p in pieces for s in p.sources],
+            [s for p in pieces for s in p.subjects],
         )
 
     def part(self, start: int, stop: int) -> Piece:
@@ -113,6 +120,7 @@ class Piece:
             self.ids[start:stop],
             [c[start:stop] for c in self.numeric],
             self.sources[start:stop],
+            self.subjects[start:stop],
         )
 
     def rows(self) -> list[Row]:
@@ -126,6 +134,14 @@ class Piece:
                 strict=True,
             )
         )
+
+
+def _subject_of(kind: int, source: Any) -> str | None:
+    """The subject of an event from its source: a JSON object's subject field, an event's own."""
+    if isinstance(source, dict):
+        found = source.get(SUBJECT[KINDS[kind]])
+        return found if isinstance(found, str) else None
+    return None if isinstance(source, bytes) else getattr(source, "subject", None)
 
 
 _NO_TS = np.zeros(0, dtype=np.int64)
@@ -260,7 +276,8 @@ def _checked(raws: Sequence[bytes], table: pa.Table, joined: bytes) -> tuple[Pie
     ok &= _matches(disc_col, _LABEL)
     ts_us, ok = _times(col["ts"], ok)
     numeric = [value, extra["alt_m"], extra["speed_mps"], extra["heading"], lon, lat]
-    piece = Piece(ts_us, code, disc_col.to_pylist(), col["id"].to_pylist(), numeric, list(raws))
+    subjects = pc.coalesce(col["sensor_id"], col["object_id"], col["id"]).to_pylist()  # no line has two
+    piece = Piece(ts_us, code, disc_col.to_pylist(), col["id"].to_pylist(), numeric, list(raws), subjects)
     return piece, ok
 
 

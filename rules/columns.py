@@ -28,6 +28,8 @@ KINDS: tuple[str, ...] = ("reading", "report", "track")
 KIND_CODE: dict[str, int] = {k: n for n, k in enumerate(KINDS)}
 #: The field of each event kind that rules are indexed by.
 DISCRIMINATOR: dict[str, str] = {"reading": "metric", "report": "category", "track": "object_type"}
+#: The field that holds each event kind's subject (``subject`` of the event: sensor, report, object).
+SUBJECT: dict[str, str] = {"reading": "sensor_id", "report": "id", "track": "object_id"}
 #: Numeric event fields kept as float columns (NaN where an event has no finite number there).
 NUMERIC: tuple[str, ...] = ("value", "alt_m", "speed_mps", "heading", "lon", "lat")
 TRACK_ONLY = frozenset({"alt_m", "speed_mps", "heading"})
@@ -202,6 +204,7 @@ class EventColumns:
     columns of ``NUMERIC``. ``zones`` holds the zones per layer once the batch is located
     (``Engine.enrich_columns``). ``event_at`` gives the event object of a row (it may be built
     on demand); ``given`` holds the enriched events the batch was made from, if any.
+    ``subjects``, when known, holds the ``subject`` of every event (see ``subject``).
     """
 
     ts_us: NDArray[np.int64]
@@ -212,6 +215,7 @@ class EventColumns:
     event_at: Callable[[int], AnyEvent]
     zones: dict[str, Zones] = field(default_factory=dict)
     given: Sequence[Enriched] | None = None
+    subjects: list[str | None] | None = None
     _built: list[Enriched | None] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
@@ -255,6 +259,7 @@ class EventColumns:
             ids=[f["id"] for f in fields],
             numeric=NumericOf(fields, tracks="track" in kinds),
             event_at=event_at,
+            subjects=[f.get(SUBJECT[k]) for f, k in zip(fields, kinds, strict=True)],
         )
 
     @classmethod
@@ -284,6 +289,11 @@ class EventColumns:
             numeric={name: np.array(col, dtype=np.float64) for name, col in zip(NUMERIC, numbers, strict=True)},
             event_at=event_at,
         )
+
+    def subject(self, row: int) -> str:
+        """The ``subject`` of one row's event, without building the event when the column is known."""
+        found = self.subjects[row] if self.subjects is not None else None
+        return found if found is not None else self.enriched(row).event.subject
 
     def enriched(self, row: int) -> Enriched:
         """The enriched event of one row, built once, on first use."""
@@ -359,6 +369,7 @@ class Rows(_Lazy):
             ids=[ids[r] for r in rows],
             numeric=_Taken(parent.numeric, at),
             event_at=lambda n: parent.event_at(rows[n]),
+            subjects=[parent.subjects[r] for r in rows] if parent.subjects is not None else None,
         )
         out.given = self
         for name in layers:

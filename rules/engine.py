@@ -246,7 +246,8 @@ class Engine:
                 if not rows:
                     continue
             c = self.compiled[rule]
-            c.kind.feed([batch.enriched(r) for r in rows], [stamps[r] for r in rows], scope)
+            items = Rows(batch, rows) if c.kind.reads_columns else [batch.enriched(r) for r in rows]
+            c.kind.feed(items, [stamps[r] for r in rows], scope)
         scope.commit()
         if on_time.any():
             batch_max = int(ts_ms[on_time].max())

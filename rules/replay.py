@@ -275,6 +275,7 @@ def _columns(piece: Piece) -> EventColumns:
         ids=piece.ids,
         numeric=dict(zip(NUMERIC, piece.numeric, strict=True)),
         event_at=event_at,
+        subjects=piece.subjects,
     )
 
 

@@ -331,6 +331,9 @@ class Kind(ABC):
     #: ``when`` or the schedule too, and the kind calls ``gate`` itself. A failing event breaks a
     #: sequence (a pending condition, a dwell) instead of leaving a silent gap in it.
     gates_itself: ClassVar[bool] = False
+    #: A kind that sets this may be fed a ``rules.columns.Rows`` (each event built when first
+    #: asked for), so it can judge rows from the batch's columns without building their events.
+    reads_columns: ClassVar[bool] = False
 
     def __init__(self, rule: RuleBase, ctx: PackContext) -> None:
         self.rule = rule

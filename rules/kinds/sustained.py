@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from rules.columns import NUMERIC, Rows
 from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
 from rules.model import Enriched
@@ -49,6 +50,7 @@ class SustainedRule(RuleBase):
 class Sustained(Kind):
     rule: SustainedRule
     gates_itself = True
+    reads_columns = True
 
     def __init__(self, rule: SustainedRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -65,12 +67,48 @@ class Sustained(Kind):
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         rule = self.rule
-        for item, ts in zip(items, ts_ms, strict=True):
-            value = field_value(item.event, rule.field)
-            if value is None:
-                continue
-            subject = item.event.subject
-            key = self.key(subject)
+        name, threshold, opens_at = rule.field, rule.value, self.open_cmp
+        prefix = f"{self.state_prefix}|"  # self.key(subject), without a call per reading
+        touched, replayed, state, position = scope.touched, scope.replayed, scope.state, scope.position
+        part = str(position[0]) if position is not None else ""
+        # Fed a batch's rows (see Kind.reads_columns): values and subjects come from its columns
+        # (NaN where field_value is None), and an event is built only for a reading that needs it.
+        columns = items.columns if isinstance(items, Rows) and name in NUMERIC else None
+        rows = items.rows if isinstance(items, Rows) else []
+        values: list[float] = columns.numeric[name][rows].tolist() if columns is not None else []
+        for i, ts in enumerate(ts_ms):
+            item: Enriched | None = None
+            if columns is not None:
+                value = values[i]
+                if value != value:  # NaN
+                    continue
+                subject = columns.subject(rows[i])
+            else:
+                item = items[i]
+                found = field_value(item.event, name)
+                if found is None:
+                    continue
+                value, subject = found, item.event.subject
+            key = prefix + subject
+            if not opens_at(value, threshold) and key not in touched and key not in replayed:
+                # The common case, a normal reading of an idle subject (its entry a core, see
+                # _store): what the path below does with it, without copying the entry first.
+                stored = state.get(key)
+                if not stored:
+                    if ts > -1:  # newer than a new core (_core)
+                        touched[key] = {"t": ts, "pos": {}}
+                        continue
+                elif (
+                    "phase" not in stored
+                    and ts > int(stored["t"])
+                    and (position is None or int(stored["pos"].get(part, -1)) < position[1])
+                ):
+                    core = dict(stored)
+                    core["t"], core["pos"] = ts, dict(stored["pos"])
+                    touched[key] = core
+                    continue
+            if item is None:
+                item = items[i]
             entry, fresh = scope.load(key, _core, _copy_entry)
             if "phase" not in entry:  # an idle entry kept as its core (see _store), or a new subject
                 if fresh and ts > int(entry["t"]) and (not self.open_cmp(value, rule.value) or not self.gate(item)):

@@ -210,6 +210,10 @@ def test_a_block_gives_the_events_and_rejections_of_the_old_path(raws: list[byte
         assert a == b
         assert a.model_dump() == b.model_dump()
         assert a.model_fields_set == b.model_fields_set
+    for piece in (got, old):  # a subject a piece knows is its event's (None: ask the event)
+        assert len(piece.subjects) == len(piece)
+        for subject, event in zip(piece.subjects, _events(piece), strict=True):
+            assert subject in (None, event.subject), (subject, event)
 
 
 def test_plain_lines_are_taken_by_pyarrow() -> None:

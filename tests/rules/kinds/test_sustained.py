@@ -135,6 +135,31 @@ def test_an_out_of_order_reading_is_counted_but_not_applied() -> None:
     assert incident.evidence.count == 4
 
 
+def test_a_normal_reading_in_a_later_batch_moves_the_sensors_newest_time_on() -> None:
+    """An idle sensor keeps only its newest reading time; each normal reading must move it on (the
+    first of a new sensor too), or a later batch's older readings would be applied instead of being
+    counted out of order."""
+    batches = [
+        [reading("a0", 10 * MIN, 5, sensor="a")],  # a new sensor, normal: its newest time is 10 min
+        _series([35, 36, 37], start=4 * MIN, sensor="a", prefix="a"),  # 4..6 min: older, so ignored
+        [reading("b0", 10 * MIN, 5, sensor="b")],
+        [reading("b1", 20 * MIN, 5, sensor="b")],  # normal again, in a later message: newest is 20 min
+        _series([35, 36, 37], start=14 * MIN, sensor="b", prefix="b"),  # 14..16 min: older, so ignored
+    ]
+    for small_batch in (10**9, 0):  # event by event, and through columns (Engine.process)
+        engine, state = Engine(PACK), {}
+        engine.small_batch = small_batch
+        for offset, batch in enumerate(batches):
+            assert engine.process(engine.enrich(batch), state, position=(0, offset)).incidents == []
+        last = _series([35, 36, 37], start=21 * MIN, sensor="a", prefix="na")
+        last += _series([35, 36, 37], start=21 * MIN, sensor="b", prefix="nb")
+        found = engine.process(engine.enrich(last), state, position=(0, len(batches))).incidents
+        assert sorted((i.subject, i.details["out_of_order"], i.evidence.count) for i in found) == [
+            ("a", 3, 3),
+            ("b", 3, 3),
+        ]
+
+
 def test_each_sensor_has_its_own_sequence() -> None:
     a = _series([35, 36, 37], sensor="a", prefix="a")
     b = _series([35, 10, 37], sensor="b", prefix="b")
