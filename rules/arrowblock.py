@@ -87,7 +87,7 @@ class Piece:
             return cls(_NO_TS, _NO_KIND, [], [], [_NO_NUMBER] * 6, [], [])
         ts, kinds, disc, ids, *numbers = zip(*rows, strict=True)
         if subjects is None:
-            subjects = [_subject_of(k, source) for k, source in zip(kinds, sources, strict=True)]
+            subjects = [subject_of(k, source) for k, source in zip(kinds, sources, strict=True)]
         return cls(
             np.array(ts, dtype=np.int64),
             np.array(kinds, dtype=np.int8),
@@ -136,7 +136,7 @@ class Piece:
         )
 
 
-def _subject_of(kind: int, source: Any) -> str | None:
+def subject_of(kind: int, source: Any) -> str | None:
     """The subject of an event from its source: a JSON object's subject field, an event's own."""
     if isinstance(source, dict):
         found = source.get(SUBJECT[KINDS[kind]])

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from rules.arrowblock import Piece, block_piece, block_rows
+from rules.arrowblock import Piece, block_piece, block_rows, subject_of
 from rules.columns import NUMERIC, EventColumns, Row, row_of
 from rules.decode import Rejected, decode_message, decode_one, fast_objects, fast_rows
 from rules.engine import AnyEvent, Engine, run, run_columns
@@ -204,9 +204,11 @@ def _block(chunk: list[tuple[int, bytes]], rejected: list[tuple[int, Rejected]])
             return piece
         got: list[Row | None] = [row if good else None for row, good in zip(piece.rows(), ok.tolist(), strict=True)]
         objects = list(range(len(chunk)))
+        known: list[str | None] = piece.subjects
     else:
         objects = [n for n, raw in enumerate(raws) if raw[:1] == b"{"]
         got = block_rows([raws[n] for n in objects])
+        known = [None] * len(chunk)  # the event tells (EventColumns.subject)
     taken: dict[int, Row] = {n: row for n, row in zip(objects, got, strict=True) if row is not None}
     spans: list[tuple[int, int]] = []
     rest_rows, rest_sources = _checked(
@@ -214,18 +216,22 @@ def _block(chunk: list[tuple[int, bytes]], rejected: list[tuple[int, Rejected]])
     )
     rows: list[Row] = []
     sources: list[Any] = []
+    subjects: list[str | None] = []
     at = 0
     for n, raw in enumerate(raws):
         row = taken.get(n)
         if row is not None:
             rows.append(row)
             sources.append(raw)
+            subjects.append(known[n])
             continue
         start, stop = spans[at]
         at += 1
+        rest = zip(rest_rows[start:stop], rest_sources[start:stop], strict=True)
         rows.extend(rest_rows[start:stop])
         sources.extend(rest_sources[start:stop])
-    return Piece.of_rows(rows, sources)
+        subjects.extend(subject_of(r[1], source) for r, source in rest)
+    return Piece.of_rows(rows, sources, subjects)
 
 
 def _checked(

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules import replay as replay_module
-from rules.arrowblock import Piece, block_rows
+from rules.arrowblock import Piece, block_piece, block_rows
 from rules.columns import row_of
 from rules.decode import Rejected, decode_message, decode_one
 from rules.engine import AnyEvent
@@ -212,8 +212,8 @@ def test_a_block_gives_the_events_and_rejections_of_the_old_path(raws: list[byte
         assert a.model_fields_set == b.model_fields_set
     for piece in (got, old):  # a subject a piece knows is its event's (None: ask the event)
         assert len(piece.subjects) == len(piece)
-        for subject, event in zip(piece.subjects, _events(piece), strict=True):
-            assert subject in (None, event.subject), (subject, event)
+        for subject, event, source in zip(piece.subjects, _events(piece), piece.sources, strict=True):
+            assert subject == event.subject if not isinstance(source, bytes) else subject in (None, event.subject)
 
 
 def test_plain_lines_are_taken_by_pyarrow() -> None:
@@ -228,6 +228,12 @@ def test_plain_lines_are_taken_by_pyarrow() -> None:
     for raw, row in zip(raws, rows, strict=True):
         assert row is not None
         assert _same(row, row_of(decode_one(orjson.loads(raw))))
+    whole = block_piece(raws)
+    assert whole is not None
+    assert whole[0].subjects == ["wl-1", "r1", "d1"]  # sensor, report, object: no event built for them
+    bad = b'{"kind":"reading","id":"e9","ts":"2026-07-01T00:00:00Z","lon":1,"lat":2,"sensor_id":"s9","metric":"m"}'
+    mixed = _block(list(enumerate([*raws, bad, orjson.dumps(reading | {"id": "e2", "unit": None})], 1)), [])
+    assert mixed.subjects == ["wl-1", "r1", "d1", "wl-1"]  # a block with a bad line still knows them
 
 
 @pytest.mark.parametrize(
