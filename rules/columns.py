@@ -204,7 +204,8 @@ class EventColumns:
     columns of ``NUMERIC``. ``zones`` holds the zones per layer once the batch is located
     (``Engine.enrich_columns``). ``event_at`` gives the event object of a row (it may be built
     on demand); ``given`` holds the enriched events the batch was made from, if any.
-    ``subjects``, when known, holds the ``subject`` of every event (see ``subject``).
+    ``subjects``, when known, holds the ``subject`` of every event (see ``subject``); ``fields``,
+    when known, the field dict of every event (its ``__dict__``).
     """
 
     ts_us: NDArray[np.int64]
@@ -216,6 +217,7 @@ class EventColumns:
     zones: dict[str, Zones] = field(default_factory=dict)
     given: Sequence[Enriched] | None = None
     subjects: list[str | None] | None = None
+    fields: Sequence[Mapping[str, Any]] | None = None
     _built: list[Enriched | None] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
@@ -242,6 +244,13 @@ class EventColumns:
         return cls.from_fields(fields, ts_us, events.__getitem__)
 
     @classmethod
+    def of_fields(cls, fields: Sequence[dict[str, Any]], build: Callable[[dict[str, Any]], AnyEvent]) -> EventColumns:
+        """Columns of validated events' field dicts (``rules.decode.decode_fields``); ``build`` makes
+        the event object of one when a rule needs it."""
+        ts_us = np.fromiter((to_us(f["ts"]) for f in fields), dtype=np.int64, count=len(fields))
+        return cls.from_fields(fields, ts_us, lambda row: build(fields[row]))
+
+    @classmethod
     def from_fields(
         cls, fields: Sequence[Mapping[str, Any]], ts_us: NDArray[np.int64], event_at: Callable[[int], AnyEvent]
     ) -> EventColumns:
@@ -260,6 +269,7 @@ class EventColumns:
             numeric=NumericOf(fields, tracks="track" in kinds),
             event_at=event_at,
             subjects=[f.get(SUBJECT[k]) for f, k in zip(fields, kinds, strict=True)],
+            fields=fields,
         )
 
     @classmethod
@@ -381,8 +391,12 @@ class Rows(_Lazy):
         """``{"event": fields, "zones": zones}`` per row: the items of an events-topic envelope."""
         columns = self.columns
         layers = [(name, z.per_row) for name, z in columns.zones.items()]
+        fields = columns.fields
         return [
-            {"event": columns.event_at(r).__dict__, "zones": {name: ids[r] for name, ids in layers if ids[r]}}
+            {
+                "event": fields[r] if fields is not None else columns.event_at(r).__dict__,
+                "zones": {name: ids[r] for name, ids in layers if ids[r]},
+            }
             for r in self.rows
         ]
 

@@ -18,7 +18,7 @@ import orjson
 from pydantic import ValidationError
 
 from rules.columns import KIND_CODE, KINDS, EventColumns, Rebuilt, Rows, to_us
-from rules.decode import DEFAULT_MAX_BYTES, Rejected, decode_message
+from rules.decode import DEFAULT_MAX_BYTES, Rejected, decode_fields, decode_message
 from rules.engine import Engine
 from rules.model import DeadLetterRecord, Enriched, Incident, Reading, Report, Track
 from rules.routes import object_route, routing_layer, zone_route
@@ -178,6 +178,11 @@ def _construct(cls: type[Any], fields: dict[str, Any]) -> Any:
     object.__setattr__(obj, "__pydantic_extra__", None)
     object.__setattr__(obj, "__pydantic_private__", None)
     return obj
+
+
+def _event_of(fields: dict[str, Any]) -> Reading | Report | Track:
+    """The event object of a validated event's fields (``decode_fields``), adopting the dict."""
+    return _construct(_KINDS[fields["kind"]], fields)  # type: ignore[no-any-return]
 
 
 def _rebuilt(items: Any) -> Rebuilt:
@@ -486,17 +491,26 @@ class Pipeline:
     def ingest(self, raw: bytes, topic: str, partition: int, offset: int) -> Ingested:
         """Decode, enrich and route one raw message: one list of events per target partition."""
         out = Ingested()
-        decoded = decode_message(raw, max_bytes=self.max_bytes)
+        fields = decode_fields(raw, max_bytes=self.max_bytes)  # a message of valid events, the common case
+        if fields is not None:
+            if fields:
+                self._route(EventColumns.of_fields(fields, _event_of), out)
+            return out
+        decoded = decode_message(raw, max_bytes=self.max_bytes)  # says what is wrong, record by record
         for rej in decoded.rejected:
             out.dead.append(self._dead(rej, topic, partition, offset))
         if decoded.events:
-            columns = self.engine.enrich_columns(EventColumns.from_events(decoded.events))
-            parts = self._partitions(columns)
-            for target in np.unique(parts).tolist():
-                out.routed[target] = Rows(columns, np.flatnonzero(parts == target).tolist())
-            if self.partitions > 1 and self.engine.spreading:
-                self._spread(columns, parts, out)
+            self._route(EventColumns.from_events(decoded.events), out)
         return out
+
+    def _route(self, columns: EventColumns, out: Ingested) -> None:
+        """Locate the events and split them by events-topic partition into ``out``."""
+        columns = self.engine.enrich_columns(columns)
+        parts = self._partitions(columns)
+        for target in np.unique(parts).tolist():
+            out.routed[target] = Rows(columns, np.flatnonzero(parts == target).tolist())
+        if self.partitions > 1 and self.engine.spreading:
+            self._spread(columns, parts, out)
 
     def _spread(self, columns: EventColumns, parts: np.ndarray[Any, np.dtype[np.intp]], out: Ingested) -> None:
         """Copy the events a rule keyed by grid cell may select to every partition but their home."""
@@ -523,7 +537,7 @@ class Pipeline:
             zones = columns.zones[layer]
             parts = self._zone_partitions(zones.ids)[zones.primary]  # -1 (no zone) takes the last
         for row in np.flatnonzero(columns.kind == KIND_CODE["track"]).tolist():  # tracks go by object
-            parts[row] = self.partition_of(object_route(columns.event_at(row).subject))
+            parts[row] = self.partition_of(object_route(columns.subject(row)))
         return parts
 
     def _zone_partitions(self, ids: Sequence[str]) -> np.ndarray[Any, np.dtype[np.intp]]:

@@ -14,11 +14,12 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
 from rules.columns import row_of
-from rules.decode import decode_message, decode_one, fast_row, fast_rows
+from rules.decode import _only_utc_validator, decode_fields, decode_message, decode_one, fast_row, fast_rows
 from rules.engine import AnyEvent, Engine, run
+from rules.model import Reading, Report, Track
 from rules.pack import LoadedPack, load_pack
 from rules.replay import replay
 
@@ -137,6 +138,65 @@ def test_fast_rows_checks_a_batch_exactly_as_fast_row_checks_each_object(batch: 
         assert (a is None) == (b is None), (a, b)
         if a is not None and b is not None:
             assert _same_row(a, b)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    batch=st.lists(objects(), max_size=8),
+    form=st.sampled_from(["envelope", "list", "object"]),
+)
+def test_decode_fields_takes_exactly_the_messages_the_models_take_and_gives_their_fields(
+    batch: list[dict[str, Any]], form: str
+) -> None:
+    """The live ingest's fast path: a message of valid events as the events' ``__dict__``s, in field
+    order, with the same types; any message with a bad record goes to ``decode_message``."""
+    doc: Any = {"events": batch} if form == "envelope" else batch if form == "list" else (batch or [{}])[0]
+    try:
+        raw = orjson.dumps(doc)
+    except orjson.JSONEncodeError:  # a lone surrogate: not JSON, nothing to take
+        return
+    fields = decode_fields(raw)
+    decoded = decode_message(raw)
+    assert (fields is None) == bool(decoded.rejected), (doc, decoded.rejected)
+    if fields is None:
+        return
+    events = [e.__dict__ for e in decoded.events]
+    assert fields == events
+    for got, want in zip(fields, events, strict=True):
+        assert list(got) == list(want)
+        assert [type(v) for v in got.values()] == [type(v) for v in want.values()], (got, want)
+        assert got["ts"].tzinfo is want["ts"].tzinfo
+
+
+def test_decode_fields_leaves_oversized_and_malformed_messages_to_decode_message() -> None:
+    good = {"kind": "report", "id": "r1", "ts": "2026-07-01T00:00:00Z", "lon": 114, "lat": 30, "category": "c"}
+    raw = orjson.dumps({"events": [good]})
+    assert decode_fields(raw) is not None
+    assert decode_fields(raw, max_bytes=len(raw) - 1) is None
+    for bad in (b"{", b'{"events": 3}', b"7", b'"x"', orjson.dumps([good, 1])):
+        assert decode_fields(bad) is None
+        assert decode_message(bad).rejected
+    reading = {"kind": "reading", "id": "e1", "ts": "2026-07-01T00:00:00Z", "lon": 1, "lat": 2, "sensor_id": "s"}
+    for text in ("inf", "-Infinity", "NaN", "1e400"):  # numbers in strings: finite ones only, as the models
+        bad = orjson.dumps([reading | {"metric": "m", "value": text}])
+        assert decode_fields(bad) is None
+        assert decode_message(bad).rejected
+    assert decode_fields(orjson.dumps([reading | {"metric": "m", "value": "1.5"}])) == [
+        e.__dict__ for e in decode_message(orjson.dumps([reading | {"metric": "m", "value": "1.5"}])).events
+    ]
+
+
+def test_an_event_model_with_a_validator_of_its_own_turns_the_field_path_off() -> None:
+    """decode_fields re-applies only the models' UTC validator: any other would be skipped."""
+
+    class Checked(Reading):
+        @field_validator("value")
+        @classmethod
+        def _positive(cls, value: float) -> float:
+            return abs(value)
+
+    assert _only_utc_validator(Reading) and _only_utc_validator(Report) and _only_utc_validator(Track)
+    assert not _only_utc_validator(Checked)
 
 
 def test_the_fast_path_takes_ordinary_events() -> None:
