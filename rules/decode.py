@@ -151,17 +151,10 @@ def decode_fields(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[dic
     """The events of a message as field dicts (each what the event's ``__dict__`` would be), when
     every record in it is a valid event; None otherwise: ``decode_message`` then says what is wrong.
     """
-    if _AS_FIELDS is None or len(raw) > max_bytes:
+    if _AS_FIELDS is None:
         return None
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(doc, dict) and "events" in doc and "kind" not in doc:
-        doc = doc["events"]
-    if isinstance(doc, dict):
-        doc = [doc]
-    if not isinstance(doc, list):
+    doc = fast_objects(raw, max_bytes=max_bytes)  # None: oversized, not JSON, or no events
+    if doc is None:
         return None
     try:
         fields = _AS_FIELDS.validate_python(doc)
