@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any, overload
 
 import numpy as np
@@ -108,13 +108,14 @@ class Zones:
 
     @classmethod
     def locate(cls, layer: Layer, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> Zones:
-        """One vectorised STRtree query for the whole batch."""
-        point_idx, zone_idx = layer.query(lon, lat)
-        starts = np.searchsorted(point_idx, np.arange(len(lon) + 1)).astype(np.intp)
-        found = starts[:-1] < starts[1:]
-        first = zone_idx[np.minimum(starts[:-1], max(0, len(zone_idx) - 1))] if len(zone_idx) else starts[:-1]
-        primary = np.where(found, first, -1).astype(np.intp)
-        return cls(layer.ids, primary, starts, zone_idx)
+        """The zones of every point (``Layer.zone_sets``: one STRtree query for the points not seen before)."""
+        sets = layer.zone_sets(lon, lat)
+        counts = np.fromiter(map(len, sets), dtype=np.intp, count=len(sets))
+        starts = np.zeros(len(sets) + 1, dtype=np.intp)
+        np.cumsum(counts, out=starts[1:])
+        members = np.fromiter(chain.from_iterable(sets), dtype=np.intp, count=int(starts[-1]))
+        primary = np.fromiter((zones[0] if zones else -1 for zones in sets), dtype=np.intp, count=len(sets))
+        return cls(layer.ids, primary, starts, members)
 
     @classmethod
     def from_lists(cls, lists: Sequence[Sequence[str] | None]) -> Zones:

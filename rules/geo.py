@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ from rules.errors import LayerError
 
 logger = logging.getLogger(__name__)
 
+# Points whose zones a layer remembers (see Layer.zone_sets): fixed sensors report from the same
+# coordinates every time. About 80 bytes per point, so at most about 10 MB per layer.
+POINT_CACHE = 131_072
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -29,6 +34,10 @@ class Layer:
     geoms: NDArray[np.object_]
     properties: tuple[dict[str, Any], ...]
     tree: shapely.STRtree = field(repr=False)
+    # (lon + lat*1j) -> the zones containing that point; cleared when it reaches POINT_CACHE
+    _points: dict[complex, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
+    # one tuple object per distinct zone set, which every point of that set shares
+    _sets: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_features(
@@ -97,8 +106,44 @@ class Layer:
     def query(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """(point, zone) index pairs of every zone containing a point, sorted by point then zone.
 
-        One vectorised STRtree query for the whole batch; a point on a border is in both zones.
+        A point on a border is in both zones. See ``zone_sets``.
         """
+        sets = self.zone_sets(lon, lat)
+        counts = np.fromiter(map(len, sets), dtype=np.intp, count=len(sets))
+        point_idx = np.repeat(np.arange(len(sets), dtype=np.intp), counts)
+        zone_idx = np.fromiter(chain.from_iterable(sets), dtype=np.intp, count=int(counts.sum()))
+        return point_idx, zone_idx
+
+    def zone_sets(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[tuple[int, ...]]:
+        """For each point, the positions (in ``ids``, ascending) of the zones containing it.
+
+        Points seen before are answered from memory: a fixed sensor reports from the same
+        coordinates every time. The others go through one vectorised STRtree query for the batch.
+        """
+        points = self._points
+        keys: list[complex] = (lon + lat * 1j).tolist()
+        found: list[tuple[int, ...] | None] = [points.get(k) for k in keys]
+        missed = [i for i, zones in enumerate(found) if zones is None]
+        if missed:
+            rows = np.array(missed, dtype=np.intp)
+            point_idx, zone_idx = self._search(lon[rows], lat[rows])
+            starts = np.searchsorted(point_idx, np.arange(len(rows) + 1)).tolist()
+            members = zone_idx.tolist()
+            sets = self._sets
+            if len(points) + len(missed) > POINT_CACHE:
+                points.clear()
+            room = POINT_CACHE - len(points)
+            for n, i in enumerate(missed):
+                zones = tuple(members[starts[n] : starts[n + 1]])
+                zones = sets.setdefault(zones, zones)
+                found[i] = zones
+                key = keys[i]
+                if n < room and key == key:  # not NaN: a NaN key would never be found again
+                    points[key] = zones
+        return found  # type: ignore[return-value]
+
+    def _search(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """``query`` through the tree, without the memory of points."""
         if len(lon) == 0:
             empty = np.zeros(0, dtype=np.intp)
             return empty, empty
@@ -113,11 +158,8 @@ class Layer:
 
     def locate(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[list[str]]:
         """Zone ids containing each point, in one vectorised STRtree query for the whole batch."""
-        result: list[list[str]] = [[] for _ in range(len(lon))]
-        point_idx, zone_idx = self.query(lon, lat)
-        for p, z in zip(point_idx.tolist(), zone_idx.tolist(), strict=True):
-            result[p].append(self.ids[z])
-        return result
+        ids = self.ids
+        return [[ids[z] for z in zones] for zones in self.zone_sets(lon, lat)]
 
     @cached_property
     def index(self) -> dict[str, int]:

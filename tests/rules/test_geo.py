@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import shapely
 
+from rules.columns import Zones
 from rules.crs import CRS, wgs84_to_bd09, wgs84_to_gcj02
 from rules.errors import LayerError
 from rules.geo import Layer
@@ -115,6 +116,80 @@ def test_a_border_point_goes_to_the_first_district_in_layer_order(districts: Lay
     event = Report(id="b1", ts="2026-07-01T00:00:00Z", lon=x, lat=y, category="waterlogging")
     item = Enriched(event=event, zones={"districts": zones})
     assert item.primary_zone("districts") == min(owners, key=districts.ids.index)
+
+
+# -- points seen before ------------------------------------------------------------------------
+
+
+def _mixed_points(layer: Layer, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random points over and around the layer, plus every vertex shared by two zones (border points)."""
+    min_lon, min_lat, max_lon, max_lat = shapely.total_bounds(layer.geoms)
+    rng = np.random.default_rng(seed)
+    shared = sorted(_shared_vertices(layer))[:300]
+    lon = np.concatenate([rng.uniform(min_lon - 0.05, max_lon + 0.05, n), [p[0] for p in shared]])
+    lat = np.concatenate([rng.uniform(min_lat - 0.05, max_lat + 0.05, n), [p[1] for p in shared]])
+    return lon, lat
+
+
+def test_points_seen_before_get_the_zones_a_fresh_search_finds() -> None:
+    layer = Layer.from_file("districts", DISTRICTS)
+    lon, lat = _mixed_points(layer, 2000, 11)
+    first = layer.locate(lon, lat)
+    assert len(layer._points) == len(set((lon + lat * 1j).tolist()))  # every point is remembered
+    # a batch of remembered points, new points and repeats within the batch, in another order
+    new_lon, new_lat = _mixed_points(layer, 500, 12)
+    order = np.random.default_rng(3).permutation(len(lon) + len(new_lon) + 50)
+    all_lon = np.concatenate([lon, new_lon, lon[:50]])[order]
+    all_lat = np.concatenate([lat, new_lat, lat[:50]])[order]
+    again = layer.locate(all_lon, all_lat)
+    fresh = Layer.from_file("districts", DISTRICTS)
+    expected = fresh.locate(all_lon, all_lat)  # every point new to this layer
+    assert again == expected
+    assert first == fresh.locate(lon, lat)
+    # the pairs and the column form agree with the zone lists
+    points, zones = layer.query(all_lon, all_lat)
+    assert [[layer.ids[z] for z in zones[points == p]] for p in range(len(all_lon))] == expected
+    located = Zones.locate(layer, all_lon, all_lat)
+    assert [located.of(r) for r in range(len(all_lon))] == expected
+    primary = [located.ids[p] if p >= 0 else None for p in located.primary.tolist()]
+    assert primary == [z[0] if z else None for z in expected]
+    assert any(len(z) > 1 for z in expected) and any(not z for z in expected)  # borders and outside are covered
+
+
+def test_a_remembered_point_is_told_apart_from_one_with_the_same_longitude() -> None:
+    layer = Layer.from_file("districts", DISTRICTS)
+    lon = np.array([114.30, 114.30])
+    lat = np.array([30.60, 30.55])  # 420102, then 420106: same longitude
+    assert layer.locate(lon[:1], lat[:1]) == [["420102"]]
+    assert layer.locate(lon, lat) == [["420102"], ["420106"]]
+    assert layer.locate(lat[:1], lon[:1]) == [[]]  # swapped coordinates are another point
+
+
+def test_the_memory_of_points_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rules.geo.POINT_CACHE", 100)
+    layer = Layer.from_file("districts", DISTRICTS)
+    lon, lat = _mixed_points(layer, 300, 5)
+    for start in range(0, len(lon), 60):
+        chunk = slice(start, start + 60)
+        points = zip(lon[chunk].tolist(), lat[chunk].tolist(), strict=True)
+        expected = [_scalar(layer, x, y, "covers") for x, y in points]
+        assert layer.locate(lon[chunk], lat[chunk]) == expected
+        assert 0 < len(layer._points) <= 100
+        # the newest points are the ones remembered: a full memory starts again
+        assert all(k in layer._points for k in (lon[chunk] + lat[chunk] * 1j).tolist())
+    assert (
+        layer.locate(lon[:150], lat[:150])
+        == [  # more new points in one batch than it may remember
+            _scalar(layer, x, y, "covers") for x, y in zip(lon[:150].tolist(), lat[:150].tolist(), strict=True)
+        ]
+    )
+    assert len(layer._points) == 100
+
+
+def test_a_point_without_coordinates_is_in_no_zone_and_not_remembered() -> None:
+    layer = Layer.from_file("districts", DISTRICTS)
+    assert layer.locate(np.array([np.nan, 114.30]), np.array([30.60, np.nan])) == [[], []]
+    assert layer._points == {}
 
 
 # -- CRS ---------------------------------------------------------------------------------------
