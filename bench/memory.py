@@ -192,8 +192,9 @@ def deep_size(obj: Any, seen: set[int] | None = None) -> int:
 def engine_caches(engine: Engine) -> dict[str, int]:
     """Heap of the engine's mutable attributes that could grow with the sensors (indexes, caches).
 
-    Its pack, layers and compiled rules are fixed at start and not counted. Kinds may keep
-    per-batch caches; they are counted too.
+    Its pack and compiled rules are fixed at start and not counted. Kinds may keep per-batch
+    caches, and the engine's locator remembers the zones of the points it located
+    (``rules.geo.POINT_CACHE``); they are counted too.
     """
     fixed = {"pack", "ctx", "compiled"}
     out: dict[str, int] = {}
@@ -211,6 +212,7 @@ def engine_caches(engine: Engine) -> dict[str, int]:
         for sub, inner in vars(value).items() if hasattr(value, "__dict__") else []:
             if isinstance(inner, (dict, list, set)):
                 out[f"engine.{name}.{sub}"] = deep_size(inner)
+    out["engine.locator.points"] = deep_size(engine.locator.points)
     return {k: v for k, v in sorted(out.items()) if v > 0}
 
 

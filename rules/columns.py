@@ -18,7 +18,7 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.geo import Layer
+from rules.geo import Locator
 from rules.model import Enriched, Reading, Report, Track
 from rules.state import EPOCH
 
@@ -107,15 +107,14 @@ class Zones:
     members: NDArray[np.intp]
 
     @classmethod
-    def locate(cls, layer: Layer, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> Zones:
-        """The zones of every point (``Layer.zone_sets``: one STRtree query for the points not seen before)."""
-        sets = layer.zone_sets(lon, lat)
+    def from_sets(cls, ids: Sequence[str], sets: Sequence[tuple[int, ...]]) -> Zones:
+        """From each row's zone positions in ``ids`` (ascending), as ``rules.geo.Locator`` gives them."""
         counts = np.fromiter(map(len, sets), dtype=np.intp, count=len(sets))
         starts = np.zeros(len(sets) + 1, dtype=np.intp)
         np.cumsum(counts, out=starts[1:])
         members = np.fromiter(chain.from_iterable(sets), dtype=np.intp, count=int(starts[-1]))
         primary = np.fromiter((zones[0] if zones else -1 for zones in sets), dtype=np.intp, count=len(sets))
-        return cls(layer.ids, primary, starts, members)
+        return cls(ids, primary, starts, members)
 
     @classmethod
     def from_lists(cls, lists: Sequence[Sequence[str] | None]) -> Zones:
@@ -445,6 +444,11 @@ def row_of(event: AnyEvent) -> Row:
     return (to_us(fields["ts"]), KIND_CODE[kind], fields.get(DISCRIMINATOR[kind]), fields["id"], *numbers)  # type: ignore[return-value]
 
 
-def locate(columns: EventColumns, layers: Mapping[str, Layer]) -> None:
-    """Attach the zones of every layer: one vectorised STRtree query per layer for the whole batch."""
-    columns.zones = {name: Zones.locate(layer, columns.lon, columns.lat) for name, layer in layers.items()}
+def locate(columns: EventColumns, layers: Locator) -> None:
+    """Attach the zones of every layer: from memory for points seen before, else one vectorised
+    STRtree query per layer for the batch's new points (``rules.geo.Locator``)."""
+    rows = layers.zone_sets(columns.lon, columns.lat)
+    columns.zones = {
+        name: Zones.from_sets(layer.ids, [sets[n] for sets in rows])
+        for n, (name, layer) in enumerate(layers.layers.items())
+    }

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rules.columns import DISCRIMINATOR, KINDS, EventColumns, Rebuilt, Rows, locate
+from rules.geo import Locator
 from rules.kinds import Kind, PackContext, evaluator
 from rules.kinds.base import Scope, incident_id
 from rules.model import Enriched, Incident, Reading, Report, Track
@@ -73,6 +74,8 @@ class Engine:
         #: rules whose state groups events of several zones (``Kind.spreads``): fed the spread rows too
         self.spreading = frozenset(n for n, c in enumerate(self.compiled) if c.kind.spreading)
         self._spreads: dict[tuple[str, str | None], bool] = {}
+        #: locates batches in the pack's layers (remembering the zones of points seen before)
+        self.locator = Locator(pack.layers)
         self._takes: dict[tuple[int, str, str | None], bool] = {}
 
     def spreads(self, kind: str, disc: str | None) -> bool:
@@ -106,7 +109,7 @@ class Engine:
 
     def enrich_columns(self, columns: EventColumns) -> EventColumns:
         """Locate a column batch in every layer of the pack (one vectorised query per layer)."""
-        locate(columns, self.pack.layers)
+        locate(columns, self.locator)
         return columns
 
     # -- evaluation -------------------------------------------------------------------------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import chain
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,7 @@ from rules.errors import LayerError
 
 logger = logging.getLogger(__name__)
 
-# Points whose zones a layer remembers (see Layer.zone_sets): fixed sensors report from the same
-# coordinates every time. About 80 bytes per point, so at most about 10 MB per layer.
+#: How many points a ``Locator`` remembers (about 80 bytes each, so about 10 MB at most).
 POINT_CACHE = 131_072
 
 
@@ -34,10 +34,6 @@ class Layer:
     geoms: NDArray[np.object_]
     properties: tuple[dict[str, Any], ...]
     tree: shapely.STRtree = field(repr=False)
-    # (lon + lat*1j) -> the zones containing that point; cleared when it reaches POINT_CACHE
-    _points: dict[complex, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
-    # one tuple object per distinct zone set, which every point of that set shares
-    _sets: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_features(
@@ -106,44 +102,8 @@ class Layer:
     def query(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """(point, zone) index pairs of every zone containing a point, sorted by point then zone.
 
-        A point on a border is in both zones. See ``zone_sets``.
+        One vectorised STRtree query for the whole batch; a point on a border is in both zones.
         """
-        sets = self.zone_sets(lon, lat)
-        counts = np.fromiter(map(len, sets), dtype=np.intp, count=len(sets))
-        point_idx = np.repeat(np.arange(len(sets), dtype=np.intp), counts)
-        zone_idx = np.fromiter(chain.from_iterable(sets), dtype=np.intp, count=int(counts.sum()))
-        return point_idx, zone_idx
-
-    def zone_sets(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[tuple[int, ...]]:
-        """For each point, the positions (in ``ids``, ascending) of the zones containing it.
-
-        Points seen before are answered from memory: a fixed sensor reports from the same
-        coordinates every time. The others go through one vectorised STRtree query for the batch.
-        """
-        points = self._points
-        keys: list[complex] = (lon + lat * 1j).tolist()
-        found: list[tuple[int, ...] | None] = [points.get(k) for k in keys]
-        missed = [i for i, zones in enumerate(found) if zones is None]
-        if missed:
-            rows = np.array(missed, dtype=np.intp)
-            point_idx, zone_idx = self._search(lon[rows], lat[rows])
-            starts = np.searchsorted(point_idx, np.arange(len(rows) + 1)).tolist()
-            members = zone_idx.tolist()
-            sets = self._sets
-            if len(points) + len(missed) > POINT_CACHE:
-                points.clear()
-            room = POINT_CACHE - len(points)
-            for n, i in enumerate(missed):
-                zones = tuple(members[starts[n] : starts[n + 1]])
-                zones = sets.setdefault(zones, zones)
-                found[i] = zones
-                key = keys[i]
-                if n < room and key == key:  # not NaN: a NaN key would never be found again
-                    points[key] = zones
-        return found  # type: ignore[return-value]
-
-    def _search(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        """``query`` through the tree, without the memory of points."""
         if len(lon) == 0:
             empty = np.zeros(0, dtype=np.intp)
             return empty, empty
@@ -158,8 +118,11 @@ class Layer:
 
     def locate(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[list[str]]:
         """Zone ids containing each point, in one vectorised STRtree query for the whole batch."""
-        ids = self.ids
-        return [[ids[z] for z in zones] for zones in self.zone_sets(lon, lat)]
+        result: list[list[str]] = [[] for _ in range(len(lon))]
+        point_idx, zone_idx = self.query(lon, lat)
+        for p, z in zip(point_idx.tolist(), zone_idx.tolist(), strict=True):
+            result[p].append(self.ids[z])
+        return result
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -184,3 +147,49 @@ class Layer:
                 for zid, zname, props, geom in zip(self.ids, self.names, self.properties, self.geoms, strict=True)
             ],
         }
+
+
+class Locator:
+    """Locates points in a fixed set of layers, remembering the zones of the points it has seen.
+
+    Fixed sensors report from the same coordinates every time, so most points of a batch were
+    located before: their zones come from memory, and the others go through one vectorised query
+    per layer. One entry per point holds its zones in every layer. The memory starts again when
+    it holds ``POINT_CACHE`` points (moving objects and reports bring new points all the time).
+    """
+
+    def __init__(self, layers: Mapping[str, Layer]) -> None:
+        self.layers = dict(layers)
+        #: (lon + lat*1j) -> the point's zone positions (ascending) in each layer, in ``layers`` order
+        self.points: dict[complex, tuple[tuple[int, ...], ...]] = {}
+        #: one tuple object per distinct value of ``points``, shared by every point that has it
+        self._shared: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]] = {}
+
+    def zone_sets(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[tuple[tuple[int, ...], ...]]:
+        """For each point, the positions (in each layer's ``ids``, ascending) of the zones holding it."""
+        points = self.points
+        keys: list[complex] = (lon + lat * 1j).tolist()
+        found: list[tuple[tuple[int, ...], ...] | None] = [points.get(k) for k in keys]
+        missed = [i for i, sets in enumerate(found) if sets is None]
+        if not missed:
+            return found  # type: ignore[return-value]
+        rows = np.array(missed, dtype=np.intp)
+        per_layer = []
+        for layer in self.layers.values():
+            point_idx, zone_idx = layer.query(lon[rows], lat[rows])
+            starts = np.searchsorted(point_idx, np.arange(len(rows) + 1)).tolist()
+            members = zone_idx.tolist()
+            per_layer.append([tuple(members[a:b]) for a, b in pairwise(starts)])
+        if len(points) + len(missed) > POINT_CACHE:
+            points.clear()
+            self._shared.clear()
+        room = POINT_CACHE - len(points)
+        shared = self._shared
+        combined = list(zip(*per_layer, strict=True)) if per_layer else [()] * len(missed)  # no layers: ()
+        for n, (i, sets) in enumerate(zip(missed, combined, strict=True)):
+            sets = shared.setdefault(sets, sets)
+            found[i] = sets
+            key = keys[i]
+            if n < room and key == key:  # not NaN: a NaN key would never be found again
+                points[key] = sets
+        return found  # type: ignore[return-value]

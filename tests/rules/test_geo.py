@@ -19,7 +19,7 @@ import shapely
 from rules.columns import Zones
 from rules.crs import CRS, wgs84_to_bd09, wgs84_to_gcj02
 from rules.errors import LayerError
-from rules.geo import Layer
+from rules.geo import Layer, Locator
 from rules.model import Enriched, Report
 
 DISTRICTS = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan" / "layers" / "districts.geojson"
@@ -118,11 +118,11 @@ def test_a_border_point_goes_to_the_first_district_in_layer_order(districts: Lay
     assert item.primary_zone("districts") == min(owners, key=districts.ids.index)
 
 
-# -- points seen before ------------------------------------------------------------------------
+# -- points seen before (Locator) --------------------------------------------------------------
 
 
 def _mixed_points(layer: Layer, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random points over and around the layer, plus every vertex shared by two zones (border points)."""
+    """Random points over and around the layer, plus vertices shared by two zones (border points)."""
     min_lon, min_lat, max_lon, max_lat = shapely.total_bounds(layer.geoms)
     rng = np.random.default_rng(seed)
     shared = sorted(_shared_vertices(layer))[:300]
@@ -131,65 +131,82 @@ def _mixed_points(layer: Layer, n: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return lon, lat
 
 
-def test_points_seen_before_get_the_zones_a_fresh_search_finds() -> None:
-    layer = Layer.from_file("districts", DISTRICTS)
-    lon, lat = _mixed_points(layer, 2000, 11)
-    first = layer.locate(lon, lat)
-    assert len(layer._points) == len(set((lon + lat * 1j).tolist()))  # every point is remembered
+def _located(locator: Locator, lon: np.ndarray, lat: np.ndarray) -> dict[str, list[list[str]]]:
+    """The zone ids of every point per layer, through the locator and ``Zones``."""
+    rows = locator.zone_sets(lon, lat)
+    out = {}
+    for n, (name, layer) in enumerate(locator.layers.items()):
+        zones = Zones.from_sets(layer.ids, [sets[n] for sets in rows])
+        out[name] = [zones.of(r) for r in range(len(lon))]
+        primary = [zones.ids[p] if p >= 0 else None for p in zones.primary.tolist()]
+        assert primary == [z[0] if z else None for z in out[name]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def squares() -> Layer:
+    """A second layer: two overlapping squares over central Wuhan."""
+    a = [(114.25, 30.55), (114.32, 30.55), (114.32, 30.62), (114.25, 30.62), (114.25, 30.55)]
+    b = [(114.30, 30.58), (114.36, 30.58), (114.36, 30.64), (114.30, 30.64), (114.30, 30.58)]
+    return Layer.from_features("squares", [_square_feature("a", a), _square_feature("b", b)])
+
+
+def test_points_seen_before_get_the_zones_a_fresh_search_finds(districts: Layer, squares: Layer) -> None:
+    locator = Locator({"districts": districts, "squares": squares})
+    lon, lat = _mixed_points(districts, 2000, 11)
+    first = _located(locator, lon, lat)
+    assert len(locator.points) == len(set((lon + lat * 1j).tolist()))  # every point is remembered
     # a batch of remembered points, new points and repeats within the batch, in another order
-    new_lon, new_lat = _mixed_points(layer, 500, 12)
+    new_lon, new_lat = _mixed_points(districts, 500, 12)
     order = np.random.default_rng(3).permutation(len(lon) + len(new_lon) + 50)
     all_lon = np.concatenate([lon, new_lon, lon[:50]])[order]
     all_lat = np.concatenate([lat, new_lat, lat[:50]])[order]
-    again = layer.locate(all_lon, all_lat)
-    fresh = Layer.from_file("districts", DISTRICTS)
-    expected = fresh.locate(all_lon, all_lat)  # every point new to this layer
+    again = _located(locator, all_lon, all_lat)
+    expected = {"districts": districts.locate(all_lon, all_lat), "squares": squares.locate(all_lon, all_lat)}
     assert again == expected
-    assert first == fresh.locate(lon, lat)
-    # the pairs and the column form agree with the zone lists
-    points, zones = layer.query(all_lon, all_lat)
-    assert [[layer.ids[z] for z in zones[points == p]] for p in range(len(all_lon))] == expected
-    located = Zones.locate(layer, all_lon, all_lat)
-    assert [located.of(r) for r in range(len(all_lon))] == expected
-    primary = [located.ids[p] if p >= 0 else None for p in located.primary.tolist()]
-    assert primary == [z[0] if z else None for z in expected]
-    assert any(len(z) > 1 for z in expected) and any(not z for z in expected)  # borders and outside are covered
+    assert first == {"districts": districts.locate(lon, lat), "squares": squares.locate(lon, lat)}
+    for zones in expected.values():  # borders, overlaps and points outside are all covered
+        assert any(len(z) > 1 for z in zones) and any(not z for z in zones)
 
 
-def test_a_remembered_point_is_told_apart_from_one_with_the_same_longitude() -> None:
-    layer = Layer.from_file("districts", DISTRICTS)
+def test_a_remembered_point_is_told_apart_from_one_with_the_same_longitude(districts: Layer) -> None:
+    locator = Locator({"districts": districts})
     lon = np.array([114.30, 114.30])
     lat = np.array([30.60, 30.55])  # 420102, then 420106: same longitude
-    assert layer.locate(lon[:1], lat[:1]) == [["420102"]]
-    assert layer.locate(lon, lat) == [["420102"], ["420106"]]
-    assert layer.locate(lat[:1], lon[:1]) == [[]]  # swapped coordinates are another point
+    assert _located(locator, lon[:1], lat[:1]) == {"districts": [["420102"]]}
+    assert _located(locator, lon, lat) == {"districts": [["420102"], ["420106"]]}
+    assert _located(locator, lat[:1], lon[:1]) == {"districts": [[]]}  # swapped coordinates are another point
 
 
-def test_the_memory_of_points_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_memory_of_points_is_bounded(districts: Layer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("rules.geo.POINT_CACHE", 100)
-    layer = Layer.from_file("districts", DISTRICTS)
-    lon, lat = _mixed_points(layer, 300, 5)
+    locator = Locator({"districts": districts})
+    lon, lat = _mixed_points(districts, 300, 5)
+
+    def covers(lon: np.ndarray, lat: np.ndarray) -> list[list[str]]:
+        return [_scalar(districts, x, y, "covers") for x, y in zip(lon.tolist(), lat.tolist(), strict=True)]
+
     for start in range(0, len(lon), 60):
         chunk = slice(start, start + 60)
-        points = zip(lon[chunk].tolist(), lat[chunk].tolist(), strict=True)
-        expected = [_scalar(layer, x, y, "covers") for x, y in points]
-        assert layer.locate(lon[chunk], lat[chunk]) == expected
-        assert 0 < len(layer._points) <= 100
+        assert _located(locator, lon[chunk], lat[chunk]) == {"districts": covers(lon[chunk], lat[chunk])}
+        assert 0 < len(locator.points) <= 100
         # the newest points are the ones remembered: a full memory starts again
-        assert all(k in layer._points for k in (lon[chunk] + lat[chunk] * 1j).tolist())
-    assert (
-        layer.locate(lon[:150], lat[:150])
-        == [  # more new points in one batch than it may remember
-            _scalar(layer, x, y, "covers") for x, y in zip(lon[:150].tolist(), lat[:150].tolist(), strict=True)
-        ]
-    )
-    assert len(layer._points) == 100
+        assert all(k in locator.points for k in (lon[chunk] + lat[chunk] * 1j).tolist())
+    # more new points in one batch than it may remember
+    assert _located(locator, lon[:150], lat[:150]) == {"districts": covers(lon[:150], lat[:150])}
+    assert len(locator.points) == 100
 
 
-def test_a_point_without_coordinates_is_in_no_zone_and_not_remembered() -> None:
-    layer = Layer.from_file("districts", DISTRICTS)
-    assert layer.locate(np.array([np.nan, 114.30]), np.array([30.60, np.nan])) == [[], []]
-    assert layer._points == {}
+def test_a_locator_of_no_layers_gives_every_point_no_zones() -> None:
+    locator = Locator({})
+    assert locator.zone_sets(np.array([114.30, 114.31]), np.array([30.60, 30.61])) == [(), ()]
+    assert locator.zone_sets(np.array([114.30]), np.array([30.60])) == [()]  # from memory
+
+
+def test_a_point_without_coordinates_is_in_no_zone_and_not_remembered(districts: Layer) -> None:
+    locator = Locator({"districts": districts})
+    assert _located(locator, np.array([np.nan, 114.30]), np.array([30.60, np.nan])) == {"districts": [[], []]}
+    assert locator.points == {}
 
 
 # -- CRS ---------------------------------------------------------------------------------------
