@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from rules.columns import NUMERIC, Rows
 from rules.geo import Layer
 from rules.model import Enriched, Evidence, Incident, event_value
 from rules.schedule import ScheduleCheck
@@ -35,6 +36,9 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "!=": operator.ne,
 }
 EARTH_M = 6_371_008.8
+#: What a kind reads of one event (``Kind.facts``): a numeric field's value (None when the event has
+#: none), the zone of the rule's layer, the subject, the event id, longitude and latitude.
+Fact = tuple[float | None, str | None, str, str, float, float]
 
 
 def incident_id(pack: str, rule_id: str, subject: str, start_ms: int) -> str:
@@ -400,3 +404,33 @@ class Kind(ABC):
 
     def zone_of(self, item: Enriched) -> str | None:
         return item.primary_zone(self.rule.layer) if self.rule.layer else None
+
+    def facts(self, items: Sequence[Enriched], name: str) -> list[Fact]:
+        """``(field_value(event, name), zone_of(item), subject, id, lon, lat)`` of every item.
+
+        Fed a batch's rows (``rules.columns.Rows``, see ``reads_columns``), they are read from its
+        columns, and no event is built, when ``name`` is a numeric column and the batch holds the
+        zones of the rule's layer; otherwise from each item.
+        """
+        layer = self.rule.layer
+        if isinstance(items, Rows) and name in NUMERIC and (layer is None or layer in items.columns.zones):
+            columns, rows = items.columns, items.rows
+            at = np.array(rows, dtype=np.intp)
+            values = columns.numeric[name][at].tolist()
+            lons, lats = columns.lon[at].tolist(), columns.lat[at].tolist()
+            zones: list[str | None]
+            if layer is None:
+                zones = [None] * len(rows)
+            else:
+                found = columns.zones[layer]
+                ids = found.ids
+                zones = [ids[p] if p >= 0 else None for p in found.primary[at].tolist()]
+            ids_of, subject = columns.ids, columns.subject
+            return [
+                (v if v == v else None, zone, subject(r), ids_of[r], x, y)  # NaN: no value (as field_value)
+                for v, zone, r, x, y in zip(values, zones, rows, lons, lats, strict=True)
+            ]
+        return [
+            (field_value(e.event, name), self.zone_of(e), e.event.subject, e.event.id, e.event.lon, e.event.lat)
+            for e in items
+        ]

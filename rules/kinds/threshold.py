@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from rules.duration import Duration
-from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident, field_value
+from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.model import Enriched, Incident
 from rules.routes import routing_layer
 from rules.spec import Condition, Op, RuleBase
@@ -35,6 +35,7 @@ class ThresholdRule(RuleBase):
 
 class Threshold(Kind):
     rule: ThresholdRule
+    reads_columns = True
 
     def __init__(self, rule: ThresholdRule, ctx: PackContext) -> None:
         super().__init__(rule, ctx)
@@ -50,31 +51,21 @@ class Threshold(Kind):
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         rule = self.rule
+        by_zone = rule.group_by == "zone"
         # An entry only grows within a batch, so its last snapshot (the highest revision) is the
         # one that counts: each is built once, at the end, in the order the entries were first hit.
         touched: dict[str, Entry] = {}
-        for item, ts in zip(items, ts_ms, strict=True):
-            value = field_value(item.event, rule.field)
+        for (value, zone, subject, event_id, lon, lat), ts in zip(self.facts(items, rule.field), ts_ms, strict=True):
             if value is None or not self.compare(value, rule.value):
                 continue
-            zone = self.zone_of(item)
-            subject = zone if (rule.group_by == "zone" and zone) else item.event.subject
-            if not self.owns_group(scope, subject):
+            group = zone if (by_zone and zone) else subject
+            if not self.owns_group(scope, group):
                 continue  # another partition owns this group (and gets this event too)
             start = bucket_of(ts, self.size_ms)
-            key = self.key(subject, start)
-            entry, fresh = scope.load(key, _factory(subject, zone, start, self.size_ms), copy_entry)
+            key = self.key(group, start)
+            entry, fresh = scope.load(key, _factory(group, zone, start, self.size_ms), copy_entry)
             if fresh:
-                add_event(
-                    entry,
-                    ts,
-                    item.event.id,
-                    value,
-                    item.event.lon,
-                    item.event.lat,
-                    prefer_max=self.higher_is_worse,
-                    zone=zone,
-                )
+                add_event(entry, ts, event_id, value, lon, lat, prefer_max=self.higher_is_worse, zone=zone)
             touched.setdefault(key, entry)
         for entry in touched.values():
             scope.emit(self.snapshot(entry))

@@ -18,7 +18,7 @@ import h3
 from pydantic import Field, model_validator
 
 from rules.duration import Duration
-from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
+from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched
 from rules.routes import routing_layer
 from rules.spec import Op, RuleBase
@@ -62,6 +62,7 @@ class WindowRule(RuleBase):
 
 class Window(Kind):
     rule: WindowRule
+    reads_columns = True
 
     def __init__(self, rule: WindowRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -77,13 +78,13 @@ class Window(Kind):
             rule.group_by == "zone" and rule.layer != routing_layer(ctx.layers)
         )
 
-    def _group(self, item: Enriched) -> tuple[str, str | None] | None:
-        zone = self.zone_of(item)
+    def _group(self, zone: str | None, subject: str, lon: float, lat: float) -> tuple[str, str | None] | None:
+        """The group of an event (its zone, sensor or H3 cell) and the zone it keeps, or None."""
         if self.rule.group_by == "zone":
             return (zone, zone) if zone else None
         if self.rule.group_by == "sensor":
-            return item.event.subject, zone
-        cell = h3.latlng_to_cell(item.event.lat, item.event.lon, self.rule.h3_resolution)
+            return subject, zone
+        cell = h3.latlng_to_cell(lat, lon, self.rule.h3_resolution)
         return str(cell), zone
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
@@ -92,29 +93,29 @@ class Window(Kind):
         # snapshot of the batch counts (the highest revision), so it is built once, at the end,
         # in the order the windows first fired.
         firing: dict[str, Entry] | None = {} if self._persistent else None
-        for item, ts in zip(items, ts_ms, strict=True):
-            group = self._group(item)
+        needs_value = rule.aggregate in ("sum", "avg", "min", "max")
+        facts = self.facts(items, rule.field)
+        for n, ((found, zone, subject, event_id, lon, lat), ts) in enumerate(zip(facts, ts_ms, strict=True)):
+            group = self._group(zone, subject, lon, lat)
             if group is None:
                 continue
-            subject, zone = group
-            if not self.owns_group(scope, subject):
+            key_of, zone = group
+            if not self.owns_group(scope, key_of):
                 continue  # another partition owns this group (and gets this event too)
-            raw = field_value(item.event, rule.field)
-            if raw is None and rule.aggregate in ("sum", "avg", "min", "max"):
+            if found is None and needs_value:
                 continue
-            raw = 1.0 if raw is None else raw  # counts keep the event's value as evidence when it has one
-            distinct = (
-                str(getattr(item.event, rule.distinct_field, item.event.subject))
-                if rule.aggregate == "distinct"
-                else None
-            )
+            raw = 1.0 if found is None else found  # counts keep the event's value as evidence when it has one
+            distinct = None
+            if rule.aggregate == "distinct":
+                event = items[n].event if rule.distinct_field != "subject" else None  # built only for another field
+                distinct = subject if event is None else str(getattr(event, rule.distinct_field, subject))
             last_start = bucket_of(ts, self.hop_ms)
             for start in range(last_start, last_start - self.size_ms, -self.hop_ms):
                 if ts >= start + self.size_ms:
                     continue
-                key = self.key(subject, start)
-                entry, fresh = scope.load(key, self._factory(subject, zone, start), copy_entry)
-                if fresh and _fold(entry, ts, item, raw, distinct, zone):
+                key = self.key(key_of, start)
+                entry, fresh = scope.load(key, self._factory(key_of, zone, start), copy_entry)
+                if fresh and _fold(entry, ts, event_id, lon, lat, raw, distinct, zone):
                     scope.put(key, entry)
                 if firing is not None:
                     if key not in firing and self._fires(entry):
@@ -221,9 +222,17 @@ def _new(subject: str, zone: str | None, start: int, end: int, *, closing: bool)
     return entry
 
 
-def _fold(entry: dict[str, Any], ts: int, item: Enriched, value: float, distinct: str | None, zone: str | None) -> bool:
-    event = item.event
-    if not admit(entry, [ts, event.id, value, event.lon, event.lat]):
+def _fold(
+    entry: dict[str, Any],
+    ts: int,
+    event_id: str,
+    lon: float,
+    lat: float,
+    value: float,
+    distinct: str | None,
+    zone: str | None,
+) -> bool:
+    if not admit(entry, [ts, event_id, value, lon, lat]):
         return False
     entry["n"] += 1
     entry["sum"] += round(value * 1e6)
@@ -234,6 +243,6 @@ def _fold(entry: dict[str, Any], ts: int, item: Enriched, value: float, distinct
         entry["d"].sort()
     entry["last"] = max(int(entry["last"]), ts)
     first = entry["ev"][0]
-    if zone is not None and first[0] == ts and first[1] == event.id:
+    if zone is not None and first[0] == ts and first[1] == event_id:
         entry["zone"] = zone
     return True
