@@ -22,7 +22,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from rules.columns import EventColumns, enriched_of, to_us
+from rules.columns import EventColumns, Rows, enriched_of, to_us
 from rules.engine import AnyEvent, Engine, Outcome
 from rules.kinds.base import OPS, Scope, field_value
 from rules.model import Enriched, Reading, Report, Track, event_value
@@ -393,3 +393,28 @@ def test_field_value_equals_event_value_for_every_kind_and_name() -> None:
     for event in events:
         for name in names:
             assert field_value(event, name) == event_value(event, name), (event.id, name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.lists(events(0), min_size=1, max_size=40),
+    picks=st.lists(st.integers(0, 39), max_size=40),
+    name=st.sampled_from(["value", "alt_m", "speed_mps", "lon"]),
+)
+def test_facts_read_from_columns_equal_the_facts_of_the_events(
+    batch: list[AnyEvent], picks: list[int], name: str
+) -> None:
+    """``Kind.facts`` of a batch's rows, read from its columns, equals the facts of their enriched events."""
+    batch = [e.model_copy(update={"id": f"e{n}"}) for n, e in enumerate(batch)]
+    pack = _wuhan()
+    engine = Engine(pack)
+    columns = engine.enrich_columns(EventColumns.from_events(batch))
+    rows = sorted({p % len(batch) for p in picks})
+    with_layer = next(c.kind for c in engine.compiled if c.rule.layer is not None)
+    without = next(c.kind for c in engine.compiled if c.rule.layer is None)
+    for kind in (with_layer, without):
+        items = [columns.enriched(r) for r in rows]
+        expected = kind.facts(items, name)
+        found = kind.facts(Rows(columns, rows), name)
+        assert found == expected
+        assert [type(f[0]) for f in found] == [type(f[0]) for f in expected]
