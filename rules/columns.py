@@ -18,7 +18,7 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.geo import Locator
+from rules.geo import Layer, Locator
 from rules.model import Enriched, Reading, Report, Track
 from rules.state import EPOCH
 
@@ -105,6 +105,16 @@ class Zones:
     primary: NDArray[np.intp]
     starts: NDArray[np.intp]
     members: NDArray[np.intp]
+
+    @classmethod
+    def locate(cls, layer: Layer, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> Zones:
+        """One vectorised STRtree query for the whole batch (without a ``Locator``'s memory)."""
+        point_idx, zone_idx = layer.query(lon, lat)
+        starts = np.searchsorted(point_idx, np.arange(len(lon) + 1)).astype(np.intp)
+        found = starts[:-1] < starts[1:]
+        first = zone_idx[np.minimum(starts[:-1], max(0, len(zone_idx) - 1))] if len(zone_idx) else starts[:-1]
+        primary = np.where(found, first, -1).astype(np.intp)
+        return cls(layer.ids, primary, starts, zone_idx)
 
     @classmethod
     def from_sets(cls, ids: Sequence[str], sets: Sequence[tuple[int, ...]]) -> Zones:
@@ -446,8 +456,13 @@ def row_of(event: AnyEvent) -> Row:
 
 def locate(columns: EventColumns, layers: Locator) -> None:
     """Attach the zones of every layer: from memory for points seen before, else one vectorised
-    STRtree query per layer for the batch's new points (``rules.geo.Locator``)."""
-    rows = layers.zone_sets(columns.lon, columns.lat)
+    STRtree query per layer for the batch's new points (``rules.geo.Locator``), or for all of
+    them while the memory finds too few."""
+    lon, lat = columns.lon, columns.lat
+    if not layers.worth_asking():
+        columns.zones = {name: Zones.locate(layer, lon, lat) for name, layer in layers.layers.items()}
+        return
+    rows = layers.zone_sets(lon, lat)
     columns.zones = {
         name: Zones.from_sets(layer.ids, [sets[n] for sets in rows])
         for n, (name, layer) in enumerate(layers.layers.items())

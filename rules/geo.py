@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 #: How many points a ``Locator`` remembers (about 80 bytes each, so about 10 MB at most).
 POINT_CACHE = 131_072
+#: A ``Locator`` looks batches up in its memory while at least this share of recent points was there
+MIN_HIT_RATE = 0.5
+#: Below ``MIN_HIT_RATE``, one batch in this many still goes through the memory (and fills it)
+PROBE_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,12 @@ class Locator:
     located before: their zones come from memory, and the others go through one vectorised query
     per layer. One entry per point holds its zones in every layer. The memory starts again when
     it holds ``POINT_CACHE`` points (moving objects and reports bring new points all the time).
+
+    A point not found costs more this way than in a plain query. So once the memory has filled up
+    (before that it is still learning the points), while fewer than ``MIN_HIT_RATE`` of the recent
+    points were found (a stream of moving objects, more sensors than the memory holds),
+    ``worth_asking`` says no for all but one batch in ``PROBE_EVERY``, and the caller queries the
+    layers without the memory.
     """
 
     def __init__(self, layers: Mapping[str, Layer]) -> None:
@@ -164,6 +174,20 @@ class Locator:
         self.points: dict[complex, tuple[tuple[int, ...], ...]] = {}
         #: one tuple object per distinct value of ``points``, shared by every point that has it
         self._shared: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]] = {}
+        #: moving average of the share of a batch's points found in memory (halved every batch)
+        self.hit_rate = 1.0
+        self.filled = False  # whether the memory has been full (and started again) yet
+        self._passed = 0
+
+    def worth_asking(self) -> bool:
+        """Whether the next batch should go through ``zone_sets`` (see the class)."""
+        if not self.filled or self.hit_rate >= MIN_HIT_RATE:
+            return True
+        self._passed += 1
+        if self._passed < PROBE_EVERY:
+            return False
+        self._passed = 0
+        return True
 
     def zone_sets(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[tuple[tuple[int, ...], ...]]:
         """For each point, the positions (in each layer's ``ids``, ascending) of the zones holding it."""
@@ -171,6 +195,8 @@ class Locator:
         keys: list[complex] = (lon + lat * 1j).tolist()
         found: list[tuple[tuple[int, ...], ...] | None] = [points.get(k) for k in keys]
         missed = [i for i, sets in enumerate(found) if sets is None]
+        if keys:
+            self.hit_rate = (self.hit_rate + 1 - len(missed) / len(keys)) / 2
         if not missed:
             return found  # type: ignore[return-value]
         rows = np.array(missed, dtype=np.intp)
@@ -183,6 +209,7 @@ class Locator:
         if len(points) + len(missed) > POINT_CACHE:
             points.clear()
             self._shared.clear()
+            self.filled = True
         room = POINT_CACHE - len(points)
         shared = self._shared
         combined = list(zip(*per_layer, strict=True)) if per_layer else [()] * len(missed)  # no layers: ()

@@ -418,3 +418,22 @@ def test_facts_read_from_columns_equal_the_facts_of_the_events(
         found = kind.facts(Rows(columns, rows), name)
         assert found == expected
         assert [type(f[0]) for f in found] == [type(f[0]) for f in expected]
+
+
+def test_a_batch_the_locator_does_not_remember_gets_the_zones_of_a_plain_query() -> None:
+    pack = _wuhan()
+    engine = Engine(pack)
+    rng = np.random.default_rng(5)
+    batch = [
+        Report(id=f"r{n}", ts=from_ms(n), lon=float(x), lat=float(y), category="waterlogging")
+        for n, (x, y) in enumerate(zip(rng.uniform(114.0, 114.6, 300), rng.uniform(30.3, 30.9, 300), strict=True))
+    ]
+    engine.locator.filled, engine.locator.hit_rate = True, 0.0  # as after a stream of moving objects
+    assert not engine.locator.worth_asking()
+    skipped = engine.enrich_columns(EventColumns.from_events(batch))
+    remembered = Engine(pack).enrich_columns(EventColumns.from_events(batch))
+    assert engine.locator.points == {}  # the skipped batch was not remembered
+    assert skipped.zones.keys() == remembered.zones.keys() == pack.layers.keys()
+    for name in pack.layers:
+        assert [skipped.zones[name].of(r) for r in range(300)] == [remembered.zones[name].of(r) for r in range(300)]
+        assert skipped.zones[name].primary.tolist() == remembered.zones[name].primary.tolist()

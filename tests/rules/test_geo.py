@@ -197,6 +197,47 @@ def test_the_memory_of_points_is_bounded(districts: Layer, monkeypatch: pytest.M
     assert len(locator.points) == 100
 
 
+def _grid_points(n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(int(shift * 1e6) % 1000)
+    return rng.uniform(114.1, 114.5, n) + shift, rng.uniform(30.4, 30.7, n)
+
+
+def test_a_locator_learns_new_points_until_its_memory_first_fills(
+    districts: Layer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rules.geo.POINT_CACHE", 1000)
+    locator = Locator({"districts": districts})
+    for batch in range(4):  # 800 new points, none found: it keeps asking while it learns
+        assert locator.worth_asking()
+        locator.zone_sets(*_grid_points(200, batch * 1e-4))
+    assert not locator.filled and locator.hit_rate < 0.1 and len(locator.points) == 800
+
+
+def test_a_locator_that_finds_too_few_points_is_asked_only_one_batch_in_sixteen(
+    districts: Layer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rules.geo.POINT_CACHE", 500)
+    locator = Locator({"districts": districts})
+    batch = 0
+    while not locator.filled:  # a stream of moving objects: every point new
+        locator.zone_sets(*_grid_points(200, batch * 1e-4))
+        batch += 1
+    asked = []
+    for _ in range(48):
+        asked.append(locator.worth_asking())
+        if asked[-1]:
+            locator.zone_sets(*_grid_points(200, batch * 1e-4))
+            batch += 1
+    assert sum(asked) == 3  # one probe in every 16 batches
+    # the points start repeating (fixed sensors): the next probes find them, and it asks again
+    lon, lat = _grid_points(200, 7.0)
+    for _ in range(40):
+        if locator.worth_asking():
+            assert locator.zone_sets(lon, lat) == Locator({"districts": districts}).zone_sets(lon, lat)
+    assert locator.hit_rate >= 0.5
+    assert all(locator.worth_asking() for _ in range(20))
+
+
 def test_a_locator_of_no_layers_gives_every_point_no_zones() -> None:
     locator = Locator({})
     assert locator.zone_sets(np.array([114.30, 114.31]), np.array([30.60, 30.61])) == [(), ()]
