@@ -208,9 +208,19 @@ async def _phases(run: Run) -> dict[str, Any]:
         loop.add_signal_handler(sig, task.cancel)
     try:
         out: dict[str, Any] = {}
-        out["raw_aiokafka"] = await raw_phase(run)
-        out["naive_faust"] = await naive_phase(run)
-        out["cityops"] = await cityops_phase(run)
+        rounds: dict[str, list[dict[str, Any]]] = {"raw_aiokafka": [], "naive_faust": [], "cityops": []}
+        for number in range(max(1, run.opts.repeat)):  # in turn, so that every phase sees the same periods
+            run.round = number
+            if run.opts.repeat > 1:
+                logger.info("bench round %d of %d", number + 1, run.opts.repeat)
+            rounds["raw_aiokafka"].append(await raw_phase(run))
+            rounds["naive_faust"].append(await naive_phase(run))
+            rounds["cityops"].append(await cityops_phase(run))
+        out.update({name: _median_round(runs) for name, runs in rounds.items()})
+        if run.opts.repeat > 1:
+            out["rounds"] = [
+                {name: runs[n]["events_per_s"] for name, runs in rounds.items()} for n in range(run.opts.repeat)
+            ]
         if run.opts.latency_seconds > 0:
             out["latency"] = await latency_phase(run)
         return out
@@ -218,6 +228,18 @@ async def _phases(run: Run) -> dict[str, Any]:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.default_int_handler)  # until run_bench's cleanup ignores them
+
+
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate (the lower middle one of an even number), with every round's
+    rate in ``rounds_events_per_s``; incidents equal replay's only if they did in every round."""
+    ranked = sorted(runs, key=lambda r: r["events_per_s"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    if len(runs) > 1:
+        chosen["rounds_events_per_s"] = [r["events_per_s"] for r in runs]
+        if "incidents_equal_replay" in chosen:
+            chosen["incidents_equal_replay"] = all(r["incidents_equal_replay"] for r in runs)
+    return chosen
 
 
 def _config(run: Run, label: str) -> dict[str, Any]:
@@ -228,6 +250,7 @@ def _config(run: Run, label: str) -> dict[str, Any]:
         "events": len(run.events),
         "markers": len(run.markers),
         "envelope_events": run.opts.batch,
+        "rounds": max(1, run.opts.repeat),
         "partitions": run.settings.kafka.partitions,
         "cpus": os.cpu_count(),
     }
@@ -262,6 +285,11 @@ def _ordered(result: dict[str, Any], run: Run) -> dict[str, Any]:
         },
         "phases": {k: result[k] for k in ("raw_aiokafka", "naive_faust", "cityops")},
     }
+    if "rounds" in result:  # every round's rates and ratio, in the order they ran
+        doc["rounds"] = [
+            {**r, "cityops_vs_naive": round(r["cityops"] / r["naive_faust"], 2) if r["naive_faust"] else None}
+            for r in result["rounds"]
+        ]
     if "latency" in result:
         doc["latency"] = result["latency"]
     doc["pids"] = run.pids

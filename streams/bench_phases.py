@@ -44,6 +44,8 @@ class BenchOptions:
     run_dir: Path = Path("var/bench")
     seed: int = 1
     timeout_s: float = 900.0
+    #: rounds of the three throughput phases (raw, naive, cityops in turn); medians are reported
+    repeat: int = 1
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Run:
     children: list[Child] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     broker_pid: int = 0
+    #: the round of the throughput phases (``BenchOptions.repeat``): each has its own topics and data dir
+    round: int = 0
 
     @property
     def logs(self) -> Path:
@@ -84,9 +88,10 @@ class Run:
 
     def child_settings(self, phase: str, *, clock: str = "event") -> Settings:
         s = self.settings.model_copy(deep=True)
-        s.kafka.topic_prefix = f"bench-{self.tag}-{phase}"
-        s.kafka.app_id = f"bench-{self.tag}-{phase}"
-        s.worker.data_dir = self.opts.run_dir / "faust" / phase
+        name = f"{phase}-r{self.round}" if self.round else phase
+        s.kafka.topic_prefix = f"bench-{self.tag}-{name}"
+        s.kafka.app_id = f"bench-{self.tag}-{name}"
+        s.worker.data_dir = self.opts.run_dir / "faust" / name
         s.worker.clock = clock  # type: ignore[assignment]
         s.log_level = "INFO"
         return s

@@ -272,6 +272,13 @@ def simulate(
 @click.option(
     "--alerts/--no-alerts", default=True, show_default=True, help="Also measure to the alert topic (`cityops alerts`)."
 )
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Rounds of the throughput phases, in turn; the median of each phase is reported, with every round.",
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the JSON here.")
 @click.pass_context
@@ -284,6 +291,7 @@ def bench(
     rate: float,
     latency_seconds: float,
     alerts: bool,
+    repeat: int,
     run_dir: Path,
     json_path: Path | None,
 ) -> None:
@@ -294,7 +302,7 @@ def bench(
     """
     from streams.bench import BenchOptions, bench_main
 
-    opts = BenchOptions(events, batch, zones, rule_count, rate, latency_seconds, alerts, run_dir)
+    opts = BenchOptions(events, batch, zones, rule_count, rate, latency_seconds, alerts, run_dir, repeat=repeat)
     sys.exit(bench_main(_settings(ctx), opts, json_path))
 
 

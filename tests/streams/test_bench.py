@@ -113,6 +113,29 @@ def test_small_bench_reports_every_phase_and_leaves_no_process(tmp_path: Path) -
 
 
 @pytest.mark.integration
+def test_repeat_runs_the_throughput_phases_in_rounds_and_reports_their_medians(tmp_path: Path) -> None:
+    proc = _bench(["--events", "2000", "--latency-seconds", "0", "--repeat", "3"], tmp_path)
+    stdout, stderr = proc.communicate(timeout=540)
+    assert proc.returncode == 0, stderr[-4000:]
+    doc = json.loads(stdout)
+    assert doc["config"]["rounds"] == 3 and len(doc["rounds"]) == 3
+    for phase in ("raw_aiokafka", "naive_faust", "cityops"):
+        rates = [r[phase] for r in doc["rounds"]]
+        assert doc["phases"][phase]["rounds_events_per_s"] == rates
+        assert doc["events_per_s"][phase] == sorted(rates)[1] > 0  # the median round
+    for r in doc["rounds"]:
+        assert r["cityops_vs_naive"] == round(r["cityops"] / r["naive_faust"], 2)
+    assert doc["ratios"]["cityops_vs_naive"] == round(
+        doc["events_per_s"]["cityops"] / doc["events_per_s"]["naive_faust"], 2
+    )
+    assert doc["incidents"]["cityops_equal_replay"] and doc["incidents"]["naive_equal_replay"]
+    assert doc["incidents"]["cityops"] == doc["incidents"]["replay"] > 0
+    assert len(doc["pids"]) == 7  # the broker, and a naive agent and a worker per round
+    assert not [pid for pid in doc["pids"] if _alive(pid)]
+    assert "bench round 3 of 3" in stderr
+
+
+@pytest.mark.integration
 def test_sigterm_stops_every_child_process(tmp_path: Path) -> None:
     proc = _bench(["--events", "3000", "--latency-seconds", "0"], tmp_path)
     assert proc.stderr is not None
