@@ -6,7 +6,9 @@ ingest agent re-routes the raw topic's. That is correct but its cost grows with 
 worker killed every 20 s during a long run spends each life catching up.
 
 A checkpoint is written from inside the detect agent, between two messages, every
-``worker.checkpoint_interval_s``:
+``worker.checkpoint_interval_s``, and also at the first chance after a catch-up replay of a gap
+(``request``): a worker killed every 20 s has only a few seconds between joining its group and
+the next kill, and the progress of its replays must outlive it:
 
 1. the rule state, the event-time watermark, detect's next offsets per events partition and
    ingest's finished offsets per raw partition are taken (one consistent cut: the detect agent is
@@ -112,6 +114,7 @@ class Checkpointer:
         self.guards: dict[str, Guard] = {}
         self.assigned: tuple[frozenset[int], frozenset[int]] | None = None
         self.last_written = time.monotonic()
+        self.requested = False  # a cut is due at the next chance, whatever the interval (``request``)
         self.restored = False
         self.written = 0
         self.send_failed: str | None = None
@@ -222,8 +225,12 @@ class Checkpointer:
             and self.send_failed is None
             and self.retrying == 0
             and self.assigned is not None
-            and time.monotonic() - self.last_written >= self.interval_s
+            and (self.requested or time.monotonic() - self.last_written >= self.interval_s)
         )
+
+    def request(self) -> None:
+        """Make a cut due at the next chance (after a catch-up replay: keep its progress)."""
+        self.requested = True
 
     def on_send_failed(self, topic: str, exc: BaseException, *, retrying: bool = False) -> None:
         """A record was not delivered: no cut may promise the messages it came from.
@@ -274,7 +281,7 @@ class Checkpointer:
         try:
             data = orjson.dumps(cp, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError as exc:  # a value JSON cannot hold: say so, keep the last checkpoint, go on
-            self.last_written = time.monotonic()
+            self.last_written, self.requested = time.monotonic(), False
             logger.error("checkpoint skipped reason=state not serialisable: %s", exc)
             return None
         return self.directory / file_name(raw, events), data
@@ -285,7 +292,7 @@ class Checkpointer:
         started = time.perf_counter()
         await flush()
         await asyncio.sleep(0)  # let the delivery callbacks of what the flush completed run first
-        self.last_written = time.monotonic()
+        self.last_written, self.requested = time.monotonic(), False
         if self.send_failed is not None or self.retrying:  # a record the cut promises is not delivered
             logger.warning("checkpoint not written reason=a send failed while it was cut path=%s", path.name)
             return

@@ -151,6 +151,8 @@ async def replay_range(
                     guard.finished(partition, record.offset, record.timestamp / 1000)
     finally:
         await consumer.stop()
+    if done:
+        rt.checkpoints.request()  # what the replay applied outlives a crash soon after it
     logger.warning(
         "%s replayed topic=%s partition=%d range=[%d,%d) messages=%d seconds=%.2f",
         stage,

@@ -247,6 +247,32 @@ def test_retried_sends_pause_checkpoints_and_one_that_gives_up_stops_them(tmp_pa
     assert not cp.due() and cp.send_failed == "t.events", "a record given up on stops checkpoints for good"
 
 
+def test_a_requested_cut_is_due_at_once_whatever_the_interval_and_only_once(tmp_path: Path) -> None:
+    """After a catch-up replay (``replay_range`` requests one), a cut must not wait for the interval:
+    a worker killed every 20 s otherwise lost each life's replays and replayed them again forever."""
+    engine = Engine(load_pack(default_pack()))
+    cp = Checkpointer(tmp_path, "app", 3600.0)
+    cp.on_assigned([0], [0], {}, engine)
+    assert not cp.due(), "an hour's interval: nothing due yet"
+    cp.request()
+    assert cp.due()
+    cut = cp.cut({}, engine, "digest")
+    assert cut is not None
+
+    async def flush() -> None:
+        return None
+
+    asyncio.run(cp.write(cut, flush))
+    assert cp.written == 1 and not cp.due(), "the request is spent by the cut"
+    cp.request()
+    cp.on_send_failed("t.events", RuntimeError("x"), retrying=True)
+    assert not cp.due(), "a request does not override a record being retried"
+    off = Checkpointer(tmp_path, "app", 0.0)
+    off.on_assigned([0], [0], {}, engine)
+    off.request()
+    assert not off.due(), "nor turned-off checkpoints"
+
+
 def test_a_cut_whose_flush_ends_in_a_failed_send_is_not_written(tmp_path: Path) -> None:
     """The flush completes the sends the cut promises; one that failed meanwhile voids the cut."""
     engine = Engine(load_pack(default_pack()))
