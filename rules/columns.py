@@ -157,6 +157,12 @@ class Zones:
         return self.starts.tolist(), self.members.tolist()
 
     @cached_property
+    def primary_ids(self) -> list[str | None]:
+        """The primary zone id of every row (None: in no zone), made once: what kinds read row by row."""
+        ids = self.ids
+        return [ids[p] if p >= 0 else None for p in self.primary.tolist()]
+
+    @cached_property
     def per_row(self) -> list[list[str]]:
         """The zone ids of every row (for a whole batch: one pass instead of one ``of`` per row)."""
         starts, members = self._lists
@@ -229,6 +235,7 @@ class EventColumns:
     subjects: list[str | None] | None = None
     fields: Sequence[Mapping[str, Any]] | None = None
     _built: list[Enriched | None] = field(default_factory=list, repr=False)
+    _cells: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -309,6 +316,17 @@ class EventColumns:
             numeric={name: np.array(col, dtype=np.float64) for name, col in zip(NUMERIC, numbers, strict=True)},
             event_at=event_at,
         )
+
+    def cells(self, name: str) -> list[float]:
+        """A float column (``NUMERIC``) as a list, made once per batch.
+
+        Kinds fed a few rows each read them here: a list index is a fraction of the fixed cost of
+        a numpy fancy index, which a rule fed one or two rows of a batch would pay on every call.
+        """
+        found = self._cells.get(name)
+        if found is None:
+            found = self._cells[name] = self.numeric[name].tolist()
+        return found
 
     def subject(self, row: int) -> str:
         """The ``subject`` of one row's event, without building the event when the column is known."""

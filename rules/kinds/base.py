@@ -415,21 +415,24 @@ class Kind(ABC):
         layer = self.rule.layer
         if isinstance(items, Rows) and name in NUMERIC and (layer is None or layer in items.columns.zones):
             columns, rows = items.columns, items.rows
-            at = np.array(rows, dtype=np.intp)
-            values = columns.numeric[name][at].tolist()
-            lons, lats = columns.lon[at].tolist(), columns.lat[at].tolist()
-            zones: list[str | None]
-            if layer is None:
-                zones = [None] * len(rows)
-            else:
-                found = columns.zones[layer]
-                ids = found.ids
-                zones = [ids[p] if p >= 0 else None for p in found.primary[at].tolist()]
-            ids_of, subject = columns.ids, columns.subject
-            return [
-                (v if v == v else None, zone, subject(r), ids_of[r], x, y)  # NaN: no value (as field_value)
-                for v, zone, r, x, y in zip(values, zones, rows, lons, lats, strict=True)
-            ]
+            values, lons, lats = columns.cells(name), columns.cells("lon"), columns.cells("lat")
+            ids_of, subjects = columns.ids, columns.subjects
+            zones: list[str | None] | None = columns.zones[layer].primary_ids if layer is not None else None
+            out: list[Fact] = []
+            for r in rows:
+                v = values[r]
+                subject = subjects[r] if subjects is not None else None
+                out.append(
+                    (
+                        v if v == v else None,  # NaN: no value (as field_value)
+                        zones[r] if zones is not None else None,
+                        subject if subject is not None else columns.subject(r),
+                        ids_of[r],
+                        lons[r],
+                        lats[r],
+                    )
+                )
+            return out
         return [
             (field_value(e.event, name), self.zone_of(e), e.event.subject, e.event.id, e.event.lon, e.event.lat)
             for e in items

@@ -75,7 +75,8 @@ class Sustained(Kind):
         # (NaN where field_value is None), and an event is built only for a reading that needs it.
         columns = items.columns if isinstance(items, Rows) and name in NUMERIC else None
         rows = items.rows if isinstance(items, Rows) else []
-        values: list[float] = columns.numeric[name][rows].tolist() if columns is not None else []
+        cells = columns.cells(name) if columns is not None else []
+        values: list[float] = [cells[r] for r in rows] if columns is not None else []
         for i, ts in enumerate(ts_ms):
             item: Enriched | None = None
             if columns is not None:
