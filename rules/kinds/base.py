@@ -398,8 +398,10 @@ class Kind(ABC):
         return f"{self.rule.id}@{self.rule.version}"
 
     def key(self, *parts: object) -> str:
-        if len(parts) == 1:  # the common case (a subject, a group): one format instead of a join
+        if len(parts) == 1:  # the common cases (a subject or group, and its bucket): one format, no join
             return f"{self.state_prefix}|{parts[0]}"
+        if len(parts) == 2:
+            return f"{self.state_prefix}|{parts[0]}|{parts[1]}"
         return "|".join([self.state_prefix, *map(str, parts)])
 
     def zone_of(self, item: Enriched) -> str | None:

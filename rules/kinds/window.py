@@ -22,7 +22,7 @@ from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched
 from rules.routes import routing_layer
 from rules.spec import Op, RuleBase
-from rules.state import Entry, admit, bucket_of, copy_entry
+from rules.state import Entry, admit, copy_entry
 
 DISTINCT_CAP = 10_000
 
@@ -95,26 +95,40 @@ class Window(Kind):
         firing: dict[str, Entry] | None = {} if self._persistent else None
         needs_value = rule.aggregate in ("sum", "avg", "min", "max")
         facts = self.facts(items, rule.field)
-        for n, ((found, zone, subject, event_id, lon, lat), ts) in enumerate(zip(facts, ts_ms, strict=True)):
-            group = self._group(zone, subject, lon, lat)
-            if group is None:
-                continue
-            key_of, zone = group
-            if not self.owns_group(scope, key_of):
+        distinct_of_subject = rule.aggregate == "distinct" and rule.distinct_field == "subject"
+        distinct_of_other = rule.aggregate == "distinct" and not distinct_of_subject
+        by_zone = rule.group_by == "zone"
+        spreading = self.spreading
+        hop_ms, size_ms = self.hop_ms, self.size_ms
+        prefix = f"{self.state_prefix}|"  # self.key(group, start), without a call per window
+        load = scope.load
+        for n, (found, zone, subject, event_id, lon, lat) in enumerate(facts):
+            if by_zone:
+                if not zone:
+                    continue
+                key_of = zone
+            else:
+                group = self._group(zone, subject, lon, lat)
+                if group is None:
+                    continue
+                key_of, zone = group
+            if spreading and not self.owns_group(scope, key_of):
                 continue  # another partition owns this group (and gets this event too)
             if found is None and needs_value:
                 continue
             raw = 1.0 if found is None else found  # counts keep the event's value as evidence when it has one
             distinct = None
-            if rule.aggregate == "distinct":
-                event = items[n].event if rule.distinct_field != "subject" else None  # built only for another field
-                distinct = subject if event is None else str(getattr(event, rule.distinct_field, subject))
-            last_start = bucket_of(ts, self.hop_ms)
-            for start in range(last_start, last_start - self.size_ms, -self.hop_ms):
-                if ts >= start + self.size_ms:
+            if distinct_of_subject:
+                distinct = subject
+            elif distinct_of_other:  # the event is built only for a field other than the subject
+                distinct = str(getattr(items[n].event, rule.distinct_field, subject))
+            ts = ts_ms[n]
+            last_start = ts - ts % hop_ms  # bucket_of
+            for start in range(last_start, last_start - size_ms, -hop_ms):
+                if ts >= start + size_ms:
                     continue
-                key = self.key(key_of, start)
-                entry, fresh = scope.load(key, self._factory(key_of, zone, start), copy_entry)
+                key = f"{prefix}{key_of}|{start}"
+                entry, fresh = load(key, self._factory(key_of, zone, start), copy_entry)
                 if fresh and _fold(entry, ts, event_id, lon, lat, raw, distinct, zone):
                     scope.put(key, entry)
                 if firing is not None:
