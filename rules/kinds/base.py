@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.columns import NUMERIC, Rows
+from rules.columns import DISCRIMINATOR, KINDS, NUMERIC, Rows
 from rules.geo import Layer
 from rules.model import Enriched, Evidence, Incident, event_value
 from rules.schedule import ScheduleCheck
@@ -406,6 +406,27 @@ class Kind(ABC):
 
     def zone_of(self, item: Enriched) -> str | None:
         return item.primary_zone(self.rule.layer) if self.rule.layer else None
+
+    def sorts(self, items: Sequence[Enriched]) -> list[tuple[str, str | None]]:
+        """``(kind, metric/category/object type)`` of every item (``rules.columns.DISCRIMINATOR``),
+        read from the batch's columns when fed its rows (``reads_columns``)."""
+        if isinstance(items, Rows):
+            columns = items.columns
+            codes, disc = columns.kind, columns.disc
+            return [(KINDS[code], disc[r]) for code, r in zip(codes[items.rows].tolist(), items.rows, strict=True)]
+        out: list[tuple[str, str | None]] = []
+        for item in items:
+            kind = item.event.kind
+            out.append((kind, getattr(item.event, DISCRIMINATOR[kind], None)))
+        return out
+
+    def zones_in(self, items: Sequence[Enriched], layer: str) -> list[str | None]:
+        """The primary zone of ``layer`` of every item (None: in none of its zones), read from the
+        batch's columns when fed its rows and the batch holds that layer."""
+        if isinstance(items, Rows) and layer in items.columns.zones:
+            ids = items.columns.zones[layer].primary_ids
+            return [ids[r] for r in items.rows]
+        return [item.primary_zone(layer) for item in items]
 
     def facts(self, items: Sequence[Enriched], name: str) -> list[Fact]:
         """``(field_value(event, name), zone_of(item), subject, id, lon, lat)`` of every item.

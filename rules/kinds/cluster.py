@@ -56,6 +56,7 @@ class ClusterRule(RuleBase):
 class Cluster(Kind):
     rule: ClusterRule
     spreading = True  # every event it may select: a cell's neighbours may lie in other zones' partitions
+    reads_columns = True
 
     def __init__(self, rule: ClusterRule, ctx: PackContext) -> None:
         super().__init__(rule, ctx)
@@ -72,10 +73,9 @@ class Cluster(Kind):
         batch_floor = ts_ms[0]  # sorted: nothing earlier can be evaluated in this batch
         arrived: list[Record] = []  # [ts_ms, id, lon, lat, zone]
         by_cell: dict[tuple[int, int], list[Record]] = {}
-        for item, ts in zip(items, ts_ms, strict=True):
-            event = item.event
-            record: Record = [ts, event.id, event.lon, event.lat, self.zone_of(item)]
-            by_cell.setdefault(self.grid.cell(event.lon, event.lat), []).append(record)
+        for (_, zone, _, event_id, lon, lat), ts in zip(self.facts(items, "value"), ts_ms, strict=True):
+            record: Record = [ts, event_id, lon, lat, zone]
+            by_cell.setdefault(self.grid.cell(lon, lat), []).append(record)
             arrived.append(record)
         for cell, records in by_cell.items():  # each cell once per batch: one sort and one cut
             entry, fresh = scope.load(self.key("c", *cell), _new_cell, copy_entry)

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.kinds.grid import Grid, Near, merge_records
-from rules.model import Enriched, Incident, event_value
+from rules.model import Enriched, Incident
 from rules.routes import routing_layer, zone_route
 from rules.spec import Op, RuleBase, Strict
 from rules.state import EVIDENCE_CAP, Entry, bucket_of
@@ -83,6 +83,7 @@ class CorrelationRule(RuleBase):
 class Correlation(Kind):
     rule: CorrelationRule
     spreading = True
+    reads_columns = True
 
     def __init__(self, rule: CorrelationRule, ctx: PackContext) -> None:
         super().__init__(rule, ctx)
@@ -108,29 +109,27 @@ class Correlation(Kind):
         reports: list[list[Any]] = []
         to_cells: dict[tuple[int, int], tuple[list[list[Any]], list[list[Any]]]] = {}
         iot = self.rule.iot
-        for item, ts in zip(items, ts_ms, strict=True):
-            event = item.event
-            if event.kind == "reading" and event.metric == iot.metric:
-                value = event_value(event, iot.field)
+        facts = self.facts(items, iot.field)
+        layer = routing_layer(self.ctx.layers)
+        routes = self.zones_in(items, layer) if layer else [None] * len(items)
+        for (kind, disc), (value, zone, subject, event_id, lon, lat), route, ts in zip(
+            self.sorts(items), facts, routes, ts_ms, strict=True
+        ):
+            if kind == "reading" and disc == iot.metric:
                 if value is None or not self.compare(value, iot.value):
                     continue
-                sensor, bucket = event.sensor_id, bucket_of(ts, self.t_ms)
+                sensor, bucket = subject, bucket_of(ts, self.t_ms)  # a reading's subject is its sensor
                 entry, fresh = scope.load(
-                    self.key("s", sensor, bucket), self._sensor_entry(sensor, bucket, item), _copy_sensor
+                    self.key("s", sensor, bucket), self._sensor_entry(sensor, bucket, route), _copy_sensor
                 )
                 if fresh:
-                    _add(
-                        entry["rd"],
-                        [[ts, event.id, value, event.lon, event.lat, self.zone_of(item)]],
-                        READINGS_CAP,
-                        keep="earliest",
-                    )
-                cell = self.grid.cell(event.lon, event.lat)
-                to_cells.setdefault(cell, ([], []))[0].append([ts, event.id, sensor, event.lon, event.lat])
+                    _add(entry["rd"], [[ts, event_id, value, lon, lat, zone]], READINGS_CAP, keep="earliest")
+                cell = self.grid.cell(lon, lat)
+                to_cells.setdefault(cell, ([], []))[0].append([ts, event_id, sensor, lon, lat])
                 affected.add((sensor, bucket))
-            elif event.kind == "report" and event.category in self.categories:
-                record = [ts, event.id, event.lon, event.lat]
-                to_cells.setdefault(self.grid.cell(event.lon, event.lat), ([], []))[1].append(record)
+            elif kind == "report" and disc in self.categories:
+                record = [ts, event_id, lon, lat]
+                to_cells.setdefault(self.grid.cell(lon, lat), ([], []))[1].append(record)
                 reports.append(record)
         for cell, (rd, rp) in to_cells.items():  # each cell once per batch: one sort and one cut
             self._to_cell(scope, cell, rd, rp, batch_floor)
@@ -149,18 +148,18 @@ class Correlation(Kind):
             if incident is not None:
                 scope.emit(incident)
 
-    def _sensor_entry(self, sensor: str, bucket: int, item: Enriched) -> Callable[[], Entry]:
+    def _sensor_entry(self, sensor: str, bucket: int, zone: str | None) -> Callable[[], Entry]:
         # a reading can change the incident until the bucket end plus ``within`` (a late report);
-        # ``route``: the partition the sensor's readings go to owns its incidents (``Scope.owned``)
+        # ``route``: the partition the sensor's readings go to owns its incidents (``Scope.owned``),
+        # ``zone`` being the reading's zone of the routing layer
         def make() -> Entry:
-            layer = routing_layer(self.ctx.layers)
             return {
                 "rd": [],
                 "subj": sensor,
                 "start": bucket,
                 "end": bucket + 2 * self.t_ms + 1,
                 "pos": {},
-                "route": zone_route(item.primary_zone(layer) if layer else None),
+                "route": zone_route(zone),
             }
 
         return make

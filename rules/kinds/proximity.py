@@ -20,8 +20,8 @@ import shapely
 from pydantic import Field
 
 from rules.duration import Duration
-from rules.kinds.base import Kind, Scope, build_incident, metres_between_arrays, metres_to_degrees
-from rules.model import Enriched, event_value
+from rules.kinds.base import Fact, Kind, Scope, build_incident, metres_between_arrays, metres_to_degrees
+from rules.model import Enriched
 from rules.spec import RuleBase
 from rules.state import add_event, bucket_of, copy_entry, new_entry
 
@@ -36,6 +36,7 @@ class ProximityRule(RuleBase):
 
 class Proximity(Kind):
     rule: ProximityRule
+    reads_columns = True
 
     def __init__(self, rule: ProximityRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -45,8 +46,9 @@ class Proximity(Kind):
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         if not items:
             return
-        lon = np.array([i.event.lon for i in items])
-        lat = np.array([i.event.lat for i in items])
+        facts = self.facts(items, self.rule.field)
+        lon = np.array([f[4] for f in facts], dtype=np.float64)
+        lat = np.array([f[5] for f in facts], dtype=np.float64)
         points = shapely.points(lon, lat)
         reach = metres_to_degrees(self.rule.distance_m, float(np.max(np.abs(lat)))) * 1.01
         idx_pt, idx_feat = self.layer.tree.query(points, predicate="dwithin", distance=reach)
@@ -63,20 +65,16 @@ class Proximity(Kind):
                     best[p] = candidate
         for p in sorted(best):
             d, feature = best[p]
-            self._add(scope, items[p], ts_ms[p], feature, round(d, 1))
+            self._add(scope, facts[p], ts_ms[p], feature, round(d, 1))
 
-    def _add(self, scope: Scope, item: Enriched, ts: int, feature: str, dist: float) -> None:
-        subject = item.event.subject
+    def _add(self, scope: Scope, fact: Fact, ts: int, feature: str, dist: float) -> None:
+        value, zone, subject, event_id, lon, lat = fact
         start = bucket_of(ts, self.size_ms)
-        zone = self.zone_of(item)
         entry, fresh = scope.load(
             self.key(subject, start), lambda: new_entry(subject, zone, start, start + self.size_ms), copy_entry
         )
         if fresh:
-            value = event_value(item.event, self.rule.field)
-            add_event(
-                entry, ts, item.event.id, dist if value is None else value, item.event.lon, item.event.lat, zone=zone
-            )
+            add_event(entry, ts, event_id, dist if value is None else value, lon, lat, zone=zone)
             best = entry.get("near")
             if best is None or (dist, feature) < (best[1], best[0]):
                 entry["near"] = [feature, dist]

@@ -48,6 +48,7 @@ class SilenceRule(RuleBase):
 
 class Silence(Kind):
     rule: SilenceRule
+    reads_columns = True
 
     def __init__(self, rule: SilenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -61,8 +62,8 @@ class Silence(Kind):
         # per zone touched in this batch: its subjects' last event times, sorted, kept in step with
         # entry["last"], so judging blindness at each event costs a bisection, not a pass over the zone
         order: dict[str, list[int]] = {}
-        for item, ts in zip(items, ts_ms, strict=True):
-            zone = self.zone_of(item) or OUTSIDE
+        for (_, found, sid, _, lon, lat), ts in zip(self.facts(items, "value"), ts_ms, strict=True):
+            zone = found or OUTSIDE
             if not self.owns_group(scope, zone):
                 continue  # another partition owns this zone (and gets this event too)
             key = self.key("zone", zone)
@@ -72,7 +73,6 @@ class Silence(Kind):
             lasts = order.get(key)
             if lasts is None:
                 lasts = order[key] = self._sorted_lasts(entry)
-            sid = item.event.subject
             prev = entry["last"].get(sid)
             # The zone just before this event, then just after it: every event is a point at which
             # blindness is judged, whatever the batching, so replay finds what live ticks find.
@@ -90,7 +90,7 @@ class Silence(Kind):
                 if self.rule.zone_share is not None:
                     bisect.insort(lasts, ts)
                 entry["last"][sid] = ts
-                entry["where"][sid] = [item.event.lon, item.event.lat]
+                entry["where"][sid] = [lon, lat]
             self._blind(scope, entry, ts, lasts)
             scope.put(key, entry)
 

@@ -175,7 +175,11 @@ matches = st.one_of(*CONSISTENT.values(), ANYTHING, st.just({}))
 
 @st.composite
 def rules(draw: st.DrawFn, number: int) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["threshold", "window", "sustained", "proximity", "silence", "geofence"]))
+    kind = draw(
+        st.sampled_from(
+            ["threshold", "window", "sustained", "proximity", "silence", "geofence", "cluster", "correlation"]
+        )
+    )
     rule: dict[str, Any] = {"id": f"r{number}", "kind": kind, "title": "T", "category": "test"}
     rule["match"] = draw(matches)
     if draw(st.booleans()):
@@ -200,6 +204,13 @@ def rules(draw: st.DrawFn, number: int) -> dict[str, Any]:
         rule.update(near="schools", distance_m=3000)
     elif kind == "silence":
         rule.update(**{"for": "20m"})
+    elif kind == "cluster":
+        rule.update(min_events=2, radius_m=draw(st.sampled_from([500, 8000])), within="30m")
+    elif kind == "correlation":  # readings and reports: match may name only zones, and no when
+        rule["match"] = {k: v for k, v in rule["match"].items() if k == "zones"}
+        rule["when"] = []
+        iot = {"metric": draw(st.sampled_from(["m1", "m2"])), "field": field, "op": ">", "value": 10.0}
+        rule.update(iot=iot, categories=["c1", "c2"], min_reports=1, radius_m=8000, within="30m")
     else:
         rule.update(fences="no_fly", transition=draw(st.sampled_from(["enter", "inside", "cross"])))
     return rule
@@ -404,7 +415,8 @@ def test_field_value_equals_event_value_for_every_kind_and_name() -> None:
 def test_facts_read_from_columns_equal_the_facts_of_the_events(
     batch: list[AnyEvent], picks: list[int], name: str
 ) -> None:
-    """``Kind.facts`` of a batch's rows, read from its columns, equals the facts of their enriched events."""
+    """``Kind.facts`` (and ``sorts``, ``zones_in``) of a batch's rows, read from its columns, equals
+    what their enriched events give."""
     batch = [e.model_copy(update={"id": f"e{n}"}) for n, e in enumerate(batch)]
     pack = _wuhan()
     engine = Engine(pack)
@@ -418,6 +430,8 @@ def test_facts_read_from_columns_equal_the_facts_of_the_events(
         found = kind.facts(Rows(columns, rows), name)
         assert found == expected
         assert [type(f[0]) for f in found] == [type(f[0]) for f in expected]
+        assert kind.sorts(Rows(columns, rows)) == kind.sorts(items)
+        assert kind.zones_in(Rows(columns, rows), "districts") == kind.zones_in(items, "districts")
 
 
 def test_a_batch_the_locator_does_not_remember_gets_the_zones_of_a_plain_query() -> None:

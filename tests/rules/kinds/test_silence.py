@@ -52,6 +52,13 @@ def test_a_sensor_is_silent_once_the_watermark_is_for_past_its_last_reading() ->
     assert [i.subject for i in later] == ["s2"]  # s1 is not reported again
 
 
+def test_a_silent_sensor_is_placed_where_it_last_reported() -> None:
+    engine, state = Engine(PACK), {}
+    engine.process(engine.enrich([_r("a", 0, "s1", where=(0.2, 0.7)), _r("b", 1, "s1", where=(0.3, 0.6))]), state)
+    [incident] = engine.tick(state, clock_ms=to_ms(T0 + 12 * MIN))
+    assert (incident.lon, incident.lat) == (0.3, 0.6)
+
+
 def test_the_silence_resolves_when_the_sensor_speaks_again() -> None:
     engine, state = Engine(PACK), {}
     engine.process(engine.enrich([_r("a", 0, "s1")]), state)
