@@ -75,6 +75,13 @@ def test_the_time_span_is_the_trigger_time_minus_within_both_ends_included() -> 
     assert fire(PACK, one_ms_more) == []
 
 
+def test_an_event_arriving_later_counts_for_a_trigger_exactly_within_after_it() -> None:
+    """The trigger c was stored before a arrived: a must find c at the edge of its time span."""
+    events = [_at("b", 15), _at("c", 30), _at("a", 0)]
+    streamed = stream(PACK, [[e] for e in events])
+    assert [i.evidence.event_ids for i in streamed.values()] == [["a", "b", "c"]]
+
+
 def test_events_at_the_same_instant_count_for_each_other() -> None:
     [incident] = fire(PACK, [_at("a", 5), _at("b", 5), _at("c", 5)])
     assert incident.evidence.event_ids == ["a", "b", "c"]

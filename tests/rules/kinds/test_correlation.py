@@ -151,6 +151,14 @@ def test_reports_arriving_after_the_alarm_in_later_batches_complete_the_incident
     assert late_alarm == streamed
 
 
+def test_reports_exactly_within_after_the_alarm_in_later_batches_complete_the_incident() -> None:
+    events = [_level("r1", 0), _wet("w1", 30), _wet("w2", 30, east(P, 100))]
+    streamed = stream(PACK, [[e] for e in events])
+    [incident] = fire(PACK, events)
+    assert streamed == {incident.id: incident}
+    assert incident.evidence.event_ids == ["r1", "w1", "w2"]
+
+
 def test_a_redelivered_batch_re_emits_without_counting_twice() -> None:
     engine, state = Engine(PACK), {}
     batch = engine.enrich([_level("r1", 0), _wet("w1", 1), _wet("w2", 2)])
