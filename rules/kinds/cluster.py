@@ -82,16 +82,17 @@ class Cluster(Kind):
             if fresh:
                 self._insert(entry, records, batch_floor)
         view = _View(scope, self)
-        view.prefetch(arrived, after=True)
+        view.prefetch(arrived)
         affected: set[tuple[int, int, int]] = set()
         for record in arrived:
             affected.add(self._incident_key(record))
-            for other in view.after(record):
-                affected.add(self._incident_key(other))
+            for other in view.near(record):
+                if record[0] <= other[0] <= record[0] + self.t_ms:
+                    affected.add(self._incident_key(other))
         candidates = {
             key: self._candidates(view, key) for key in sorted(affected) if scope.owned(self.owner_key(key[0], key[1]))
         }
-        view.prefetch((cand for found in candidates.values() for cand in found), after=False)
+        view.prefetch(cand for found in candidates.values() for cand in found)
         for key, found in candidates.items():
             incident = self._incident(view, key, found)
             if incident is not None:
@@ -135,7 +136,7 @@ class Cluster(Kind):
         members: dict[tuple[int, str], Record] = {}
         triggers = 0
         for cand in candidates:
-            near = view.before(cand)
+            near = [e for e in view.near(cand) if cand[0] - self.t_ms <= e[0] <= cand[0]]
             if len(near) >= self.rule.min_events:
                 triggers += 1
                 members.update(((int(e[0]), str(e[1])), e) for e in near)
@@ -200,27 +201,16 @@ class _View:
         self.cell = _cell_reader(scope, self.cache, self.prefix)
         self.search = Near(kind.grid, self.cell, 2, 3)
 
-    def after(self, record: Record) -> list[Record]:
-        """Stored events within ``radius_m`` of a record and ``within`` after it, its time included
-        (so itself when stored): the triggers it can count for.
+    def near(self, record: Record) -> list[Record]:
+        """Stored events within ``radius_m`` of a record (itself included when stored).
 
-        In the order of ``Grid.cells_near``, then of each cell; memoised per record's point and
-        time (``Near``).
+        In the order of ``Grid.cells_near``, then of each cell; memoised per point (``Near``).
         """
-        return self.search.near(record[2], record[3], record[0], record[0] + self.kind.t_ms)
+        return self.search.near(record[2], record[3])
 
-    def before(self, record: Record) -> list[Record]:
-        """Stored events within ``radius_m`` of a record and ``within`` before it, its time included:
-        what it counts as a trigger (itself included when stored). Ordered and memoised as ``after``."""
-        return self.search.near(record[2], record[3], record[0] - self.kind.t_ms, record[0])
-
-    def prefetch(self, records: Iterable[Record], *, after: bool) -> None:
-        """Compute ``after`` (or ``before``) of many records in one numpy pass."""
-        t_ms = self.kind.t_ms
-        if after:
-            self.search.prefetch((r[2], r[3], r[0], r[0] + t_ms) for r in records)
-        else:
-            self.search.prefetch((r[2], r[3], r[0] - t_ms, r[0]) for r in records)
+    def prefetch(self, records: Iterable[Record]) -> None:
+        """Compute ``near`` of many records in one numpy pass."""
+        self.search.prefetch((r[2], r[3]) for r in records)
 
 
 def _new_cell() -> Entry:

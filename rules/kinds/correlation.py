@@ -134,17 +134,15 @@ class Correlation(Kind):
         for cell, (rd, rp) in to_cells.items():  # each cell once per batch: one sort and one cut
             self._to_cell(scope, cell, rd, rp, batch_floor)
         view = _View(scope, self)
-        t_ms = self.t_ms
-        view.readings.prefetch((r[2], r[3], r[0] - t_ms, r[0] + t_ms) for r in reports)
+        view.readings.prefetch((r[2], r[3]) for r in reports)
         for report in reports:
-            for reading in view.readings.near(report[2], report[3], report[0] - t_ms, report[0] + t_ms):
-                affected.add((str(reading[2]), bucket_of(int(reading[0]), t_ms)))
+            for reading in view.readings.near(report[2], report[3]):
+                if abs(int(reading[0]) - int(report[0])) <= self.t_ms:
+                    affected.add((str(reading[2]), bucket_of(int(reading[0]), self.t_ms)))
         sensors = {key: scope.peek(self.key("s", *key)) for key in sorted(affected)}
         # a sensor homed in another partition that shares this worker's state: that partition emits it
         sensors = {k: e for k, e in sensors.items() if not e or e.get("route") is None or scope.owned(e["route"])}
-        view.reports.prefetch(
-            (r[3], r[4], r[0] - t_ms, r[0] + t_ms) for found in sensors.values() if found for r in found["rd"]
-        )
+        view.reports.prefetch((r[3], r[4]) for found in sensors.values() if found for r in found["rd"])
         for (sensor, bucket), found in sensors.items():
             incident = self._incident(view, sensor, bucket, found)
             if incident is not None:
@@ -193,7 +191,7 @@ class Correlation(Kind):
         found: dict[tuple[int, str], list[Any]] = {}
         for reading in entry["rd"]:
             ts, lon, lat = int(reading[0]), reading[3], reading[4]
-            near = view.reports.near(lon, lat, ts - self.t_ms, ts + self.t_ms)
+            near = [r for r in view.reports.near(lon, lat) if abs(int(r[0]) - ts) <= self.t_ms]
             if len(near) >= self.rule.min_reports:
                 readings.append(reading)
                 found.update(((int(r[0]), str(r[1])), r) for r in near)
@@ -261,9 +259,9 @@ def _add(records: list[list[Any]], new: list[list[Any]], cap: int, *, keep: str)
 class _View:
     """Read-only, cached access to one rule's grid cells during one batch (after its inserts).
 
-    ``readings.near(lon, lat, since, until)`` and ``reports.near(...)`` are the stored readings
-    (``rd``) and reports (``rp``) within ``radius_m`` of a point and in those times, in the order of
-    ``Grid.cells_near`` then of each cell, memoised per query (``Near``).
+    ``readings.near(lon, lat)`` and ``reports.near(lon, lat)`` are the stored readings (``rd``) and
+    reports (``rp``) within ``radius_m`` of a point, in the order of ``Grid.cells_near`` then of
+    each cell, memoised per point (``Near``).
     """
 
     def __init__(self, scope: Scope, kind: Correlation) -> None:

@@ -10,14 +10,12 @@ at ±180°.
 
 ``Near`` answers "which stored records lie within ``R`` of this point" for one batch: exactly the
 scalar haversine filter over ``cells_near``, memoised per point and computed many points at a time
-with numpy. A query may also bound the records' times: each cell's records are kept sorted by
-time, so only the time slice of each cell is measured.
+with numpy.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
@@ -68,26 +66,22 @@ class Grid:
 
 
 Cell = tuple[int, int]
-#: A search: a point (lon, lat) and the times its records must lie in, inclusive (None: unbounded).
-Query = tuple[float, float, int | None, int | None]
+Point = tuple[float, float]
 
 
 class Near:
     """The stored records within ``grid.radius_m`` of points, for one batch of one rule.
 
-    ``records(cell)`` gives the records of a cell, sorted by time (``r[0]``); ``lon_at`` and
-    ``lat_at`` are the indices of a record's coordinates. ``near(lon, lat, since, until)`` is
-    exactly::
+    ``records(cell)`` gives the records of a cell; ``lon_at`` and ``lat_at`` are the indices of a
+    record's coordinates. ``near(lon, lat)`` is exactly::
 
         [r for cell in grid.cells_near(lon, lat) for r in records(cell)
-         if (since is None or since <= r[0]) and (until is None or r[0] <= until)
-         and metres_between(lon, lat, r[lon_at], r[lat_at]) <= grid.radius_m]
+         if metres_between(lon, lat, r[lon_at], r[lat_at]) <= grid.radius_m]
 
     the same records in the same order, with the same inclusive radius (``within_metres``
-    rechecks distances at the radius with the scalar haversine). Answers are memoised per query,
-    and ``prefetch`` computes those of many queries in one numpy pass, so the cells must not change
-    while a ``Near`` is in use: build one per batch, after the batch's records are stored. A time
-    bound takes each cell's slice by bisection, so only the records in time are measured.
+    rechecks distances at the radius with the scalar haversine). Answers are memoised per point,
+    and ``prefetch`` computes those of many points in one numpy pass, so the cells must not change
+    while a ``Near`` is in use: build one per batch, after the batch's records are stored.
     """
 
     def __init__(self, grid: Grid, records: Callable[[Cell], Sequence[Any]], lon_at: int, lat_at: int) -> None:
@@ -95,21 +89,21 @@ class Near:
         self.records = records
         self.lon_at = lon_at
         self.lat_at = lat_at
-        self._cells: dict[Cell, tuple[Sequence[Any], list[float], list[float], list[int]] | None] = {}
-        self._found: dict[Query, list[Any]] = {}
+        self._cells: dict[Cell, tuple[Sequence[Any], list[float], list[float]] | None] = {}
+        self._found: dict[Point, list[Any]] = {}
 
-    def near(self, lon: float, lat: float, since: int | None = None, until: int | None = None) -> list[Any]:
-        """Records within the radius of (lon, lat) and the times, in cell order then stored order (do not mutate)."""
-        query = (lon, lat, since, until)
-        found = self._found.get(query)
+    def near(self, lon: float, lat: float) -> list[Any]:
+        """Records within the radius of (lon, lat), in cell order then stored order (do not mutate)."""
+        point = (lon, lat)
+        found = self._found.get(point)
         if found is None:
-            self.prefetch([query])
-            found = self._found[query]
+            self.prefetch([point])
+            found = self._found[point]
         return found
 
-    def prefetch(self, queries: Iterable[Query]) -> None:
-        """Compute ``near`` for every query not yet known, all distances in one numpy pass."""
-        todo = [q for q in dict.fromkeys(queries) if q not in self._found]
+    def prefetch(self, points: Iterable[Point]) -> None:
+        """Compute ``near`` for every point not yet known, all distances in one numpy pass."""
+        todo = [p for p in dict.fromkeys(points) if p not in self._found]
         if not todo:
             return
         cells = self._cells
@@ -117,32 +111,22 @@ class Near:
         sizes: list[int] = []
         lons: list[float] = []
         lats: list[float] = []
-        for lon, lat, since, until in todo:
+        for lon, lat in todo:
             pool: list[Any] = []
             for cell in self.grid.cells_near(lon, lat):
                 if cell in cells:
                     stored = cells[cell]
                 else:
                     stored = cells[cell] = self._load(cell)
-                if stored is None:
-                    continue
-                records, xs, ys, times = stored
-                if since is None and until is None:
-                    pool += records
-                    lons += xs
-                    lats += ys
-                    continue
-                a = 0 if since is None else bisect_left(times, since)
-                b = len(times) if until is None else bisect_right(times, until)
-                if a < b:
-                    pool += records[a:b]
-                    lons += xs[a:b]
-                    lats += ys[a:b]
+                if stored is not None:
+                    pool += stored[0]
+                    lons += stored[1]
+                    lats += stored[2]
             pools.append(pool)
             sizes.append(len(pool))
         inside: list[bool] = []
         if lons:
-            query = np.array([q[:2] for q in todo], dtype=np.float64)
+            query = np.array(todo, dtype=np.float64)
             inside = within_metres(
                 np.repeat(query[:, 0], sizes),
                 np.repeat(query[:, 1], sizes),
@@ -151,16 +135,16 @@ class Near:
                 self.grid.radius_m,
             ).tolist()
         start = 0
-        for key, pool, size in zip(todo, pools, sizes, strict=True):
-            self._found[key] = list(compress(pool, inside[start : start + size]))
+        for point, pool, size in zip(todo, pools, sizes, strict=True):
+            self._found[point] = list(compress(pool, inside[start : start + size]))
             start += size
 
-    def _load(self, cell: Cell) -> tuple[Sequence[Any], list[float], list[float], list[int]] | None:
-        """A cell's records, their coordinates and times (None when it has none)."""
+    def _load(self, cell: Cell) -> tuple[Sequence[Any], list[float], list[float]] | None:
+        """A cell's records and their coordinates (None when it has none)."""
         stored = self.records(cell)
         if not stored:
             return None
-        return stored, [r[self.lon_at] for r in stored], [r[self.lat_at] for r in stored], [r[0] for r in stored]
+        return stored, [r[self.lon_at] for r in stored], [r[self.lat_at] for r in stored]
 
 
 def merge_records(records: list[Any], new: Iterable[Any]) -> bool:
