@@ -407,7 +407,7 @@ class Kind(ABC):
     def zone_of(self, item: Enriched) -> str | None:
         return item.primary_zone(self.rule.layer) if self.rule.layer else None
 
-    def sorts(self, items: Sequence[Enriched]) -> list[tuple[str, str | None]]:
+    def event_kinds(self, items: Sequence[Enriched]) -> list[tuple[str, str | None]]:
         """``(kind, metric/category/object type)`` of every item (``rules.columns.DISCRIMINATOR``),
         read from the batch's columns when fed its rows (``reads_columns``)."""
         if isinstance(items, Rows):

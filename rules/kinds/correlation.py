@@ -113,7 +113,7 @@ class Correlation(Kind):
         layer = routing_layer(self.ctx.layers)
         routes = self.zones_in(items, layer) if layer else [None] * len(items)
         for (kind, disc), (value, zone, subject, event_id, lon, lat), route, ts in zip(
-            self.sorts(items), facts, routes, ts_ms, strict=True
+            self.event_kinds(items), facts, routes, ts_ms, strict=True
         ):
             if kind == "reading" and disc == iot.metric:
                 if value is None or not self.compare(value, iot.value):

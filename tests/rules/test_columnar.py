@@ -415,7 +415,7 @@ def test_field_value_equals_event_value_for_every_kind_and_name() -> None:
 def test_facts_read_from_columns_equal_the_facts_of_the_events(
     batch: list[AnyEvent], picks: list[int], name: str
 ) -> None:
-    """``Kind.facts`` (and ``sorts``, ``zones_in``) of a batch's rows, read from its columns, equals
+    """``Kind.facts`` (and ``event_kinds``, ``zones_in``) of a batch's rows, read from its columns, equals
     what their enriched events give."""
     batch = [e.model_copy(update={"id": f"e{n}"}) for n, e in enumerate(batch)]
     pack = _wuhan()
@@ -430,7 +430,7 @@ def test_facts_read_from_columns_equal_the_facts_of_the_events(
         found = kind.facts(Rows(columns, rows), name)
         assert found == expected
         assert [type(f[0]) for f in found] == [type(f[0]) for f in expected]
-        assert kind.sorts(Rows(columns, rows)) == kind.sorts(items)
+        assert kind.event_kinds(Rows(columns, rows)) == kind.event_kinds(items)
         assert kind.zones_in(Rows(columns, rows), "districts") == kind.zones_in(items, "districts")
 
 
