@@ -93,6 +93,14 @@ def floats(values: list[Any]) -> NDArray[np.float64]:
     return np.fromiter((number(v) for v in values), dtype=np.float64, count=len(values))
 
 
+def _primary(starts: NDArray[np.intp], members: NDArray[np.intp]) -> NDArray[np.intp]:
+    """The first member of each row (rows ``members[starts[r]:starts[r + 1]]``), -1 for an empty row."""
+    found = starts[:-1] < starts[1:]
+    first = members[np.minimum(starts[:-1], max(0, len(members) - 1))] if len(members) else starts[:-1]
+    out: NDArray[np.intp] = np.where(found, first, -1).astype(np.intp)
+    return out
+
+
 @dataclass(frozen=True)
 class Zones:
     """The zones of one layer for every row.
@@ -111,10 +119,7 @@ class Zones:
         """One vectorised STRtree query for the whole batch (without a ``Locator``'s memory)."""
         point_idx, zone_idx = layer.query(lon, lat)
         starts = np.searchsorted(point_idx, np.arange(len(lon) + 1)).astype(np.intp)
-        found = starts[:-1] < starts[1:]
-        first = zone_idx[np.minimum(starts[:-1], max(0, len(zone_idx) - 1))] if len(zone_idx) else starts[:-1]
-        primary = np.where(found, first, -1).astype(np.intp)
-        return cls(layer.ids, primary, starts, zone_idx)
+        return cls(layer.ids, _primary(starts, zone_idx), starts, zone_idx)
 
     @classmethod
     def from_sets(cls, ids: Sequence[str], sets: Sequence[tuple[int, ...]]) -> Zones:
@@ -138,9 +143,7 @@ class Zones:
             starts.append(len(members))
         start = np.array(starts, dtype=np.intp)
         member = np.array(members, dtype=np.intp)
-        found = start[:-1] < start[1:]
-        first = member[np.minimum(start[:-1], max(0, len(member) - 1))] if len(member) else start[:-1]
-        return cls(list(vocab), np.where(found, first, -1).astype(np.intp), start, member)
+        return cls(list(vocab), _primary(start, member), start, member)
 
     def take(self, rows: NDArray[np.intp]) -> Zones:
         """The zones of some rows (in that order), with the same ids."""
