@@ -6,6 +6,18 @@ missing range is read with a side consumer and processed first. At the first mes
 start, the expected offset is unknown, so the range is the partition's whole history. Both
 stages are idempotent (ingest output carries its raw position, which detect skips when already
 applied; detect state remembers positions), so re-processing is safe.
+
+A gap is seen when the next message arrives. For a partition that gets no next message, the
+ingest agent's sweep (a timer) compares the consumer's position with what the agent handled:
+
+- a partition no message has reached yet (the consumer resumed past messages after a crash);
+- a partition that stopped short: the consumer's position is ahead of what the agent handled, and
+  neither moved for a whole sweep interval. Faust clears its stream queues whenever it resumes
+  flow (``mode.utils.queues.FlowControlEvent.resume``), and after a table recovery it resumes the
+  stream partitions, seeks them, and only then resumes flow: records fetched during the seek are
+  dropped after it, with the consumer's position past them. A later message shows that gap; the
+  sweep repairs it when none comes. (The events topic gets a tick per partition every
+  ``worker.tick_s``, so detect always sees a later message.)
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ class GapGuard:
         self.done: dict[int, int] = {}
         self.stamps: dict[int, int] = {}  # Kafka timestamp (ms) of the message before ``done``
         self.seen: set[int] = set()  # partitions a message has reached the agent from, since the start
+        # per seen partition: (expected, consumer position) at the last sweep (see sweep)
+        self.swept: dict[int, tuple[int | None, int]] = {}
         self._lock = asyncio.Lock()  # a sweep and the agent never repair one partition at once
         rt.checkpoints.track(stage, self)
 
@@ -49,35 +63,59 @@ class GapGuard:
             self.expected[partition] = offset + 1
 
     async def sweep(self, positions: Mapping[int, int | None], handle: Handler) -> int:
-        """Repair the partitions no message has reached yet, up to where the consumer will resume.
+        """Repair partitions the consumer is past without a message to show it (see the module).
 
         ``positions`` are the consumer's next offsets (its committed ones, before it has fetched).
-        A partition that goes quiet right after a crash would otherwise keep the messages the
-        consumer resumed past unprocessed until its next message arrives. A message the consumer
-        still delivers after the sweep is handled again, which both stages skip as applied.
+        A partition no message has reached yet is repaired up to its position at once. A partition
+        that has had messages is repaired when its position is ahead of what the agent handled,
+        neither changed since the previous sweep (records still queued for the agent would have
+        moved it meanwhile), and the agent has finished its last message. A message the consumer
+        still delivers after a repair is handled again, which both stages skip as applied.
         Returns how many messages were replayed.
         """
         replayed = 0
         async with self._lock:
             for partition, position in sorted(positions.items()):
-                if partition in self.seen or position is None:
+                if position is None:
                     continue
-                self.seen.add(partition)  # once: later messages of a busy partition come through before()
-                start = self.expected.get(partition, 0 if self.rt.settings.worker.rebuild_state else None)
-                if start is None or position <= start:
-                    continue
-                logger.warning(
-                    "%s sweep: partition %d resumes at %d, handled up to %d; replaying the gap before any message",
-                    self.stage,
-                    partition,
-                    position,
-                    start,
-                )
+                if partition in self.seen:
+                    start = self._stopped_short(partition, position)
+                    if start is None:
+                        continue
+                    logger.warning(
+                        "%s sweep: partition %d is at %d but its messages stop at %d; replaying the gap",
+                        self.stage,
+                        partition,
+                        position,
+                        start,
+                    )
+                else:
+                    self.seen.add(partition)
+                    start = self.expected.get(partition, 0 if self.rt.settings.worker.rebuild_state else None)
+                    if start is None or position <= start:
+                        continue
+                    logger.warning(
+                        "%s sweep: partition %d resumes at %d, handled up to %d; replaying the gap before any message",
+                        self.stage,
+                        partition,
+                        position,
+                        start,
+                    )
                 replayed += await replay_range(
                     self.rt, self.topic, partition, start, position, handle, self.stage, guard=self
                 )
                 self.expected[partition] = position
         return replayed
+
+    def _stopped_short(self, partition: int, position: int) -> int | None:
+        """Where to repair a seen partition from: what the agent handled, when the consumer has been
+        past it, without either moving, since the previous sweep, and the agent is not in the middle
+        of a message of it (a send held up by the broker); None otherwise."""
+        expected = self.expected.get(partition)
+        previous, self.swept[partition] = self.swept.get(partition), (expected, position)
+        if expected is None or position <= expected or previous != (expected, position):
+            return None
+        return expected if self.done.get(partition) == expected else None
 
     def finished(self, partition: int, offset: int, timestamp_s: float | None = None) -> None:
         """The message at ``offset`` (Faust's timestamp: seconds) is handled and its sends are queued."""

@@ -73,11 +73,12 @@ def attach(rt: Runtime) -> None:
 
     @rt.app.timer(interval=rt.settings.worker.tick_s)  # type: ignore[untyped-decorator]
     async def sweep() -> None:
-        """Once per assigned raw partition, repair what the consumer resumed past before any message comes."""
+        """Repair what the consumer is past on an assigned raw partition while no message shows it
+        (``GapGuard.sweep``): before any message after a start, or after Faust dropped records."""
         await rt.checkpoints.decided()
-        quiet = [tp for tp in rt.app.consumer.assignment() if tp.topic == topic_name and tp.partition not in guard.seen]
+        assigned = [tp for tp in rt.app.consumer.assignment() if tp.topic == topic_name]
         positions: dict[int, int | None] = {}
-        for tp in quiet:
+        for tp in assigned:
             try:
                 positions[tp.partition] = await rt.app.consumer.position(tp)
             except Exception as exc:  # e.g. revoked by a rebalance meanwhile; a timer must never crash the worker
