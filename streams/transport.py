@@ -8,14 +8,15 @@ meanwhile, so each Faust hop added up to 1.5 s of latency (measured by ``cityops
 before the consumer starts (aiokafka reads it when it builds its fetcher in ``start()``).
 
 Faust drops records it has fetched but not yet handed to an agent in several places (a suspended
-flow, a generation change, a partition paused meanwhile) and relies on ``perform_seek``, after
-recovery and when flow resumes, to fetch them again from the committed offsets. aiokafka's
-``seek_to_committed`` seeks only partitions whose committed offset is above 0, so a partition
-with no commit yet (a worker's first half second, or a restart before its first commit) stayed
-where the dropped fetch had left it, and those records were never processed. ``rewind_uncommitted``
+flow, a generation change) and relies on ``perform_seek`` (after a recovery, or when it finds the
+flow stopped) to fetch them again from the committed offsets. aiokafka's ``seek_to_committed``
+seeks only partitions whose committed offset is above 0, so a partition with no commit yet (a
+worker's first half second, or a restart before its first commit) stayed where the dropped fetch
+had left it, and its next message was the only thing that showed the gap. ``rewind_uncommitted``
 closes that hole: such a partition goes back to its earliest offset (the worker's
 ``auto_offset_reset``), and what it processed before is processed again, which the pipeline's
-source positions make harmless.
+source positions make harmless. (Records Faust drops *after* its seek, when it resumes flow, are
+the gap guard's to repair: ``streams.agents.gaps``.)
 """
 
 from __future__ import annotations
