@@ -15,10 +15,27 @@ class PackDiff:
     changed: dict[str, list[str]] = field(default_factory=dict)
     version: tuple[str, str] = ("", "")
     layers_changed: list[str] = field(default_factory=list)
+    #: Changed rules whose ``version`` stayed the same, with that version.
+    same_version: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not (self.added or self.removed or self.changed or self.layers_changed)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the incidents of the two packs hard to tell apart (the diff still stands)."""
+        out = []
+        if not self.empty and self.version[0] == self.version[1]:
+            out.append(
+                f"warning: the pack version is still {self.version[1]}: incidents of both packs will carry "
+                "the same pack_version"
+            )
+        out += [
+            f"warning: rule {rid} changed but kept version {v}: its incidents will carry the same rule_version"
+            for rid, v in self.same_version.items()
+        ]
+        return out
 
     def lines(self) -> list[str]:
         out = [f"pack version {self.version[0]} -> {self.version[1]}"]
@@ -29,7 +46,7 @@ class PackDiff:
         out += [f"~ layer {name}" for name in self.layers_changed]
         if self.empty:
             out.append("no rule changes")
-        return out
+        return out + self.warnings
 
 
 def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -55,6 +72,8 @@ def diff_packs(old: LoadedPack, new: LoadedPack) -> PackDiff:
         fields = _changed_fields(old_rules[rid], new_rules[rid])
         if fields:
             result.changed[rid] = fields
+            if old_rules[rid]["version"] == new_rules[rid]["version"]:
+                result.same_version[rid] = int(new_rules[rid]["version"])
     for name in sorted(set(old.layers) | set(new.layers)):
         a, b = old.layers.get(name), new.layers.get(name)
         if (

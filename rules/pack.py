@@ -19,10 +19,12 @@ from pydantic_core import PydanticCustomError
 from rules.crs import CRS
 from rules.duration import Duration
 from rules.errors import LayerError, PackError
+from rules.fields import field_problem
 from rules.geo import Layer
 from rules.kinds import KIND_NAMES, Rule
 from rules.kinds.threshold import ThresholdRule
 from rules.kinds.window import WindowRule
+from rules.model import EVENT_KINDS
 from rules.spec import Match, RuleId, Severity
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,19 @@ class Pack(_Strict):
                     raise _reference_error(
                         f"rule '{rule.id}' uses unknown layer '{name}' (known: {known})", ("rules", index, attr)
                     )
+            kinds = rule.match.kinds()
+            if not kinds:
+                given = ", ".join(f"{k}: {v}" for k, v in rule.match.model_dump(exclude_none=True).items())
+                raise _reference_error(
+                    f"rule '{rule.id}' can match no event: its match ({given}) asks for fields of different "
+                    "event kinds (a metric is a reading's, a category a report's, an object_type a track's)",
+                    ("rules", index, "match"),
+                )
+            for ref in rule.field_refs():
+                takes = (ref.kinds or kinds) if ref.needed else EVENT_KINDS
+                problem = field_problem(ref.name, takes, numeric=ref.numeric)
+                if problem is not None:
+                    raise _reference_error(f"rule '{rule.id}' {problem}", ("rules", index, *ref.loc))
             zone = (rule.schedule.timezone if rule.schedule else None) or self.timezone
             try:
                 ZoneInfo(zone)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Literal
 
@@ -51,6 +52,35 @@ class Match(Strict):
         if self.metric is not None or self.category is not None or self.categories is not None:
             return False
         return self.object_type is None or self.object_type == value
+
+    def kinds(self) -> tuple[str, ...]:
+        """The event kinds this match can take (a metric means readings, a category reports, ...)."""
+        out = []
+        for kind in ("reading", "report", "track"):
+            if self.kind not in (None, kind):
+                continue
+            if kind == "reading" and (self.category, self.categories, self.object_type) != (None, None, None):
+                continue
+            if kind == "report" and (self.metric, self.object_type) != (None, None):
+                continue
+            if kind == "track" and (self.metric, self.category, self.categories) != (None, None, None):
+                continue
+            out.append(kind)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """An event field a rule reads, and where in the rule it is named (checked by ``rules.pack``)."""
+
+    loc: tuple[str | int, ...]
+    name: str
+    #: A number compared or aggregated; otherwise any field (a distinct count's).
+    numeric: bool = True
+    #: False: the rule does without it when an event lacks it, so only an unknown name is wrong.
+    needed: bool = True
+    #: The event kinds it is read from, when not those the rule's ``match`` takes.
+    kinds: tuple[str, ...] | None = None
 
 
 class Condition(Strict):
@@ -105,6 +135,10 @@ class RuleBase(Strict):
     layer: str | None = Field(default=None, description="Zone layer the rule is scoped to and reports.")
     schedule: Schedule | None = None
     escalate: list[Step] = Field(default_factory=list, description="Severity steps, checked in order.")
+
+    def field_refs(self) -> list[FieldRef]:
+        """The event fields this rule reads; a kind adds its own to its ``when`` conditions'."""
+        return [FieldRef(("when", i, "field"), c.field) for i, c in enumerate(self.when)]
 
     @property
     def needs_zone(self) -> bool:

@@ -29,6 +29,13 @@ def _matches(exp: ExpectedIncident, inc: Incident) -> bool:
     )
 
 
+def _differences(exp: ExpectedIncident, inc: Incident) -> str:
+    """What an incident of the expected rule has where the expectation says otherwise."""
+    got = {"subject": inc.subject, "zone_id": inc.zone_id, "count": inc.evidence.count, "severity": inc.severity}
+    wanted = exp.model_dump(exclude_none=True, exclude={"rule"})
+    return ", ".join(f"{name} {got[name]!r}" for name, value in wanted.items() if got[name] != value)
+
+
 def run_pack_tests(pack: LoadedPack) -> list[CaseResult]:
     """Run every test case of a pack; each case must produce exactly the expected incidents."""
     results = []
@@ -42,14 +49,29 @@ def run_pack_tests(pack: LoadedPack) -> list[CaseResult]:
                 problems.append(f"event #{i} is invalid: {exc.errors()[0]['msg']}")
         got = replay_events(pack, events) if not problems else []
         unmatched = list(got)
+        missing = []
         for exp in case.expect:
             hit = next((inc for inc in unmatched if _matches(exp, inc)), None)
             if hit is None:
-                problems.append(f"expected {exp.model_dump(exclude_none=True)} but it did not fire")
+                missing.append(exp)
             else:
                 unmatched.remove(hit)
+        # an expectation its rule's incident nearly meets: say what differs, rather than "did not
+        # fire" plus an "unexpected incident" that is the same one
+        for exp in missing:
+            near = next((inc for inc in unmatched if inc.rule_id == exp.rule), None)
+            if near is None:
+                problems.append(f"expected {exp.model_dump(exclude_none=True)} but it did not fire")
+            else:
+                unmatched.remove(near)
+                problems.append(
+                    f"expected {exp.model_dump(exclude_none=True)} but its incident has {_differences(exp, near)}"
+                )
         for inc in unmatched:
-            problems.append(f"unexpected incident rule={inc.rule_id} subject={inc.subject} count={inc.evidence.count}")
+            problems.append(
+                f"unexpected incident rule={inc.rule_id} subject={inc.subject} zone_id={inc.zone_id} "
+                f"count={inc.evidence.count} severity={inc.severity}"
+            )
         results.append(CaseResult(case.name, not problems, problems))
     return results
 

@@ -36,7 +36,7 @@ from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.kinds.grid import Grid, Near, merge_records
 from rules.model import Enriched, Incident
 from rules.routes import routing_layer, zone_route
-from rules.spec import Op, RuleBase, Strict
+from rules.spec import FieldRef, Op, RuleBase, Strict
 from rules.state import EVIDENCE_CAP, Entry, bucket_of
 
 CELL_CAP = 2000
@@ -78,6 +78,9 @@ class CorrelationRule(RuleBase):
         if self.when:
             raise ValueError("a correlation rule cannot have 'when' (it would drop the reports): use iot")
         return self
+
+    def field_refs(self) -> list[FieldRef]:
+        return [FieldRef(("iot", "field"), self.iot.field, kinds=("reading",))]
 
 
 class Correlation(Kind):

@@ -22,7 +22,7 @@ from pydantic import Field
 from rules.duration import Duration
 from rules.kinds.base import Fact, Kind, Scope, build_incident, metres_between_arrays, metres_to_degrees
 from rules.model import Enriched
-from rules.spec import RuleBase
+from rules.spec import FieldRef, RuleBase
 from rules.state import add_event, bucket_of, copy_entry, new_entry
 
 
@@ -32,6 +32,9 @@ class ProximityRule(RuleBase):
     distance_m: float = Field(gt=0, le=50_000)
     field: str = Field(default="value", description="Reported value (when the event has it).")
     dedup: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+
+    def field_refs(self) -> list[FieldRef]:
+        return [*super().field_refs(), FieldRef(("field",), self.field, needed=False)]
 
 
 class Proximity(Kind):

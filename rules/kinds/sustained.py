@@ -28,7 +28,7 @@ from rules.columns import NUMERIC, Rows
 from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
 from rules.model import Enriched
-from rules.spec import Condition, Op, RuleBase
+from rules.spec import Condition, FieldRef, Op, RuleBase
 from rules.state import EVIDENCE_CAP, Entry
 
 
@@ -45,6 +45,12 @@ class SustainedRule(RuleBase):
     )
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    def field_refs(self) -> list[FieldRef]:
+        refs = [*super().field_refs(), FieldRef(("field",), self.field)]
+        if self.close is not None:
+            refs.append(FieldRef(("close", "field"), self.close.field))
+        return refs
 
 
 class Sustained(Kind):

@@ -15,7 +15,7 @@ from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.model import Enriched, Incident
 from rules.routes import routing_layer
-from rules.spec import Condition, Op, RuleBase
+from rules.spec import Condition, FieldRef, Op, RuleBase
 from rules.state import Entry, add_event, bucket_of, copy_entry, new_entry
 
 
@@ -31,6 +31,9 @@ class ThresholdRule(RuleBase):
     dedup: Duration = Field(  # type: ignore[assignment]
         default="10m", validate_default=True, description="Tumbling bucket that groups repeats into one incident."
     )
+
+    def field_refs(self) -> list[FieldRef]:
+        return [*super().field_refs(), FieldRef(("field",), self.field)]
 
 
 class Threshold(Kind):

@@ -21,7 +21,7 @@ from rules.duration import Duration
 from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched
 from rules.routes import routing_layer
-from rules.spec import Op, RuleBase
+from rules.spec import FieldRef, Op, RuleBase
 from rules.state import Entry, admit, copy_entry
 
 DISTINCT_CAP = 10_000
@@ -53,6 +53,14 @@ class WindowRule(RuleBase):
             if s > w or (w * 1000) % (s * 1000):
                 raise ValueError(f"slide {self.slide} must divide the window {self.window}")
         return self
+
+    def field_refs(self) -> list[FieldRef]:
+        refs = super().field_refs()
+        if self.aggregate in ("sum", "avg", "min", "max"):
+            refs.append(FieldRef(("field",), self.field))
+        elif self.aggregate == "distinct":
+            refs.append(FieldRef(("distinct_field",), self.distinct_field, numeric=False))
+        return refs
 
     @property
     def monotone(self) -> bool:

@@ -164,6 +164,91 @@ def test_an_unknown_layer_is_reported_on_the_layer_line() -> None:
     ]
 
 
+# -- fields a rule reads (rules.fields) ------------------------------------------------------------
+
+
+def test_an_unknown_field_is_reported_on_its_line_with_the_fields_that_exist() -> None:
+    text = HEAD + THRESHOLD.format(rid="water.high") + "    field: valu\n"
+    assert _problems(text) == [
+        "demo.yaml:13: rules[0].field: rule 'water.high' reads unknown numeric field 'valu' "
+        "(event numeric fields: alt_m, heading, lat, lon, speed_mps, value)"
+    ]
+
+
+def test_a_field_the_rules_events_do_not_have_is_reported_on_the_rule() -> None:
+    # a threshold over reports compares 'value' by default: reports have none, so it never fires
+    text = HEAD + THRESHOLD.format(rid="dumping.many") + "    match: {kind: report, category: illegal_dumping}\n"
+    assert _problems(text) == [
+        "demo.yaml:7: rules[0].field: rule 'dumping.many' reads numeric field 'value', "
+        "which its reports do not have (theirs: lat, lon)"
+    ]
+
+
+def test_a_metric_means_readings_so_a_track_field_is_refused_in_when() -> None:
+    rule = THRESHOLD.format(rid="water.high") + "    match: {metric: water_level_cm}\n"
+    text = HEAD + rule + '    when: [{field: speed_mps, op: ">", value: 1}]\n'
+    assert _problems(text) == [
+        "demo.yaml:14: rules[0].when[0].field: rule 'water.high' reads numeric field 'speed_mps', "
+        "which its readings do not have (theirs: lat, lon, value)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "problem"),
+    [
+        (
+            'kind: sustained\n    for: 5m\n    close: {field: alt_m, op: "<", value: 20}',
+            "rules[0].close.field",
+            "reads numeric field 'alt_m', which its readings do not have",
+        ),
+        (
+            "kind: window\n    window: 10m\n    group_by: zone\n    aggregate: distinct\n    distinct_field: colour",
+            "rules[0].distinct_field",
+            "reads unknown field 'colour'",
+        ),
+        (
+            "kind: window\n    window: 10m\n    group_by: zone\n    aggregate: avg\n    field: heading",
+            "rules[0].field",
+            "reads numeric field 'heading', which its readings do not have",
+        ),
+    ],
+)
+def test_sustained_close_and_window_fields_are_checked(lines: str, where: str, problem: str) -> None:
+    rule = THRESHOLD.format(rid="water.high").replace("kind: threshold", lines)
+    text = HEAD + rule + "    match: {kind: reading, metric: water_level_cm}\n"
+    [found] = _problems(text)
+    assert f" {where}: rule 'water.high' {problem}" in found
+
+
+def test_rules_that_do_without_a_field_still_load() -> None:
+    # a count over reports never reads 'value'; a distinct count of categories; a threshold on alt_m
+    # with no kind (tracks have it); proximity reports a value only when an event has one
+    rules = """\
+  - {id: a, kind: window, title: A, category: c, layer: zones, match: {kind: report}, window: 10m, value: 3}
+  - {id: b, kind: window, title: B, category: c, layer: zones, match: {kind: report}, window: 10m, value: 3,
+     aggregate: distinct, distinct_field: category}
+  - {id: c, kind: threshold, title: C, category: c, field: alt_m, value: 120}
+  - {id: d, kind: proximity, title: D, category: c, match: {kind: report}, near: zones, distance_m: 100}
+"""
+    pack = parse_pack(HEAD + rules, "demo.yaml")
+    assert [r.id for r in pack.rules] == ["a", "b", "c", "d"]
+
+
+def test_proximity_refuses_only_an_unknown_field() -> None:
+    rule = "  - {id: d, kind: proximity, title: D, category: c, near: zones, distance_m: 100, field: valeu}\n"
+    [found] = _problems(HEAD + rule)
+    assert "rule 'd' reads unknown numeric field 'valeu'" in found
+
+
+def test_a_correlation_reads_its_iot_field_from_readings() -> None:
+    rule = (
+        "  - {id: w, kind: correlation, title: W, category: flood, categories: [waterlogging], radius_m: 500,\n"
+        "     within: 30m, iot: {metric: water_level_cm, field: speed_mps, value: 30}}\n"
+    )
+    [found] = _problems(HEAD + rule)
+    assert "rules[0].iot.field: rule 'w' reads numeric field 'speed_mps', which its readings do not have" in found
+
+
 def test_a_bad_duration_is_reported_on_its_line_with_the_rule_id() -> None:
     text = HEAD + THRESHOLD.format(rid="water.high") + "    dedup: 90x\n"
     assert _problems(text) == [
@@ -361,3 +446,12 @@ def test_an_unknown_crs_is_reported_on_its_line() -> None:
     problems = _problems(text + THRESHOLD.format(rid="w"))
     assert len(problems) == 1
     assert problems[0].startswith("demo.yaml:6: layers.zones.crs: Input should be 'WGS84', 'GCJ02' or 'BD09'")
+
+
+def test_a_match_that_takes_no_event_kind_is_refused_on_its_line() -> None:
+    text = HEAD + THRESHOLD.format(rid="noise.night") + "    match: {kind: reading, category: noise}\n"
+    assert _problems(text) == [
+        "demo.yaml:13: rules[0].match: rule 'noise.night' can match no event: its match (kind: reading, "
+        "category: noise) asks for fields of different event kinds (a metric is a reading's, a category a "
+        "report's, an object_type a track's)"
+    ]

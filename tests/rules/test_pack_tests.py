@@ -106,10 +106,19 @@ def test_a_wrong_expected_count_fails_and_says_what_was_expected_and_what_fired(
     flood, dumping = run_pack_tests(pack)
     assert not flood.ok
     assert flood.problems == [
-        "expected {'rule': 'flood.high', 'subject': 'wl-1', 'zone_id': '420102', 'count': 3} but it did not fire",
-        "unexpected incident rule=flood.high subject=wl-1 count=2",
+        "expected {'rule': 'flood.high', 'subject': 'wl-1', 'zone_id': '420102', 'count': 3} "
+        "but its incident has count 2"
     ]
     assert dumping.ok
+
+
+def test_an_incident_of_the_expected_rule_that_differs_is_reported_once_with_what_differs(tmp_path: Path) -> None:
+    case = FLOOD_CASE.replace("EXPECTED_COUNT", "2").replace("subject: wl-1,", "subject: wl-9, severity: high,")
+    [result] = run_pack_tests(load_pack(_write(tmp_path, HEAD + case)))
+    assert result.problems == [
+        "expected {'rule': 'flood.high', 'subject': 'wl-9', 'zone_id': '420102', 'count': 2, 'severity': 'high'} "
+        "but its incident has subject 'wl-1', severity 'medium'"
+    ]
 
 
 def test_an_incident_nobody_expected_fails_the_case(tmp_path: Path) -> None:
@@ -119,7 +128,9 @@ def test_an_incident_nobody_expected_fails_the_case(tmp_path: Path) -> None:
     assert "expect: []" in case
     [result] = run_pack_tests(load_pack(_write(tmp_path, HEAD + case)))
     assert not result.ok
-    assert result.problems == ["unexpected incident rule=flood.high subject=wl-1 count=2"]
+    assert result.problems == [
+        "unexpected incident rule=flood.high subject=wl-1 zone_id=420102 count=2 severity=medium"
+    ]
 
 
 def test_an_expected_incident_that_does_not_fire_fails_the_case(tmp_path: Path) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rulekit import unchecked
 
 from rules.engine import Engine, run
+from rules.errors import PackError
 from rules.geo import Layer
 from rules.model import Incident, Reading, Report, Track
 from rules.pack import LoadedPack, parse_pack
@@ -210,7 +213,8 @@ def test_a_reading_of_another_metric_is_ignored() -> None:
 
 
 def test_a_category_filter_without_a_kind_does_not_match_a_reading_whose_metric_has_that_name() -> None:
-    pack = _pack(match="{category: water_level_cm}", value=0)
+    # lat: a field reports have too (a report rule comparing 'value' is refused at load)
+    pack = _pack(match="{category: water_level_cm}", field="lat", value=0)
     assert _fire(pack, [_reading("a", timedelta(0), 99)]) == []
 
 
@@ -239,13 +243,18 @@ def test_the_object_type_filter_and_field_select_track_events() -> None:
 
 
 def test_the_kind_filter_ignores_other_event_kinds() -> None:
-    pack = _pack(match="{kind: track}", value=0, layer=None)
+    pack = _pack(match="{kind: track}", field="lat", value=0, layer=None)  # lat: every kind has one
     report = Report(id="c1", ts=T0, lon=0.5, lat=0.5, category="water_level_cm")
     assert _fire(pack, [report, _reading("a", timedelta(0), 99)]) == []
 
 
-def test_a_category_filter_matches_reports_but_a_report_has_no_value_to_compare() -> None:
-    pack = _pack(match="{category: waterlogging}", value=0)
+def test_a_rule_over_reports_comparing_value_is_refused_and_a_report_has_no_value_to_compare() -> None:
+    with pytest.raises(PackError, match=r"t.yaml:\d+: .*'water.high' reads numeric field 'value', which its reports"):
+        _pack(match="{category: waterlogging}", value=0)
+    # the engine given such a rule anyway (the loader refuses it) finds nothing to compare
+    base = _pack(value=0)
+    rule = {**base.spec.rules[0].model_dump(by_alias=True), "match": {"category": "waterlogging"}, "layer": None}
+    pack = dataclasses.replace(base, spec=unchecked(base.spec, [rule]))
     report = Report(id="c1", ts=T0, lon=0.5, lat=0.5, category="waterlogging")
     assert _fire(pack, [report]) == []
 

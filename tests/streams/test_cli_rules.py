@@ -1,0 +1,51 @@
+"""``cityops rules validate`` and ``rules diff`` on pack files, as a rule author runs them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from streams.cli import main
+
+WUHAN = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan"
+
+
+def _copy(tmp_path: Path, name: str, old: str = "", new: str = "") -> Path:
+    shutil.copytree(WUHAN, tmp_path / name)
+    pack = tmp_path / name / "pack.yaml"
+    text = pack.read_text()
+    if old:
+        assert text.count(old) >= 1, old
+        pack.write_text(text.replace(old, new, 1))
+    return pack
+
+
+def test_validate_names_the_line_of_a_field_the_rules_events_do_not_have(tmp_path: Path) -> None:
+    pack = _copy(tmp_path, "bad", "    field: value\n", "    field: valu\n")
+    line = 1 + pack.read_text().splitlines().index("    field: valu")
+    result = CliRunner().invoke(main, ["rules", "validate", str(pack)])
+    assert result.exit_code == 1
+    assert f"{pack}:{line}: rules[0].field: rule 'flood.water-level-high' reads unknown numeric field 'valu'" in (
+        result.output
+    )
+
+
+def test_diff_prints_the_changes_and_warns_when_no_version_moved(tmp_path: Path) -> None:
+    old = _copy(tmp_path, "old")
+    new = _copy(tmp_path, "new", '    op: ">"\n    value: 30\n', '    op: ">"\n    value: 35\n')
+    result = CliRunner().invoke(main, ["rules", "diff", str(old), str(new)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "~ flood.water-level-high: value: 30.0 -> 35.0" in lines
+    assert any(line.startswith("warning: the pack version is still ") for line in lines)
+    assert "warning: rule flood.water-level-high changed but kept version 1" in result.output
+
+
+def test_diff_of_an_invalid_pack_fails_with_its_problems(tmp_path: Path) -> None:
+    old = _copy(tmp_path, "old")
+    new = _copy(tmp_path, "new", "kind: threshold", "kind: treshold")
+    result = CliRunner().invoke(main, ["rules", "diff", str(old), str(new)])
+    assert result.exit_code == 1
+    assert "unknown rule kind 'treshold'" in result.output
