@@ -27,7 +27,33 @@ def _settings(ctx: click.Context) -> Settings:
     return obj
 
 
-@click.group()
+class _Commands(click.Group):
+    """The ``cityops`` group: a failure cityops knows (its own errors, an unreachable broker) ends
+    the command with ``Error: <message>`` and exit status 1, not a traceback. ``--log-level DEBUG``
+    logs the traceback too."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+        from rules.errors import RulesError
+        from sinks.errors import SinkError
+        from streams.errors import StreamsError
+
+        try:
+            return super().invoke(ctx)
+        except (StreamsError, RulesError, SinkError, KafkaError) as exc:
+            logging.getLogger("streams.cli").debug("command failed", exc_info=True)
+            message = str(exc) or type(exc).__name__
+            if isinstance(exc, KafkaTimeoutError | KafkaConnectionError):
+                bootstrap = ctx.obj.kafka.bootstrap if isinstance(ctx.obj, Settings) else "the configured address"
+                message = (
+                    f"cannot reach the Kafka broker at {bootstrap} ({message}); check --bootstrap or "
+                    "CITYOPS_KAFKA__BOOTSTRAP, or start the development broker with `cityops broker`"
+                )
+            raise click.ClickException(message) from exc
+
+
+@click.group(cls=_Commands)
 @click.option(
     "--bootstrap", envvar="CITYOPS_KAFKA__BOOTSTRAP", help="Kafka bootstrap servers [CITYOPS_KAFKA__BOOTSTRAP]"
 )
@@ -68,6 +94,10 @@ def main(
     if log_json is not None:
         settings.log_json = log_json
     setup_logging(settings.log_level, json=settings.log_json)
+    if settings.log_level == "WARNING" and ctx.invoked_subcommand not in _SERVICES:
+        # kafka-python logs every failed connection attempt as an ERROR; a tool that cannot reach
+        # the broker ends with one "Error: cannot reach ..." line instead (``_Commands``)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     if ctx.invoked_subcommand in _SERVICES:
         logging.getLogger("streams.cli").info("effective settings %s", json.dumps(settings.masked()))
     ctx.obj = settings
