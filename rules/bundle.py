@@ -35,7 +35,7 @@ class PackBundle(BaseModel):
 def bundle_pack(path: Path | str, *, published_by: str = "") -> PackBundle:
     """Validate a pack file (and its layers) and bundle it. Raises PackError when invalid."""
     loaded = load_pack(path)
-    path = Path(path)
+    path = loaded.path  # the pack.yaml of a directory
     files = {spec.file: (path.parent / spec.file).read_bytes() for spec in loaded.spec.layers.values()}
     text = path.read_text(encoding="utf-8")
     digest = hashlib.sha256(text.encode() + b"".join(files[k] for k in sorted(files))).hexdigest()[:16]

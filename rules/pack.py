@@ -29,6 +29,9 @@ from rules.spec import Match, RuleId, Severity
 
 logger = logging.getLogger(__name__)
 
+#: The pack file a directory stands for (``cityops rules validate rules/packs/wuhan``).
+PACK_FILE = "pack.yaml"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -222,12 +225,16 @@ def parse_pack(text: str, origin: str) -> Pack:
 
 
 def load_pack(path: Path | str) -> LoadedPack:
-    """Load, validate and index a pack file and its layers.
+    """Load, validate and index a pack file and its layers (a directory means its ``pack.yaml``).
 
     Raises:
         PackError: with every problem as ``file:line: message``.
     """
     path = Path(path)
+    if path.is_dir():
+        if not (path / PACK_FILE).is_file():
+            raise PackError([f"{path}: a directory without a {PACK_FILE}: name the pack's YAML file"])
+        path = path / PACK_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

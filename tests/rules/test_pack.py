@@ -455,3 +455,9 @@ def test_a_match_that_takes_no_event_kind_is_refused_on_its_line() -> None:
         "category: noise) asks for fields of different event kinds (a metric is a reading's, a category a "
         "report's, an object_type a track's)"
     ]
+
+
+def test_a_pack_directory_stands_for_its_pack_yaml(tmp_path: Path) -> None:
+    assert load_pack(WUHAN.parent).path == WUHAN
+    with pytest.raises(PackError, match=r"a directory without a pack.yaml: name the pack's YAML file"):
+        load_pack(tmp_path)
