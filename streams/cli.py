@@ -20,6 +20,17 @@ from streams.logs import setup_logging
 from streams.settings import Settings
 
 _SERVICES = {"demo", "worker", "store", "broker", "dashboard", "alerts", "gateway", "bench"}
+#: Subcommands of a service group that are one-shot tools (they log like one).
+_TOOLS_OF_SERVICES = {("store", "query"), ("store", "export"), ("dashboard", "hash-password")}
+_ARGS = "cityops.args"
+
+
+def _runs_service(ctx: click.Context) -> bool:
+    """Whether this invocation runs a long-lived service: not ``--help``, not a service group's tool."""
+    args = ctx.meta.get(_ARGS, [])
+    if ctx.invoked_subcommand not in _SERVICES or "--help" in args:
+        return False
+    return tuple(args[:2]) not in _TOOLS_OF_SERVICES
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -39,6 +50,8 @@ class _Commands(click.Group):
         from sinks.errors import SinkError
         from streams.errors import StreamsError
 
+        # what follows the group's own options (``store query ...``), before click hands it down
+        ctx.meta[_ARGS] = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
         except (StreamsError, RulesError, SinkError, KafkaError) as exc:
@@ -81,6 +94,7 @@ def main(
 ) -> None:
     """cityops: urban-governance event stream processor."""
     settings = Settings()
+    service = _runs_service(ctx)
     if bootstrap:
         settings.kafka.bootstrap = bootstrap
     if pack:
@@ -89,16 +103,16 @@ def main(
         settings.store.path = store_path
     if log_level:
         settings.log_level = log_level.upper()  # type: ignore[assignment]
-    elif "CITYOPS_LOG_LEVEL" not in os.environ and ctx.invoked_subcommand not in _SERVICES:
+    elif "CITYOPS_LOG_LEVEL" not in os.environ and not service:
         settings.log_level = "WARNING"  # one-shot tools stay quiet unless asked
     if log_json is not None:
         settings.log_json = log_json
     setup_logging(settings.log_level, json=settings.log_json)
-    if settings.log_level == "WARNING" and ctx.invoked_subcommand not in _SERVICES:
+    if settings.log_level == "WARNING" and not service:
         # kafka-python logs every failed connection attempt as an ERROR; a tool that cannot reach
         # the broker ends with one "Error: cannot reach ..." line instead (``_Commands``)
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    if ctx.invoked_subcommand in _SERVICES:
+    if service:
         logging.getLogger("streams.cli").info("effective settings %s", json.dumps(settings.masked()))
     ctx.obj = settings
 
