@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import types
 from collections.abc import Sequence
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rules.model import Reading, Report, Track
 
@@ -37,6 +37,13 @@ NUMERIC_FIELDS: dict[str, frozenset[str]] = {
 ALL_FIELDS: dict[str, frozenset[str]] = {
     kind: frozenset(model.model_fields) | {"subject"} for kind, model in _MODELS.items()
 }
+
+
+#: A numeric event field in a pack: any string validates (``rules.pack`` then names an unknown one
+#: with the rule and its line), but the JSON Schema lists the names, so an editor can complete them.
+NumericField = Annotated[str, Field(json_schema_extra={"enum": sorted(set().union(*NUMERIC_FIELDS.values()))})]
+#: Any event field, or ``subject`` (a distinct count's).
+AnyField = Annotated[str, Field(json_schema_extra={"enum": sorted(set().union(*ALL_FIELDS.values()))})]
 
 
 def field_problem(name: str, kinds: Sequence[str], *, numeric: bool = True) -> str | None:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rules.duration import Duration
+from rules.fields import NumericField
 
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="Stable rule id.")]
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -86,7 +87,7 @@ class FieldRef:
 class Condition(Strict):
     """A comparison of a numeric event field, e.g. ``{field: speed_mps, op: "<", value: 0.5}``."""
 
-    field: str = "value"
+    field: NumericField = "value"
     op: Op = ">"
     value: float
 

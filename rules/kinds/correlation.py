@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rules.duration import Duration
+from rules.fields import NumericField
 from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.kinds.grid import Grid, Near, merge_records
 from rules.model import Enriched, Incident
@@ -48,7 +49,7 @@ class IotCondition(Strict):
     """The sensor side of a correlation, e.g. ``{metric: water_level_cm, op: ">", value: 30}``."""
 
     metric: str = Field(min_length=1, description="Metric of the readings.")
-    field: str = Field(default="value", description="Numeric reading field compared.")
+    field: NumericField = Field(default="value", description="Numeric reading field compared.")
     op: Op = ">"
     value: float
 

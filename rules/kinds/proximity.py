@@ -20,6 +20,7 @@ import shapely
 from pydantic import Field
 
 from rules.duration import Duration
+from rules.fields import NumericField
 from rules.kinds.base import Fact, Kind, Scope, build_incident, metres_between_arrays, metres_to_degrees
 from rules.model import Enriched
 from rules.spec import FieldRef, RuleBase
@@ -30,7 +31,7 @@ class ProximityRule(RuleBase):
     kind: Literal["proximity"]
     near: str = Field(description="Layer of the features (schools, hospitals, ...).")
     distance_m: float = Field(gt=0, le=50_000)
-    field: str = Field(default="value", description="Reported value (when the event has it).")
+    field: NumericField = Field(default="value", description="Reported value (when the event has it).")
     dedup: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
 
     def field_refs(self) -> list[FieldRef]:

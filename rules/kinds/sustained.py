@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field
 
 from rules.columns import NUMERIC, Rows
 from rules.duration import Duration
+from rules.fields import NumericField
 from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
 from rules.model import Enriched
 from rules.spec import Condition, FieldRef, Op, RuleBase
@@ -34,7 +35,7 @@ from rules.state import EVIDENCE_CAP, Entry
 
 class SustainedRule(RuleBase):
     kind: Literal["sustained"]
-    field: str = "value"
+    field: NumericField = "value"
     op: Op = ">"
     value: float
     for_: Duration = Field(alias="for", description="How long the open condition must hold.")

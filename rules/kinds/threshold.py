@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from rules.duration import Duration
+from rules.fields import NumericField
 from rules.kinds.base import OPS, Kind, PackContext, Scope, build_incident
 from rules.model import Enriched, Incident
 from rules.routes import routing_layer
@@ -23,7 +24,7 @@ class ThresholdRule(RuleBase):
     """Fires when a single event's numeric ``field`` compares true with ``value``."""
 
     kind: Literal["threshold"]
-    field: str = Field(default="value", description="Numeric event field, e.g. value or alt_m.")
+    field: NumericField = Field(default="value", description="Numeric event field, e.g. value or alt_m.")
     op: Op = ">"
     value: float = Field(description="Threshold the observed value is compared with.")
     group_by: Literal["subject", "zone"] = Field(default="subject", description="One incident per subject or zone.")

@@ -18,6 +18,7 @@ import h3
 from pydantic import Field, model_validator
 
 from rules.duration import Duration
+from rules.fields import AnyField, NumericField
 from rules.kinds.base import OPS, Kind, Scope, build_incident
 from rules.model import Enriched
 from rules.routes import routing_layer
@@ -32,8 +33,8 @@ class WindowRule(RuleBase):
 
     kind: Literal["window"]
     aggregate: Literal["count", "sum", "avg", "min", "max", "distinct"] = "count"
-    field: str = Field(default="value", description="Numeric field for sum/avg/min/max.")
-    distinct_field: str = Field(default="subject", description="For distinct: which field's values are counted.")
+    field: NumericField = Field(default="value", description="Numeric field for sum/avg/min/max.")
+    distinct_field: AnyField = Field(default="subject", description="For distinct: which field's values are counted.")
     window: Duration = Field(description="Window length; windows are aligned to the UTC epoch.")
     slide: Duration | None = Field(default=None, description="Hop of a sliding window (divides window).")
     group_by: Literal["zone", "sensor", "cell"] = "zone"

@@ -123,6 +123,10 @@ def test_the_pack_schema_accepts_the_wuhan_pack_and_text_durations() -> None:
     assert list(validator.iter_errors(pack)) == []
     assert list(validator.iter_errors({**pack, "allowed_lateness": "90x"}))
     assert list(validator.iter_errors({**pack, "owner": "ops"}))
+    # field names are listed, so an editor completes them; a misspelt one is flagged
+    first = pack["rules"][0]
+    assert list(validator.iter_errors({**pack, "rules": [{**first, "field": "valu"}, *pack["rules"][1:]]}))
+    assert not list(validator.iter_errors({**pack, "rules": [{**first, "field": "lat"}, *pack["rules"][1:]]}))
 
 
 # -- examples in the docs ----------------------------------------------------------------------
