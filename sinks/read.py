@@ -1,4 +1,5 @@
-"""The read side: every query other processes run against the store, through Quack.
+"""The read side: every query other processes run against the store, through Quack (or, for a
+store file no writer holds, on a local read-only connection: ``StoreReader.of_file``).
 
 This is the single module that talks to the store for reading. Queries are fixed SQL with
 ``$name`` placeholders; values are rendered as literals by ``sinks.sql.bind`` (Quack has no
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -130,19 +132,48 @@ def _incident_filters(
 class StoreReader:
     """A Quack client for the store. Thread-safe; reconnects by itself when the writer restarts."""
 
-    def __init__(self, uri: str, token: str) -> None:
+    def __init__(self, uri: str, token: str, *, local: duckdb.DuckDBPyConnection | None = None) -> None:
         self.uri = uri
         self._token = token
         self._lock = threading.Lock()
-        self._con = duckdb.connect()
-        load_quack(self._con)
+        self._local = local is not None  # queries run on this connection, not through Quack
+        if local is not None:
+            self._con = local
+        else:
+            self._con = duckdb.connect()
+            load_quack(self._con)
+
+    @classmethod
+    def of_file(cls, path: Path) -> StoreReader:
+        """A reader of a store file that no writer holds (a copy, an archive): the same queries, run
+        in this process on a read-only connection instead of through Quack.
+
+        Raises:
+            StoreUnavailableError: no such file, or a running ``cityops store`` holds it (DuckDB
+                lets no other process open a file its writer has open, even read-only).
+        """
+        if not path.is_file():
+            raise StoreUnavailableError(f"no store file at {path}")
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot open the store file {path} read-only ({exc}). A running `cityops store` holds "
+                "its file: read it through Quack instead, or use a copy taken after the writer stopped."
+            ) from exc
+        return cls(f"file:{path}", "", local=con)
 
     def rows(self, sql: str, params: Mapping[str, Param] | None = None) -> list[dict[str, Any]]:
         """Run a read-only query on the store; rows as dicts."""
         remote = bind(sql, params or {})
         with self._lock:
             try:
-                cur = self._con.execute("SELECT * FROM quack_query(?, ?, token => ?)", [self.uri, remote, self._token])
+                if self._local:
+                    cur = self._con.execute(remote)
+                else:
+                    cur = self._con.execute(
+                        "SELECT * FROM quack_query(?, ?, token => ?)", [self.uri, remote, self._token]
+                    )
                 names = [d[0] for d in cur.description or []]
                 return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
             except duckdb.IOException as exc:

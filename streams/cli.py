@@ -501,8 +501,16 @@ def rules_publish(ctx: click.Context, pack: Path, actor: str | None) -> None:
     default=None,
     help="The pack to compare with (default: the configured pack).",
 )
+@click.option(
+    "--store-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Read this DuckDB store file (a copy, an archive) instead of the running store through Quack.",
+)
 @click.pass_context
-def rules_backtest(ctx: click.Context, pack: Path, since: str, until: str | None, live_path: Path | None) -> None:
+def rules_backtest(
+    ctx: click.Context, pack: Path, since: str, until: str | None, live_path: Path | None, store_file: Path | None
+) -> None:
     """Run PACK over the events stored in DuckDB and compare per-rule counts with the live pack."""
     from rules.backtest import backtest
     from rules.errors import PackError
@@ -517,8 +525,11 @@ def rules_backtest(ctx: click.Context, pack: Path, since: str, until: str | None
     except PackError as exc:
         raise click.ClickException(str(exc)) from exc
     start, end = since_option(since), since_option(until) if until else None
-    reader = StoreReader(s.store.quack_uri, s.store.token.get_secret_value())
     try:
+        if store_file is not None:
+            reader = StoreReader.of_file(store_file)
+        else:
+            reader = StoreReader(s.store.quack_uri, s.store.token.get_secret_value())
         lines = list(reader.event_payloads(start, end, progress=lambda n: click.echo(f"... {n} events", err=True)))
     except SinkError as exc:
         raise click.ClickException(str(exc)) from exc

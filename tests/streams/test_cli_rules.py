@@ -49,3 +49,36 @@ def test_diff_of_an_invalid_pack_fails_with_its_problems(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["rules", "diff", str(old), str(new)])
     assert result.exit_code == 1
     assert "unknown rule kind 'treshold'" in result.output
+
+
+def test_backtest_reads_a_store_file_when_no_store_is_running(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rules.model import Enriched, Reading
+    from sinks.store import Batch, Store
+
+    archive = tmp_path / "archive.duckdb"
+    store = Store(archive)
+    at = datetime.now(UTC) - timedelta(days=1)
+    readings = [
+        Reading(
+            id=f"w{i}",
+            ts=at + timedelta(minutes=i),
+            lon=114.30,
+            lat=30.60,
+            sensor_id="wl-1",
+            metric="water_level_cm",
+            value=v,
+        )
+        for i, v in enumerate((42.0, 45.0))
+    ]
+    store.apply(Batch(events=[Enriched(event=r, zones={}) for r in readings]))
+    store.close()
+    live = WUHAN / "pack.yaml"
+    stricter = _copy(tmp_path, "stricter", '    op: ">"\n    value: 30\n', '    op: ">"\n    value: 50\n')
+    args = ["rules", "backtest", str(stricter), "--since", "7d", "--live", str(live), "--store-file", str(archive)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("flood.water-level-high"))
+    assert row.split()[1:] == ["0", "1", "-1"]  # candidate, live, difference
+    assert "over 2 stored events" in result.output
