@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rules.duration import Duration
 from rules.fields import NumericField
+from rules.model import EVENT_KINDS
 
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="Stable rule id.")]
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -57,7 +58,7 @@ class Match(Strict):
     def kinds(self) -> tuple[str, ...]:
         """The event kinds this match can take (a metric means readings, a category reports, ...)."""
         out = []
-        for kind in ("reading", "report", "track"):
+        for kind in EVENT_KINDS:
             if self.kind not in (None, kind):
                 continue
             if kind == "reading" and (self.category, self.categories, self.object_type) != (None, None, None):
