@@ -23,6 +23,7 @@ _SERVICES = {"demo", "worker", "store", "broker", "dashboard", "alerts", "gatewa
 #: Subcommands of a service group that are one-shot tools (they log like one).
 _TOOLS_OF_SERVICES = {("store", "query"), ("store", "export"), ("dashboard", "hash-password")}
 _ARGS = "cityops.args"
+_SERVICE = "cityops.service"
 
 
 def _runs_service(ctx: click.Context) -> bool:
@@ -40,8 +41,8 @@ def _settings(ctx: click.Context) -> Settings:
 
 class _Commands(click.Group):
     """The ``cityops`` group: a failure cityops knows (its own errors, an unreachable broker) ends
-    the command with ``Error: <message>`` and exit status 1, not a traceback. ``--log-level DEBUG``
-    logs the traceback too."""
+    the command with ``Error: <message>`` and exit status 1, not a traceback. A service logs the
+    traceback as an ERROR; a one-shot tool with ``--log-level DEBUG``."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
@@ -55,7 +56,9 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except (StreamsError, RulesError, SinkError, KafkaError) as exc:
-            logging.getLogger("streams.cli").debug("command failed", exc_info=True)
+            # a service's log keeps the traceback; a one-shot tool shows it with --log-level DEBUG
+            level = logging.ERROR if ctx.meta.get(_SERVICE) else logging.DEBUG
+            logging.getLogger("streams.cli").log(level, "command failed: %s", exc, exc_info=True)
             message = str(exc) or type(exc).__name__
             if isinstance(exc, KafkaTimeoutError | KafkaConnectionError):
                 bootstrap = ctx.obj.kafka.bootstrap if isinstance(ctx.obj, Settings) else "the configured address"
@@ -94,7 +97,7 @@ def main(
 ) -> None:
     """cityops: urban-governance event stream processor."""
     settings = Settings()
-    service = _runs_service(ctx)
+    service = ctx.meta[_SERVICE] = _runs_service(ctx)
     if bootstrap:
         settings.kafka.bootstrap = bootstrap
     if pack:

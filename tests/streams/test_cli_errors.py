@@ -63,3 +63,13 @@ def test_publishing_to_a_broker_that_is_not_there_says_where_it_looked() -> None
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: cannot reach the Kafka broker at {address} ("), result.output
     assert "CITYOPS_KAFKA__BOOTSTRAP" in result.output
+
+
+def test_a_service_that_fails_logs_the_traceback_then_one_error_line() -> None:
+    result = CliRunner().invoke(main, ["--pack", "/no/such/pack.yaml", "worker"], prog_name="cityops")
+    assert result.exit_code == 1
+    assert "ERROR streams.cli: command failed: /no/such/pack.yaml:1: cannot read rule pack" in result.output
+    assert "Traceback" in result.output  # in the service's log, for whoever reads it later
+    assert result.output.rstrip().splitlines()[-1] == (
+        "Error: /no/such/pack.yaml:1: cannot read rule pack: No such file or directory"
+    )
