@@ -12,6 +12,7 @@ passes the window end plus the allowed lateness. Both give the same result in re
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
 import h3
@@ -26,6 +27,10 @@ from rules.spec import FieldRef, Op, RuleBase
 from rules.state import Entry, admit, copy_entry
 
 DISTINCT_CAP = 10_000
+#: Most overlapping windows a sliding window may keep per group (window / slide): every event
+#: updates each of them, so a day every second (86,400) would stall a worker. A day every minute,
+#: or an hour every 2.5 s, is the limit.
+MAX_HOPS = 1440
 
 
 class WindowRule(RuleBase):
@@ -53,6 +58,12 @@ class WindowRule(RuleBase):
             w, s = self.window.total_seconds(), self.slide.total_seconds()
             if s > w or (w * 1000) % (s * 1000):
                 raise ValueError(f"slide {self.slide} must divide the window {self.window}")
+            if w / s > MAX_HOPS:
+                raise ValueError(
+                    f"a window of {self.window} every {self.slide} keeps {w / s:.0f} overlapping windows per group, "
+                    f"each updated by every event; at most {MAX_HOPS}: make the slide at least "
+                    f"{timedelta(seconds=w / MAX_HOPS)}"
+                )
         return self
 
     def field_refs(self) -> list[FieldRef]:

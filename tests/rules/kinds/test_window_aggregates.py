@@ -139,6 +139,19 @@ def test_a_slide_that_does_not_divide_the_window_is_a_pack_error(window: str, sl
         _pack("count", ">=", 1, f"  slide: {slide}\n")
 
 
+@pytest.mark.parametrize(("slide", "ok"), [("1m", True), ("30s", False)])
+def test_a_sliding_window_keeps_at_most_1440_overlapping_windows(slide: str, ok: bool) -> None:
+    rule = f"""
+- {{id: agg, kind: window, title: A, category: test, layer: zones, match: {{kind: reading, metric: m}},
+   window: 1d, slide: {slide}, value: 1}}
+"""
+    if ok:
+        assert make_pack(rule, {"zones": ZONES}).spec.rules[0].id == "agg"
+        return
+    with pytest.raises(PackError, match=r"keeps 2880 overlapping windows per group.*slide at least 0:01:00"):
+        make_pack(rule, {"zones": ZONES})
+
+
 def test_group_by_sensor_gives_one_incident_per_sensor() -> None:
     pack = _pack("max", ">", 80, "  group_by: sensor\n")
     events = [_r("a", MIN, 90, "s1"), _r("b", MIN, 95, "s2", IN_B), _r("c", MIN, 20, "s3")]
