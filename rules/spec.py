@@ -56,19 +56,14 @@ class Match(Strict):
         return self.object_type is None or self.object_type == value
 
     def kinds(self) -> tuple[str, ...]:
-        """The event kinds this match can take (a metric means readings, a category reports, ...)."""
-        out = []
-        for kind in EVENT_KINDS:
-            if self.kind not in (None, kind):
-                continue
-            if kind == "reading" and (self.category, self.categories, self.object_type) != (None, None, None):
-                continue
-            if kind == "report" and (self.metric, self.object_type) != (None, None):
-                continue
-            if kind == "track" and (self.metric, self.category, self.categories) != (None, None, None):
-                continue
-            out.append(kind)
-        return tuple(out)
+        """The event kinds this match can take (a metric means readings, a category reports, ...):
+        those whose events carrying the match's own metric, category or object type it ``takes``."""
+        own = {
+            "reading": self.metric,
+            "report": self.category or (self.categories[0] if self.categories else None),
+            "track": self.object_type,
+        }
+        return tuple(k for k in EVENT_KINDS if self.kind in (None, k) and self.takes(k, own[k]))
 
 
 @dataclass(frozen=True)

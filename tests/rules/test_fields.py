@@ -47,6 +47,8 @@ def test_a_field_is_fine_when_some_of_the_kinds_have_it() -> None:
         ({"kind": "track", "zones": ["z1"]}, ("track",)),
         ({"kind": "reading", "category": "noise"}, ()),
         ({"metric": "pm25", "object_type": "drone"}, ()),
+        ({"category": "noise", "categories": ["dumping"]}, ()),
+        ({"category": "noise", "categories": ["dumping", "noise"]}, ("report",)),
     ],
 )
 def test_a_match_takes_the_kinds_its_filters_allow(match: dict[str, object], kinds: tuple[str, ...]) -> None:
