@@ -134,10 +134,13 @@ class Sustained(Kind):
                     scope.emit(self._snapshot(entry))
                 continue
             entry["t"] = ts
+            # An episode's snapshot is sent when this reading changes it (counted on an open one,
+            # opened, resolved); a resolved episode stays in the entry, unchanged by what follows.
+            was_open = entry["phase"] in ("open", "closing")
             if not self.gate(item):
                 self._break(entry, ts)
                 _store(scope, key, entry)
-                if entry.get("ep"):
+                if was_open:
                     scope.emit(self._snapshot(entry))
                 continue
             opens = self.open_cmp(value, rule.value)
@@ -174,7 +177,7 @@ class Sustained(Kind):
                 else:
                     entry.update(phase="open", close_since=None)
             _store(scope, key, entry)
-            if entry.get("ep"):
+            if was_open or (entry["phase"] == "open" and phase == "pending"):
                 scope.emit(self._snapshot(entry))
 
     @staticmethod

@@ -122,6 +122,33 @@ def test_a_new_episode_after_resolving_is_a_new_incident() -> None:
     assert first.id != second.id
 
 
+def test_a_snapshot_is_sent_only_by_readings_that_change_the_episode() -> None:
+    """Readings of an open episode update it; once resolved, later readings leave it alone and send
+    nothing (before, every later reading of the sensor sent the resolved incident again)."""
+    engine, state = Engine(PACK), {}
+
+    def sent(values: list[float], start: int, offset: int) -> list[Incident]:
+        batch = engine.enrich(_series(values, start=start * MIN, prefix=f"b{offset}-"))
+        return engine.process(batch, state, position=(0, offset)).incidents
+
+    assert sent([35, 36], 0, 0) == []  # pending
+    [opened] = sent([37], 2, 1)
+    assert (opened.status, opened.revision) == ("open", 3)
+    [counted] = sent([25], 3, 2)  # between the levels: counted on the open incident
+    assert (counted.id, counted.status, counted.revision) == (opened.id, "open", 4)
+    [closing] = sent([15, 15, 15, 15, 15], 4, 3)  # close since 4 min, not yet 5 min
+    assert closing.status == "open"
+    [resolved] = sent([15], 9, 4)
+    assert (resolved.status, resolved.revision) == ("resolved", closing.revision + 2)
+    assert sent([10, 10, 10], 10, 5) == []  # the resolved incident is not sent again
+    assert sent([35, 36], 13, 6) == []  # a new condition pending: nothing changes yet
+    [second] = sent([37], 15, 7)
+    assert second.id != opened.id and second.status == "open"
+    # a re-delivered message sends its episode again (a crash may have lost the first send)
+    again = engine.process(engine.enrich(_series([37], start=15 * MIN, prefix="b7-")), state, position=(0, 7))
+    assert [i.id for i in again.incidents] == [second.id]
+
+
 # -- per-subject order -------------------------------------------------------------------------
 
 
