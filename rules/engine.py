@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rules.columns import DISCRIMINATOR, KINDS, EventColumns, Rebuilt, Rows, locate
+from rules.cooldown import Cooldown
 from rules.geo import Locator
 from rules.kinds import Kind, PackContext, evaluator
 from rules.kinds.base import Scope, incident_id
@@ -49,6 +50,28 @@ class _Compiled:
     rule: RuleBase
     kind: Kind
     schedule: _ScheduleCheck | None
+    #: the rule's ``cooldown`` (None when it has none): every snapshot of the rule goes through it
+    cooldown: Cooldown | None = None
+
+    def feed(self, items: Sequence[Enriched], stamps: Sequence[int], scope: Scope) -> None:
+        if self.cooldown is None:
+            self.kind.feed(items, stamps, scope)
+            return
+        scope.through = self.cooldown.apply
+        try:
+            self.kind.feed(items, stamps, scope)
+        finally:
+            scope.through = None
+
+    def tick(self, scope: Scope, at: int, keys: Sequence[str]) -> None:
+        if self.cooldown is None:
+            self.kind.tick(scope, at, keys)
+            return
+        scope.through = self.cooldown.apply
+        try:
+            self.kind.tick(scope, at, keys)
+        finally:
+            scope.through = None
 
 
 class Engine:
@@ -68,6 +91,9 @@ class Engine:
             _Compiled(r, evaluator(r, self.ctx), _ScheduleCheck(r.schedule, spec.timezone) if r.schedule else None)
             for r in spec.rules
         ]
+        for c in self.compiled:
+            if c.rule.cooldown:
+                c.cooldown = Cooldown(c.kind, int(c.rule.cooldown.total_seconds() * 1000), self.lateness_ms)
         self._selector = Selection(
             [c.rule for c in self.compiled], [c.kind for c in self.compiled], [c.schedule for c in self.compiled]
         )
@@ -194,7 +220,7 @@ class Engine:
                 stamps.append(ts)
         scope = Scope(state, position, home=home, owns=owns)
         for rule in sorted(per_rule):
-            self.compiled[rule].kind.feed(*per_rule[rule], scope)
+            self.compiled[rule].feed(*per_rule[rule], scope)
         scope.commit()
         if batch_max is not None and (self.watermark_ms is None or batch_max > self.watermark_ms):
             self.watermark_ms = batch_max
@@ -250,7 +276,7 @@ class Engine:
                     continue
             c = self.compiled[rule]
             items = Rows(batch, rows) if c.kind.reads_columns else [batch.enriched(r) for r in rows]
-            c.kind.feed(items, [stamps[r] for r in rows], scope)
+            c.feed(items, [stamps[r] for r in rows], scope)
         scope.commit()
         if on_time.any():
             batch_max = int(ts_ms[on_time].max())
@@ -287,7 +313,7 @@ class Engine:
                 keys[prefix].append(key)
         scope = Scope(state, None)
         for c in timed:
-            c.kind.tick(scope, at, keys[c.kind.state_prefix])
+            c.tick(scope, at, keys[c.kind.state_prefix])
         scope.commit()
         return list(scope.incidents.values())
 

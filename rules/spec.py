@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rules.duration import Duration
+from rules.duration import Duration, format_duration
 from rules.fields import NumericField
 from rules.model import EVENT_KINDS
 
@@ -19,6 +19,8 @@ SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: The longest ``cooldown``: a key's chain is kept for its cooldown after its last activity.
+MAX_COOLDOWN = timedelta(days=7)
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
@@ -132,6 +134,21 @@ class RuleBase(Strict):
     layer: str | None = Field(default=None, description="Zone layer the rule is scoped to and reports.")
     schedule: Schedule | None = None
     escalate: list[Step] = Field(default_factory=list, description="Severity steps, checked in order.")
+    # A timedelta default, as sustained's resolve_after: parse_duration rejects "0s".
+    cooldown: Duration = Field(
+        default=timedelta(0),
+        json_schema_extra={"default": "0s"},
+        description="A new firing of the same dedup key less than this after the previous incident was last "
+        "active is counted on that incident instead of opening a new one (0s: off). At most 7d.",
+    )
+
+    @field_validator("cooldown")
+    @classmethod
+    def _check_cooldown(cls, value: timedelta) -> timedelta:
+        if value > MAX_COOLDOWN:
+            longest = format_duration(MAX_COOLDOWN)
+            raise ValueError(f"cooldown {format_duration(value)} is longer than the longest, {longest}")
+        return value
 
     def field_refs(self) -> list[FieldRef]:
         """The event fields this rule reads; a kind adds its own to its ``when`` conditions'."""

@@ -152,6 +152,9 @@ class Scope:
     #: (``Kind.spreads``); None (replay, one partition) owns every key.
     owns: Callable[[str], bool] | None = None
     incidents: dict[str, Incident] = field(default_factory=dict)
+    #: What every emitted snapshot goes through first (the rule's ``rules.cooldown.Cooldown``); a
+    #: snapshot it turns into None is not sent.
+    through: Callable[[Scope, Incident], Incident | None] | None = None
     touched: dict[str, Entry] = field(default_factory=dict)
     replayed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
@@ -207,6 +210,11 @@ class Scope:
         self.deleted.add(key)
 
     def emit(self, incident: Incident) -> None:
+        if self.through is not None:
+            passed = self.through(self, incident)
+            if passed is None:
+                return
+            incident = passed
         prev = self.incidents.get(incident.id)
         if prev is None or incident.revision >= prev.revision:
             self.incidents[incident.id] = incident
@@ -359,6 +367,14 @@ class Kind(ABC):
         gates itself is never asked). Only declare what ``feed`` would skip without a trace.
         """
         return ()
+
+    #: Kinds whose open incidents change until they resolve, whenever that is (episodes of a
+    #: subject); the others' incidents change only while events fall in their bucket or window.
+    open_ended: ClassVar[bool] = False
+
+    def dedup_key(self, incident: Incident) -> str:
+        """What an incident of this rule is about, besides time (``rules.cooldown``): its subject."""
+        return incident.subject
 
     #: Whether ``spreads`` can say yes for this rule (the engine feeds copies only to such rules).
     spreading: bool = False

@@ -55,6 +55,7 @@ class GeofenceRule(RuleBase):
 class Geofence(Kind):
     rule: GeofenceRule
     gates_itself = True
+    open_ended = True
 
     def __init__(self, rule: GeofenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -144,6 +145,10 @@ class Geofence(Kind):
         scope.put(key, entry)
         for ep in touched:
             scope.emit(self._snapshot(entry, ep))
+
+    def dedup_key(self, incident: Incident) -> str:
+        """An object and its fence (``details.fence``; None for a rule over the union of fences)."""
+        return f"{incident.subject}@{incident.details.get('fence')}"
 
     def _snapshot(self, entry: dict[str, Any], ep: dict[str, Any]) -> Incident:
         fence = str(entry["fence"])

@@ -49,6 +49,7 @@ class SilenceRule(RuleBase):
 class Silence(Kind):
     rule: SilenceRule
     reads_columns = True
+    open_ended = True
 
     def __init__(self, rule: SilenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)

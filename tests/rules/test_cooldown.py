@@ -1,0 +1,248 @@
+"""cooldown: firings of one dedup key close together are one incident, and nothing is dropped."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rulekit import MIN, T0, cut, fire, layer, make_pack, reading, square, stream, track
+
+from rules.engine import Engine
+from rules.errors import PackError
+from rules.model import Incident
+
+THRESHOLD = """
+- id: hot
+  kind: threshold
+  title: Above 30
+  category: heat
+  match: {kind: reading, metric: m}
+  value: 30
+  dedup: 15m
+  cooldown: 30m
+"""
+
+
+def _hot(minutes: list[int], *, sensor: str = "s1", value: float = 40) -> list[Any]:
+    return [reading(f"{sensor}-{m:03d}", m * MIN, value, sensor=sensor) for m in minutes]
+
+
+def test_firings_within_the_cooldown_are_one_incident_with_their_sums() -> None:
+    # buckets 00:00, 00:15 and 00:30 each fire; without a cooldown, three incidents
+    events = _hot([1, 2, 16, 31, 32, 33])
+    assert len(fire(make_pack(THRESHOLD.replace("  cooldown: 30m\n", "")), events)) == 3
+    [one] = fire(make_pack(THRESHOLD), events)
+    [first] = fire(make_pack(THRESHOLD), events[:2])
+    assert one.id == first.id  # the first firing's incident keeps its id and its start
+    assert (one.window_start, one.first_event_at) == (T0, T0 + MIN)
+    assert one.evidence.count == 6
+    assert one.revision == 6  # the firings' revisions: 2 + 1 + 3
+    assert one.evidence.event_ids == [e.id for e in events]
+    assert one.last_event_at == T0 + 33 * MIN
+    assert one.window_end == T0 + 45 * MIN
+    assert one.details["cooldown"]["firings"] == 3
+
+
+def test_a_firing_after_the_cooldown_is_a_new_incident() -> None:
+    # last activity 00:02; 00:32 is exactly 30 minutes later: the cooldown has passed
+    a, b = fire(make_pack(THRESHOLD), _hot([1, 2, 32]))
+    assert (a.evidence.count, b.evidence.count) == (2, 1)
+    assert b.first_event_at == T0 + 32 * MIN
+    assert "cooldown" not in a.details and "cooldown" not in b.details
+    [one] = fire(make_pack(THRESHOLD), _hot([1, 2, 31]))  # one millisecond inside it: the same
+    assert one.evidence.count == 3
+
+
+def test_the_cooldown_runs_from_the_newest_firing_so_a_chain_goes_on() -> None:
+    # firings 25 minutes apart: each within the cooldown of the one before
+    [one] = fire(make_pack(THRESHOLD), _hot([0, 25, 50, 75, 100]))
+    assert one.evidence.count == 5
+    assert one.details["cooldown"]["firings"] == 5
+
+
+def test_each_dedup_key_has_its_own_chain() -> None:
+    events = sorted(_hot([1, 16], sensor="a") + _hot([2, 17], sensor="b"), key=lambda e: e.ts)
+    incidents = fire(make_pack(THRESHOLD), events)
+    assert sorted((i.subject, i.evidence.count) for i in incidents) == [("a", 2), ("b", 2)]
+
+
+def test_severity_is_the_highest_and_value_the_worst_of_the_firings() -> None:
+    pack = make_pack(THRESHOLD + "  escalate:\n    - {severity: critical, value: 90}\n")
+    events = [reading("a", MIN, 95), reading("b", 16 * MIN, 40)]
+    [one] = fire(pack, events)
+    assert (one.severity, one.value) == ("critical", 95.0)
+
+
+SUSTAINED = """
+- id: water
+  kind: sustained
+  title: Water above 30 cm for 2 minutes
+  category: flood
+  match: {kind: reading, metric: m}
+  value: 30
+  for: 2m
+  cooldown: 10m
+"""
+
+
+def _series(values: list[float], start: int = 0) -> list[Any]:
+    return [reading(f"r{start + i:03d}", (start + i) * MIN, v) for i, v in enumerate(values)]
+
+
+def test_a_flapping_episode_reopens_the_incident_instead_of_opening_another() -> None:
+    # opens at 2 min, resolves at 3 min, opens again at 6 min (3 minutes later): one incident, open
+    events = _series([35, 36, 37, 10, 35, 36, 37])
+    assert len(fire(make_pack(SUSTAINED.replace("  cooldown: 10m\n", "")), events)) == 2
+    [one] = fire(make_pack(SUSTAINED), events)
+    assert one.status == "open" and one.resolved_at is None
+    assert one.evidence.count == 7  # 3 + the resolving reading + 3
+    assert one.window_start == T0
+    [resolved] = fire(make_pack(SUSTAINED), events[:4])
+    assert resolved.status == "resolved" and resolved.id == one.id
+    assert one.revision > resolved.revision
+
+
+def test_a_resolved_incident_stays_resolved_when_nothing_fires_again() -> None:
+    [one] = fire(make_pack(SUSTAINED), _series([35, 36, 37, 10, 10, 10]))
+    assert one.status == "resolved"
+    assert one.resolved_at == T0 + 3 * MIN
+
+
+def test_revisions_of_the_incident_only_grow_batch_after_batch() -> None:
+    engine, state = Engine(make_pack(SUSTAINED)), dict[str, Any]()
+    seen: dict[str, int] = {}
+    events = _series([35, 36, 37, 10, 35, 36, 37, 38, 10, 10, 40, 41, 42])
+    for offset, event in enumerate(events):
+        for incident in engine.process(engine.enrich([event]), state, position=(0, offset)).incidents:
+            assert incident.revision > seen.get(incident.id, 0), incident
+            seen[incident.id] = incident.revision
+    assert len(seen) == 1
+
+
+def test_a_redelivered_message_changes_nothing_and_sends_the_incident_again() -> None:
+    engine, state = Engine(make_pack(THRESHOLD)), dict[str, Any]()
+    first = engine.process(engine.enrich(_hot([1])), state, position=(0, 0)).incidents
+    [joined] = engine.process(engine.enrich(_hot([16])), state, position=(0, 1)).incidents
+    assert joined.id == first[0].id and joined.evidence.count == 2
+    [again] = engine.process(engine.enrich(_hot([16])), state, position=(0, 1)).incidents
+    assert again == joined
+
+
+def test_a_late_event_of_an_earlier_firing_is_still_counted() -> None:
+    # 00:01 and 00:16 fire (one chain); then a late reading in the first bucket
+    events = [*_hot([1, 16]), reading("late", 5 * MIN, 50)]
+    [one] = stream(make_pack(THRESHOLD), [[e] for e in events]).values()
+    assert one.evidence.count == 3
+    assert one.value == 50.0
+
+
+def test_no_incident_is_lost_when_chains_expire() -> None:
+    """Engine.expire drops chains whose cooldown has passed; later firings start new incidents."""
+    engine, state = Engine(make_pack(THRESHOLD, lateness="10m")), dict[str, Any]()
+    out: dict[str, Incident] = {}
+    events = _hot([1, 16, 100, 200, 215])
+    for offset, event in enumerate(events):
+        for incident in engine.process(engine.enrich([event]), state, position=(0, offset)).incidents:
+            out[incident.id] = incident
+        engine.expire(state)
+    counts = sorted((i.first_event_at, i.evidence.count) for i in out.values())
+    assert counts == [(T0 + MIN, 2), (T0 + 100 * MIN, 1), (T0 + 200 * MIN, 2)]
+    assert sum(c for _, c in counts) == len(events)
+
+
+def test_state_of_a_finished_chain_is_expired() -> None:
+    engine, state = Engine(make_pack(THRESHOLD, lateness="10m")), dict[str, Any]()
+    engine.process(engine.enrich(_hot([1, 16])), state, position=(0, 0))
+    engine.process(engine.enrich([reading("x", 300 * MIN, 1, sensor="other")]), state, position=(0, 1))
+    engine.expire(state)
+    assert [k for k in state if k.startswith("cool:") and "|c|" in k] == []
+    pointers = [k for k in state if k.startswith("cool:") and "|k|" in k]
+    assert pointers == ["cool:hot@1|k|s1"]  # the key's pointer stays, with what expired
+
+
+def test_an_old_episode_sent_again_after_its_chain_expired_is_not_a_new_incident() -> None:
+    """sustained sends its episode again when a reading comes out of order; once the chain of that
+    episode has expired, that snapshot must not open an incident of its own."""
+    pack = make_pack(SUSTAINED, lateness="5m")
+    engine, state = Engine(pack), dict[str, Any]()
+    out: dict[str, Incident] = {}
+    batches = [_series([35, 36, 37, 10, 35, 36, 37, 10], 0), _series([10], 60), [reading("ooo", 59 * MIN, 5)]]
+    for offset, batch in enumerate(batches):
+        for incident in engine.process(engine.enrich(batch), state, position=(0, offset), check_late=False).incidents:
+            out[incident.id] = incident
+        engine.expire(state)
+    assert len(out) == 1
+
+
+def test_a_chain_keeps_only_the_firings_that_can_still_change() -> None:
+    """Two days above the threshold: 192 buckets, one incident, and a chain entry that stays small."""
+    engine, state = Engine(make_pack(THRESHOLD)), dict[str, Any]()
+    events = _hot(list(range(0, 2 * 24 * 60, 5)))
+    for offset in range(0, len(events), 50):
+        engine.process(engine.enrich(events[offset : offset + 50]), state, position=(0, offset))
+    [chain] = [v for k, v in state.items() if "|c|" in k]
+    assert chain["k"] == 192 and chain["n"] == len(events)
+    assert len(chain["m"]) <= 8  # the first, and those within the allowed lateness (1h) of the newest event
+    [one] = fire(make_pack(THRESHOLD), events)
+    assert one.evidence.count == len(events)
+
+
+def test_geofence_keys_are_the_object_and_its_fence() -> None:
+    fences = {"nofly": layer("nofly", [square("a", 0.0), square("b", 2.0)])}
+    rule = """
+- id: enter
+  kind: geofence
+  title: Drone enters a no-fly zone
+  category: airspace
+  match: {kind: track, object_type: drone}
+  fences: nofly
+  transition: enter
+  cooldown: 30m
+"""
+    pack = make_pack(rule, fences)
+    outside, in_a, in_b = (1.5, 0.5), (0.5, 0.5), (2.5, 0.5)
+    path = [outside, in_a, outside, in_a, outside, in_b]
+    events = [track(f"t{i}", i * MIN, where) for i, where in enumerate(path)]
+    incidents = fire(pack, events)
+    assert sorted((i.zone_id, i.evidence.count) for i in incidents) == [("a", 2), ("b", 1)]
+
+
+def test_a_cooldown_longer_than_a_week_is_refused() -> None:
+    expected = r"t.yaml:15: rule 'hot' rules\[0\].cooldown: cooldown 8d is longer than the longest, 7d"
+    with pytest.raises(PackError, match=expected):
+        make_pack(THRESHOLD.replace("cooldown: 30m", "cooldown: 8d"))
+    with pytest.raises(PackError, match="no unit"):
+        make_pack(THRESHOLD.replace("cooldown: 30m", "cooldown: 30"))
+
+
+def test_without_a_cooldown_the_engine_keeps_no_cooldown_state() -> None:
+    engine, state = Engine(make_pack(THRESHOLD.replace("  cooldown: 30m\n", ""))), dict[str, Any]()
+    engine.process(engine.enrich(_hot([1, 16])), state, position=(0, 0))
+    assert not [k for k in state if k.startswith("cool:")]
+
+
+@st.composite
+def _readings(draw: st.DrawFn) -> list[Any]:
+    minutes = sorted(set(draw(st.lists(st.integers(0, 240), min_size=1, max_size=40))))
+    values = draw(st.lists(st.sampled_from([10.0, 35.0, 40.0]), min_size=len(minutes), max_size=len(minutes)))
+    return [reading(f"r{m:03d}", m * MIN, v) for m, v in zip(minutes, values, strict=True)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=_readings(), cuts=st.lists(st.integers(0, 40), max_size=6))
+def test_any_batching_gives_the_same_incidents_and_counts_every_firing(events: list[Any], cuts: list[int]) -> None:
+    for rules in (THRESHOLD, SUSTAINED):
+        pack = make_pack(rules)
+        replayed = fire(pack, events)
+        streamed = stream(pack, cut(events, cuts))
+        assert sorted(streamed.values(), key=lambda i: i.id) == sorted(replayed, key=lambda i: i.id)
+    # threshold: every event above 30 is counted on exactly one incident
+    over = sum(1 for e in events if e.value > 30)
+    assert sum(i.evidence.count for i in fire(make_pack(THRESHOLD), events)) == over
+
+
+def test_the_cooldown_is_off_by_default() -> None:
+    assert make_pack(THRESHOLD.replace("  cooldown: 30m\n", "")).spec.rules[0].cooldown == timedelta(0)
