@@ -9,7 +9,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -54,6 +54,7 @@ class ExpectedIncident(_Strict):
     zone_id: str | None = None
     count: int | None = None
     severity: Severity | None = None
+    status: Literal["open", "resolved"] | None = None
 
 
 class PackTest(_Strict):

@@ -26,12 +26,19 @@ def _matches(exp: ExpectedIncident, inc: Incident) -> bool:
         and (exp.zone_id is None or exp.zone_id == inc.zone_id)
         and (exp.count is None or exp.count == inc.evidence.count)
         and (exp.severity is None or exp.severity == inc.severity)
+        and (exp.status is None or exp.status == inc.status)
     )
 
 
 def _differences(exp: ExpectedIncident, inc: Incident) -> str:
     """What an incident of the expected rule has where the expectation says otherwise."""
-    got = {"subject": inc.subject, "zone_id": inc.zone_id, "count": inc.evidence.count, "severity": inc.severity}
+    got = {
+        "subject": inc.subject,
+        "zone_id": inc.zone_id,
+        "count": inc.evidence.count,
+        "severity": inc.severity,
+        "status": inc.status,
+    }
     wanted = exp.model_dump(exclude_none=True, exclude={"rule"})
     return ", ".join(f"{name} {got[name]!r}" for name, value in wanted.items() if got[name] != value)
 
@@ -70,7 +77,7 @@ def run_pack_tests(pack: LoadedPack) -> list[CaseResult]:
         for inc in unmatched:
             problems.append(
                 f"unexpected incident rule={inc.rule_id} subject={inc.subject} zone_id={inc.zone_id} "
-                f"count={inc.evidence.count} severity={inc.severity}"
+                f"count={inc.evidence.count} severity={inc.severity} status={inc.status}"
             )
         results.append(CaseResult(case.name, not problems, problems))
     return results

@@ -20,7 +20,7 @@ BASE: dict[str, Any] = {
     "id": "878f8b16f83bb13b30a31d48",
     "revision": 1,
     "pack": "wuhan",
-    "pack_version": "2026.11.1",
+    "pack_version": "2026.11.2",
     "rule_id": "flood.water-level-high",
     "rule_version": 1,
     "kind": "threshold",

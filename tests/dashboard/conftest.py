@@ -30,7 +30,7 @@ from streams.topics import create_topics
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"
 TOKEN = "test-token-123"
-PACK_VERSION = "2026.11.1"
+PACK_VERSION = "2026.11.2"
 NOW = datetime.now(UTC).replace(microsecond=0)
 PASSWORD = "s3cret-pw"
 USERS = {"viewer1": ["viewer"], "op1": ["operator"], "author1": ["viewer", "rule_author"]}

@@ -137,7 +137,7 @@ def test_detail_shows_facts_rule_thresholds_evidence_history_and_mini_map(live_s
     facts, rule, evidence, history = frames(at)[1:5]
     facts = dict(zip(facts["字段"], facts["值"], strict=True))
     assert facts["事件编号"] == WATER_LEVEL.id and facts["行政区"] == "江汉区"
-    assert facts["规则"] == "flood.water-level-high v1 (阈值)" and facts["规则包"] == "wuhan 2026.11.1"
+    assert facts["规则"] == "flood.water-level-high v1 (阈值)" and facts["规则包"] == "wuhan 2026.11.2"
     params = dict(zip(rule["参数"], rule["值"], strict=True))
     assert (params["op"], params["value"], params["match.metric"]) == (">", "30", "water_level_cm")
     assert list(evidence["事件编号"]) == ["wl-jianghan-007-e0", "wl-jianghan-007-e1", "wl-jianghan-007-e2"]

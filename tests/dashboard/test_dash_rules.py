@@ -73,7 +73,7 @@ def test_loaded_pack_version_validation_and_versions_seen(live_store: RunningSto
     assert shown["规则包测试通过"] == f"{len(pack.spec.tests)}/{len(pack.spec.tests)}"
     assert [s.value for s in at.success] == ["规则包有效，所有规则的测试均通过。"]
     seen = frames(at)[0]
-    assert list(seen["版本"]) == ["2026.11.1"] and list(seen["事件数"]) == [5]
+    assert list(seen["版本"]) == ["2026.11.2"] and list(seen["事件数"]) == [5]
 
 
 def test_hits_per_rule_cover_every_rule_of_the_pack(live_store: RunningStore) -> None:

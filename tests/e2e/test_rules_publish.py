@@ -37,7 +37,7 @@ def edited_pack(tmp: Path, version: str, threshold: int) -> Path:
     shutil.copytree(PACK_DIR, target)
     path = target / "pack.yaml"
     text = path.read_text(encoding="utf-8")
-    text = text.replace('version: "2026.11.1"', f'version: "{version}"', 1)
+    text = text.replace('version: "2026.11.2"', f'version: "{version}"', 1)
     text = text.replace("title: Water level above 30 cm\n", f"title: Water level above {threshold} cm\n", 1)
     marker = "  - id: flood.water-level-high\n"
     head, rest = text.split(marker, 1)
@@ -58,10 +58,10 @@ def test_a_published_pack_is_swapped_in_live_and_an_invalid_one_is_refused(
     produce(stack.settings, scenario[:half], speed=0)
     stack.wait_for("first incidents", lambda: stack.reader.scalar("SELECT count(*) FROM incidents") > 0)
 
-    v2 = edited_pack(tmp_path, "2026.11.2", 10)
+    v2 = edited_pack(tmp_path, "2026.11.3", 10)
     published = cityops(stack, "rules", "publish", str(v2))
     assert published.returncode == 0, published.stderr
-    stack.wait_for("the worker to log the swap", lambda: "version=2026.11.2" in stack.log_tail("worker", 400))
+    stack.wait_for("the worker to log the swap", lambda: "version=2026.11.3" in stack.log_tail("worker", 400))
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(
@@ -87,21 +87,21 @@ def test_a_published_pack_is_swapped_in_live_and_an_invalid_one_is_refused(
         return any(d.kind == "invalid_pack" and "wuhan@bad" in d.reason for d in letters)
 
     stack.wait_for("the refused pack in the dead-letter topic", refused_logged)
-    assert "keeping pack=wuhan version=2026.11.2" in stack.log_tail("worker", 400)
+    assert "keeping pack=wuhan version=2026.11.3" in stack.log_tail("worker", 400)
 
     produce(stack.settings, scenario[half:], speed=0)
     stack.wait_for(
         "second-half incidents",
-        lambda: stack.reader.scalar("SELECT count(*) FROM incidents WHERE pack_version = '2026.11.2'") > 0,
+        lambda: stack.reader.scalar("SELECT count(*) FROM incidents WHERE pack_version = '2026.11.3'") > 0,
     )
     alerts = [
         Incident.model_validate_json(r.value) for r in read_topic(stack.settings, stack.settings.kafka.incidents_topic)
     ]
-    assert {i.pack_version for i in alerts} == {"2026.11.1", "2026.11.2"}
+    assert {i.pack_version for i in alerts} == {"2026.11.2", "2026.11.3"}
     assert all(
         i.title == "Water level above 10 cm"
         for i in alerts
-        if i.pack_version == "2026.11.2" and i.rule_id == "flood.water-level-high"
+        if i.pack_version == "2026.11.3" and i.rule_id == "flood.water-level-high"
     )
     assert stack.children["worker"].alive()
 

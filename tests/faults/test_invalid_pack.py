@@ -111,7 +111,7 @@ def test_invalid_packs_published_mid_run_are_refused_and_incidents_equal_replay_
     }
     report(figures)
     assert_figures(figures, stack)
-    assert figures.extra["pack_versions"] == ["2026.11.1"]
+    assert figures.extra["pack_versions"] == ["2026.11.2"]
     for name in ("worker-0", "worker-1"):
         log = (stack.logs / f"{name}.log").read_text(errors="replace")
-        assert log.count("rule pack refused, keeping pack=wuhan version=2026.11.1") >= len(sources), name
+        assert log.count("rule pack refused, keeping pack=wuhan version=2026.11.2") >= len(sources), name

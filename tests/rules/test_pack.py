@@ -79,7 +79,7 @@ def _write_pack(tmp_path: Path, text: str) -> Path:
 def test_the_wuhan_pack_loads_with_its_rules_and_the_13_districts() -> None:
     pack = load_pack(WUHAN)
     assert pack.spec.pack == "wuhan"
-    assert pack.version == "2026.11.1"
+    assert pack.version == "2026.11.2"
     assert [r.id for r in pack.spec.rules] == [
         "flood.water-level-high",
         "air.pm25-very-high",

@@ -86,7 +86,7 @@ def test_every_pack_has_a_case_that_expects_no_incident(path: Path) -> None:
 def test_the_wuhan_pack_runs_all_its_cases_the_original_seven_first() -> None:
     pack = load_pack(PACKS_DIR / "wuhan" / "pack.yaml")
     results = run_pack_tests(pack)
-    assert len(results) == len(pack.spec.tests) == 28
+    assert len(results) == len(pack.spec.tests) == 29
     assert all(r.ok and r.problems == [] for r in results)
     assert results[1].name == "exactly 30 cm is not above the threshold"
     assert results[6].name == "a drone at 150 m opens an airspace incident"
@@ -121,6 +121,18 @@ def test_an_incident_of_the_expected_rule_that_differs_is_reported_once_with_wha
     ]
 
 
+def test_an_expected_status_is_compared(tmp_path: Path) -> None:
+    case = FLOOD_CASE.replace("EXPECTED_COUNT", "2")
+    [ok] = run_pack_tests(load_pack(_write(tmp_path, HEAD + case.replace("count: 2}", "count: 2, status: open}"))))
+    assert ok.ok
+    resolved = case.replace("count: 2}", "count: 2, status: resolved}")
+    [result] = run_pack_tests(load_pack(_write(tmp_path, HEAD + resolved)))
+    assert result.problems == [
+        "expected {'rule': 'flood.high', 'subject': 'wl-1', 'zone_id': '420102', 'count': 2, 'status': 'resolved'} "
+        "but its incident has status 'open'"
+    ]
+
+
 def test_an_incident_nobody_expected_fails_the_case(tmp_path: Path) -> None:
     case = FLOOD_CASE.replace("EXPECTED_COUNT", "2").replace(
         '    expect:\n      - {rule: flood.high, subject: wl-1, zone_id: "420102", count: 2}\n', "    expect: []\n"
@@ -129,7 +141,7 @@ def test_an_incident_nobody_expected_fails_the_case(tmp_path: Path) -> None:
     [result] = run_pack_tests(load_pack(_write(tmp_path, HEAD + case)))
     assert not result.ok
     assert result.problems == [
-        "unexpected incident rule=flood.high subject=wl-1 zone_id=420102 count=2 severity=medium"
+        "unexpected incident rule=flood.high subject=wl-1 zone_id=420102 count=2 severity=medium status=open"
     ]
 
 
