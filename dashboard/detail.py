@@ -8,6 +8,7 @@ import logging
 from datetime import timedelta
 from typing import Any, cast
 
+import orjson
 import pandas as pd
 import streamlit as st
 
@@ -123,8 +124,23 @@ def _facts(page: Page, inc: dict[str, Any], layer: data.ZoneLayer | None) -> Non
             float(inc["lon"]), float(inc["lat"]), page.settings.dashboard.display_crs
         ),
     }
+    firings = cooldown_firings(inc.get("details"))
+    if firings is not None:
+        facts[page.t("detail.firings")] = f"{firings:,}"
     frame = pd.DataFrame({page.t("detail.field"): list(facts), page.t("detail.field_value"): list(facts.values())})
     st.dataframe(frame, hide_index=True, width="stretch", height=table_height(len(frame)))
+
+
+def cooldown_firings(details: Any) -> int | None:
+    """How many firings a rule's cooldown counted on the incident (``details.cooldown``), if any."""
+    if isinstance(details, str | bytes):
+        try:
+            details = orjson.loads(details)
+        except orjson.JSONDecodeError:
+            return None
+    found = details.get("cooldown") if isinstance(details, dict) else None
+    firings = found.get("firings") if isinstance(found, dict) else None
+    return firings if isinstance(firings, int) and firings > 1 else None
 
 
 def _rule(page: Page, inc: dict[str, Any], pack: LoadedPack | None) -> None:

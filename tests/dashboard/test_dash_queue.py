@@ -157,6 +157,18 @@ def test_detail_warns_when_the_loaded_rule_is_another_version(live_store: Runnin
     assert any("事件由 v0 (2020.1) 触发；当前加载的是 v1" in w.value for w in at.main.warning)
 
 
+def test_detail_says_how_many_firings_a_cooldown_counted_on_the_incident(live_store: RunningStore) -> None:
+    assert live_store.store is not None
+    facts = dict(zip(*[frames(open_page("queue", incident=DRONE.id))[1][c] for c in ("字段", "值")], strict=True))
+    assert "冷却期内合并的触发次数" not in facts  # a single firing says nothing
+    live_store.store.con.execute(
+        "UPDATE incidents SET details = ? WHERE id = ?",
+        ['{"cooldown": {"firings": 3, "last_firing": "x"}}', PM25.id],
+    )
+    facts = dict(zip(*[frames(open_page("queue", incident=PM25.id))[1][c] for c in ("字段", "值")], strict=True))
+    assert facts["冷却期内合并的触发次数"] == "3"
+
+
 def test_unknown_incident_id_says_so(live_store: RunningStore) -> None:
     at = open_page("queue", incident="no-such-id")
 
