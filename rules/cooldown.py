@@ -150,7 +150,7 @@ class Cooldown:
         if incident.id in evidence or sum(len(ids) for ids, _ in evidence.values()) < EVIDENCE_CAP:
             evidence[incident.id] = [list(incident.evidence.event_ids), list(incident.evidence.values)]
         opened = [i for i in chain["open"] if i != incident.id]
-        if self.kind.open_ended and incident.status == "open":
+        if self.kind.open_ended(incident):
             opened.append(incident.id)
         chain["open"] = opened
 

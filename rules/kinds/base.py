@@ -368,9 +368,11 @@ class Kind(ABC):
         """
         return ()
 
-    #: Kinds whose open incidents change until they resolve, whenever that is (episodes of a
-    #: subject); the others' incidents change only while events fall in their bucket or window.
-    open_ended: ClassVar[bool] = False
+    def open_ended(self, incident: Incident) -> bool:
+        """Whether the incident can still change at any later time: an open episode of a subject,
+        which changes until it resolves. A bucket's or window's incident changes only while events
+        fall in it (within the allowed lateness)."""
+        return False
 
     def dedup_key(self, incident: Incident) -> str:
         """What an incident of this rule is about, besides time (``rules.cooldown``): its subject."""

@@ -55,7 +55,6 @@ class GeofenceRule(RuleBase):
 class Geofence(Kind):
     rule: GeofenceRule
     gates_itself = True
-    open_ended = True
 
     def __init__(self, rule: GeofenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -145,6 +144,10 @@ class Geofence(Kind):
         scope.put(key, entry)
         for ep in touched:
             scope.emit(self._snapshot(entry, ep))
+
+    def open_ended(self, incident: Incident) -> bool:
+        """A dwell (inside, outside) changes until the object leaves; a crossing never changes."""
+        return incident.status == "open" and incident.details.get("transition") in ("inside", "outside")
 
     def dedup_key(self, incident: Incident) -> str:
         """An object and its fence (``details.fence``; None for a rule over the union of fences)."""

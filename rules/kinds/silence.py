@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field
 
 from rules.duration import Duration
 from rules.kinds.base import Kind, Scope, build_incident
-from rules.model import Enriched
+from rules.model import Enriched, Incident
 from rules.routes import routing_layer
 from rules.spec import RuleBase
 from rules.state import Entry
@@ -49,7 +49,6 @@ class SilenceRule(RuleBase):
 class Silence(Kind):
     rule: SilenceRule
     reads_columns = True
-    open_ended = True
 
     def __init__(self, rule: SilenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -58,6 +57,10 @@ class Silence(Kind):
         # and its share of silent subjects needs all of them: the rule is spread, and only the
         # partition owning a zone keeps it (its subjects, ticks and incidents), as windows do.
         self.spreading = rule.layer not in (None, routing_layer(ctx.layers))
+
+    def open_ended(self, incident: Incident) -> bool:
+        """An open episode changes until it resolves."""
+        return incident.status == "open"
 
     def feed(self, items: Sequence[Enriched], ts_ms: Sequence[int], scope: Scope) -> None:
         # per zone touched in this batch: its subjects' last event times, sorted, kept in step with

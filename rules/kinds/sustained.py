@@ -28,7 +28,7 @@ from rules.columns import NUMERIC, Rows
 from rules.duration import Duration
 from rules.fields import NumericField
 from rules.kinds.base import OPS, Kind, Scope, build_incident, field_value
-from rules.model import Enriched
+from rules.model import Enriched, Incident
 from rules.spec import Condition, FieldRef, Op, RuleBase
 from rules.state import EVIDENCE_CAP, Entry
 
@@ -58,13 +58,16 @@ class Sustained(Kind):
     rule: SustainedRule
     gates_itself = True
     reads_columns = True
-    open_ended = True
 
     def __init__(self, rule: SustainedRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
         self.for_ms = int(rule.for_.total_seconds() * 1000)
         self.resolve_ms = int(rule.resolve_after.total_seconds() * 1000)
         self.open_cmp = OPS[rule.op]
+
+    def open_ended(self, incident: Incident) -> bool:
+        """An open episode changes until it resolves."""
+        return incident.status == "open"
 
     def _closes(self, item: Enriched, value: float) -> bool:
         close = self.rule.close

@@ -218,6 +218,39 @@ def test_geofence_keys_are_the_object_and_its_fence() -> None:
     events = [track(f"t{i}", i * MIN, where) for i, where in enumerate(path)]
     incidents = fire(pack, events)
     assert sorted((i.zone_id, i.evidence.count) for i in incidents) == [("a", 2), ("b", 1)]
+    # a crossing never changes once it happened: it keeps no chain from expiring
+    engine, state = Engine(pack), dict[str, Any]()
+    engine.process(engine.enrich(events), state, position=(0, 0))
+    chains = [v for k, v in state.items() if "|c|" in k]
+    assert len(chains) == 2 and not any("closed" in c for c in chains)
+
+
+def test_a_dwell_that_starts_again_within_the_cooldown_reopens_its_incident() -> None:
+    stops = {"stops": layer("stops", [square("stop", 0.0)])}
+    rule = """
+- id: stalled
+  kind: geofence
+  title: Robotaxi outside its stop for 3 minutes
+  category: mobility
+  match: {kind: track, object_type: robotaxi}
+  fences: stops
+  transition: outside
+  min_dwell: 3m
+  cooldown: 20m
+"""
+    inside, outside = (0.5, 0.5), (3.0, 0.5)
+    path = [outside] * 5 + [inside] * 2 + [outside] * 5  # a minute apart: dwell, back at the stop, dwell
+    events = [track(f"t{i}", i * MIN, where, kind="robotaxi") for i, where in enumerate(path)]
+    pack = make_pack(rule, stops)
+    assert len(fire(make_pack(rule.replace("  cooldown: 20m\n", ""), stops), events)) == 2
+    [one] = fire(pack, events)
+    assert one.status == "open" and one.details["cooldown"]["firings"] == 2
+    [first] = fire(pack, events[:6])
+    assert first.status == "resolved" and first.id == one.id
+    engine, state = Engine(pack), dict[str, Any]()
+    engine.process(engine.enrich(events), state, position=(0, 0))
+    [chain] = [v for k, v in state.items() if "|c|" in k]
+    assert chain["closed"] is False  # the open dwell keeps its chain from expiring
 
 
 def test_a_sensor_that_drops_out_again_soon_after_it_came_back_is_the_same_silence_incident() -> None:
