@@ -221,6 +221,11 @@ def grid(address: StoreAddress, flt: IncidentFilter, step_deg: float) -> list[di
 
 
 @cache_data(LIVE_TTL_S)
+def blind_zones(address: StoreAddress) -> list[dict[str, Any]]:
+    return reader(address).blind_zones()
+
+
+@cache_data(LIVE_TTL_S)
 def sensors(address: StoreAddress, since: datetime) -> list[dict[str, Any]]:
     return reader(address).sensors(since)
 

@@ -21,6 +21,7 @@ from rules.cooldown import Cooldown
 from rules.geo import Locator
 from rules.kinds import Kind, PackContext, evaluator
 from rules.kinds.base import Scope, incident_id
+from rules.kinds.silence import Silence
 from rules.model import Enriched, Incident, Reading, Report, Track
 from rules.pack import LoadedPack
 from rules.schedule import ScheduleCheck as _ScheduleCheck
@@ -92,6 +93,10 @@ class Engine:
             for r in spec.rules
         ]
         for c in self.compiled:
+            if isinstance(c.kind, Silence):
+                c.kind.relying = tuple(
+                    sorted(r.id for r in spec.rules if r is not c.rule and r.match.overlaps(c.rule.match))
+                )
             if c.rule.cooldown:
                 c.cooldown = Cooldown(c.kind, int(c.rule.cooldown.total_seconds() * 1000), self.lateness_ms)
         self._selector = Selection(

@@ -57,6 +57,19 @@ class Match(Strict):
             return False
         return self.object_type is None or self.object_type == value
 
+    def overlaps(self, other: Match) -> bool:
+        """Whether some event could be taken by both matches (by kind and metric/category/object type)."""
+        own = {"reading": self.metric, "report": self.category, "track": self.object_type}
+        for kind in self.kinds():
+            if kind not in other.kinds():
+                continue
+            values = [own[kind]] if own[kind] is not None else list(self.categories or []) if kind == "report" else []
+            if not values:  # any metric (category, object type) of this kind: other takes some of them
+                return True
+            if any(other.takes(kind, v) for v in values):
+                return True
+        return False
+
     def kinds(self) -> tuple[str, ...]:
         """The event kinds this match can take (a metric means readings, a category reports, ...):
         those whose events carrying the match's own metric, category or object type it ``takes``."""

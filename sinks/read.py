@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
+import orjson
 
 from rules.lifecycle import ACTIVE
 from sinks.errors import QueryError, StoreUnavailableError
@@ -397,6 +398,22 @@ class StoreReader:
         if column not in allowed:
             raise QueryError(f"unknown column {column!r}; expected one of {sorted(allowed)}")
         return [str(r["v"]) for r in self.rows(f"SELECT DISTINCT {column} AS v FROM incidents ORDER BY 1")]  # noqa: S608
+
+    def blind_zones(self) -> list[dict[str, Any]]:
+        """Zones a silence rule finds blind now (its zone incident open): which rules rely on them.
+
+        ``rules`` are the pack's rules that take the events the silence rule watches (the blind
+        incident's ``details.rules``): in these zones they cannot report "all clear".
+        """
+        found = self.rows(
+            "SELECT zone_id, zone_name, layer, rule_id, window_start AS blind_since, "
+            "CAST(details->>'silent' AS INTEGER) AS silent, CAST(details->>'known' AS INTEGER) AS known, "
+            "CAST(details->'rules' AS VARCHAR) AS rules FROM incidents "
+            "WHERE kind = 'silence' AND subject LIKE 'zone:%' AND rule_status = 'open' ORDER BY zone_id, rule_id"
+        )
+        for row in found:
+            row["rules"] = orjson.loads(row["rules"]) if row["rules"] else []
+        return found
 
     def sensors(self, since: datetime, *, limit: int = 5_000) -> list[dict[str, Any]]:
         """Fixed sensors seen since ``since``: last position, metric, last event time and readings."""

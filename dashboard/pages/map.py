@@ -136,6 +136,7 @@ def render_live(
             "cells": data.grid(page.address, flt, maps.GRID_STEP_DEG) if aggregated else [],
             "sensors": data.sensors(page.address, sensor_since) if show_sensors else [],
             "tracks": data.tracks(page.address, track_active - TRACK_TAIL, track_active) if show_tracks else [],
+            "blind": data.blind_zones(page.address),
         }
 
     loaded = guarded(page, load)
@@ -151,6 +152,18 @@ def render_live(
     kpis[3].metric(page.t("kpi.dead"), f"{counts['dead_letters']:,}", help=page.t("kpi.dead_help"), border=True)
     kpis[4].metric(page.t("kpi.silent_sensors"), f"{len(silent):,}", help=page.t("kpi.silent_help"), border=True)
     kpis[5].metric(page.t("kpi.tracks"), f"{len(loaded['tracks']):,}", border=True)
+    for zone in loaded["blind"]:
+        name = layer.zone_name(zone["zone_id"], page.lang, zone["zone_name"]) if layer else zone["zone_name"]
+        st.warning(
+            page.t(
+                "map.blind",
+                zone=name or zone["zone_id"],
+                silent=zone["silent"],
+                known=zone["known"],
+                rules=", ".join(zone["rules"]) or "—",
+            ),
+            icon=":material/visibility_off:",
+        )
     if counts["incidents"] == 0:
         st.info(page.t("state.no_incidents"), icon=":material/hourglass_empty:")
     elif loaded["matching"] == 0:

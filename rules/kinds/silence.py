@@ -58,6 +58,10 @@ class Silence(Kind):
         # partition owning a zone keeps it (its subjects, ticks and incidents), as windows do.
         self.spreading = rule.layer not in (None, routing_layer(ctx.layers))
 
+    #: The pack's other rules that take the events this rule watches (``Match.overlaps``): in a
+    #: blind zone they cannot say "all clear", and a blind incident names them (``details.rules``).
+    relying: tuple[str, ...] = ()
+
     def open_ended(self, incident: Incident) -> bool:
         """An open episode changes until it resolves."""
         return incident.status == "open"
@@ -197,7 +201,13 @@ class Silence(Kind):
                 zone=zone,
                 status="resolved" if resolved is not None else "open",
                 resolved_ms=resolved,
-                details={"scope": "zone", "blind": resolved is None, "silent": peak, "known": known},
+                details={
+                    "scope": "zone",
+                    "blind": resolved is None,
+                    "silent": peak,
+                    "known": known,
+                    "rules": list(self.relying),
+                },
             )
         )
 

@@ -108,6 +108,29 @@ def test_filters_that_match_nothing_say_so(live_store: RunningStore) -> None:
     assert [i.value for i in at.info] == ["没有符合筛选条件的未处置事件。请在侧边栏清除筛选条件。"]
 
 
+def test_a_blind_district_says_which_rules_cannot_report_an_all_clear_there(live_store: RunningStore) -> None:
+    assert live_store.store is not None
+    at = ok(app().run())
+    assert not any("盲区" in w.value for w in at.warning)
+    blind = make_incident(
+        "ops.sensor-silence", "Water-level sensor silent", "medium", "operations", "zone:420103",
+        "420103", "江汉区", 114.255, 30.605, 0.6, 0.5, op=">=", kind="silence",
+    )  # fmt: skip
+    details = {"scope": "zone", "blind": True, "silent": 3, "known": 5, "rules": ["flood.water-level-high"]}
+    resolved = make_incident(
+        "ops.sensor-silence", "Water-level sensor silent", "medium", "operations", "zone:420111",
+        "420111", "洪山区", 114.37, 30.51, 0.6, 0.5, op=">=", kind="silence",
+    ).model_copy(update={"status": "resolved", "resolved_at": NOW})  # fmt: skip
+    live_store.store.apply(Batch(incidents=[blind.model_copy(update={"details": details}), resolved]))
+    data.blind_zones.clear()
+
+    at = ok(app().run())
+
+    assert [w.value for w in at.warning if "盲区" in w.value] == [
+        "江汉区处于盲区：5 个传感器中有 3 个静默。以下规则在该区无法报告“一切正常”：flood.water-level-high。"
+    ]
+
+
 def test_many_incidents_are_drawn_as_h3_hexagons(live_store: RunningStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "MAP_POINT_LIMIT", 3)
 

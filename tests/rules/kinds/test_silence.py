@@ -104,9 +104,44 @@ def test_a_zone_is_blind_when_the_share_of_silent_sensors_reaches_zone_share() -
     incidents = {i.subject: i for i in fire(BLIND, events)}
     blind = incidents["zone:A"]
     assert (blind.status, blind.zone_id, blind.window_start) == ("open", "A", T0 + 15 * MIN)
-    assert blind.details == {"scope": "zone", "blind": True, "silent": 1, "known": 2}
+    assert blind.details == {"scope": "zone", "blind": True, "silent": 1, "known": 2, "rules": []}
     assert (blind.value, blind.threshold) == (0.5, 0.5)
     assert incidents["s1"].status == "open"
+
+
+def test_a_blind_zone_names_the_rules_that_rely_on_its_sensors() -> None:
+    """The pack's rules that take the events the silence rule watches cannot say "all clear" there."""
+    relying = """
+- id: high
+  kind: threshold
+  title: m above 30
+  category: flood
+  match: {kind: reading, metric: m}
+  value: 30
+- id: other-metric
+  kind: threshold
+  title: n above 30
+  category: flood
+  match: {kind: reading, metric: n}
+  value: 30
+- id: any-reading
+  kind: threshold
+  title: any reading above 90
+  category: flood
+  match: {kind: reading}
+  value: 90
+- id: reports
+  kind: window
+  title: reports
+  category: flood
+  layer: zones
+  match: {kind: report}
+  window: 10m
+  value: 3
+"""
+    pack = make_pack(RULE + "  zone_share: 0.5\n" + relying, {"zones": ZONES})
+    blind = {i.subject: i for i in fire(pack, _zone_a([0, 5], [0, 5, 10, 15, 20], until=20))}["zone:A"]
+    assert blind.details["rules"] == ["any-reading", "high"]
 
 
 def test_below_zone_share_the_zone_is_not_blind() -> None:
