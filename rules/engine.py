@@ -55,22 +55,19 @@ class _Compiled:
     cooldown: Cooldown | None = None
 
     def feed(self, items: Sequence[Enriched], stamps: Sequence[int], scope: Scope) -> None:
-        if self.cooldown is None:
-            self.kind.feed(items, stamps, scope)
-            return
-        scope.through = self.cooldown.apply
-        try:
-            self.kind.feed(items, stamps, scope)
-        finally:
-            scope.through = None
+        self._through(scope, lambda: self.kind.feed(items, stamps, scope))
 
     def tick(self, scope: Scope, at: int, keys: Sequence[str]) -> None:
+        self._through(scope, lambda: self.kind.tick(scope, at, keys))
+
+    def _through(self, scope: Scope, call: Callable[[], None]) -> None:
+        """Run a kind's ``feed`` or ``tick`` with its snapshots going through the rule's cooldown."""
         if self.cooldown is None:
-            self.kind.tick(scope, at, keys)
+            call()
             return
         scope.through = self.cooldown.apply
         try:
-            self.kind.tick(scope, at, keys)
+            call()
         finally:
             scope.through = None
 
