@@ -49,6 +49,9 @@ class SilenceRule(RuleBase):
 class Silence(Kind):
     rule: SilenceRule
     reads_columns = True
+    #: The pack's other rules that take the events this rule watches (``Match.overlaps``): in a
+    #: blind zone they cannot say "all clear", and a blind incident names them (``details.rules``).
+    relying: tuple[str, ...] = ()
 
     def __init__(self, rule: SilenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)
@@ -57,10 +60,6 @@ class Silence(Kind):
         # and its share of silent subjects needs all of them: the rule is spread, and only the
         # partition owning a zone keeps it (its subjects, ticks and incidents), as windows do.
         self.spreading = rule.layer not in (None, routing_layer(ctx.layers))
-
-    #: The pack's other rules that take the events this rule watches (``Match.overlaps``): in a
-    #: blind zone they cannot say "all clear", and a blind incident names them (``details.rules``).
-    relying: tuple[str, ...] = ()
 
     def open_ended(self, incident: Incident) -> bool:
         """An open episode changes until it resolves."""
