@@ -55,6 +55,9 @@ class _Compiled:
     cooldown: Cooldown | None = None
 
     def feed(self, items: Sequence[Enriched], stamps: Sequence[int], scope: Scope) -> None:
+        if self.cooldown is None:  # the hot path: most rules have none
+            self.kind.feed(items, stamps, scope)
+            return
         self._through(scope, lambda: self.kind.feed(items, stamps, scope))
 
     def tick(self, scope: Scope, at: int, keys: Sequence[str]) -> None:
