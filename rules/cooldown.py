@@ -19,9 +19,11 @@ dropped: whatever it adds later (a late event in its bucket) is added to its cha
 
 State, per rule; the first segment ``cool:`` keeps these keys away from every kind's ``tick``:
 
-- ``cool:RULE|k|KEY``: the key's chains that may still change (``chains``: the id, last activity
-  and end of each) and ``gone``: firings that end before it can no longer change. It is about as
-  small as a subject's own entry, and kept as long as the rule is.
+- ``cool:RULE|k|KEY``: the key's chains that may still change (``chains``: the id, last
+  activity, end and whether an episode in it is open, of each) and ``gone``: firings that end
+  before it can no longer change. It expires after its chains, except for kinds that send an old
+  episode again (``Kind.resends_episodes``: sustained and geofence, whose keys are sensors and
+  objects), where it is kept as long as the rule is, about as small as the subject's own entry.
 - ``cool:RULE|c|ID``: a chain (``ID`` is its first incident's): its sums, its first incident's
   place and times, its evidence, and what each firing that can still change added so far
   (``m``). It expires like the kinds' entries, once its windows have ended and its cooldown has
@@ -95,7 +97,7 @@ class Cooldown:
     def _join(self, scope: Scope, pointer: Entry, incident: Incident, first: int) -> Entry:
         """A new firing's chain: the key's newest one while its cooldown lasts, else a new one."""
         if pointer["chains"]:
-            head, act, _ = pointer["chains"][-1]
+            head, act = pointer["chains"][-1][:2]
             if first - int(act) < self.cooldown_ms:
                 chain, _ = scope.load(f"{self.prefix}|c|{head}", _empty, _copy)
                 chain["k"] = int(chain["k"]) + 1
@@ -126,7 +128,7 @@ class Cooldown:
             open=[],
             ev={},
         )
-        pointer["chains"].append([incident.id, first, first])
+        pointer["chains"].append([incident.id, first, first, False])
         return chain
 
     def _add(self, chain: Entry, incident: Incident, first: int, end: int) -> None:
@@ -178,7 +180,16 @@ class Cooldown:
             chain.pop("closed", None)
         for link in pointer["chains"]:
             if link[0] == chain["head"]:
-                link[1], link[2] = int(chain["act"]), int(chain["end"])
+                link[1:] = [int(chain["act"]), int(chain["end"]), bool(opened)]
+        if not self.kind.resends_episodes:
+            # nothing sends an expired chain's firing again: the key's pointer may expire after
+            # its chains (a key seen once, such as a report's id, leaves nothing behind), but not
+            # while one of them has an open episode
+            pointer["end"] = max(int(pointer.get("end") or chain["end"]), int(chain["end"]))
+            if any(len(link) > 3 and link[3] for link in pointer["chains"]):
+                pointer["closed"] = False
+            else:
+                pointer.pop("closed", None)
 
     def _snapshot(self, chain: Entry, incident: Incident) -> Incident:
         """The chain as one incident; a chain of one firing is that firing's own snapshot."""

@@ -368,6 +368,10 @@ class Kind(ABC):
         """
         return ()
 
+    #: Kinds that send a snapshot of an old episode again when a subject's event comes out of
+    #: order (sustained, geofence): ``rules.cooldown`` keeps their keys' pointers for good.
+    resends_episodes: ClassVar[bool] = False
+
     def open_ended(self, incident: Incident) -> bool:
         """Whether the incident can still change at any later time: an open episode of a subject,
         which changes until it resolves. A bucket's or window's incident changes only while events

@@ -55,6 +55,7 @@ class GeofenceRule(RuleBase):
 class Geofence(Kind):
     rule: GeofenceRule
     gates_itself = True
+    resends_episodes = True
 
     def __init__(self, rule: GeofenceRule, ctx: Any) -> None:
         super().__init__(rule, ctx)

@@ -58,6 +58,7 @@ class Sustained(Kind):
     rule: SustainedRule
     gates_itself = True
     reads_columns = True
+    resends_episodes = True
 
     def __init__(self, rule: SustainedRule, ctx: Any) -> None:
         super().__init__(rule, ctx)

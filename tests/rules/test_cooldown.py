@@ -168,9 +168,7 @@ def test_state_of_a_finished_chain_is_expired() -> None:
     engine.process(engine.enrich(_hot([1, 16])), state, position=(0, 0))
     engine.process(engine.enrich([reading("x", 300 * MIN, 1, sensor="other")]), state, position=(0, 1))
     engine.expire(state)
-    assert [k for k in state if k.startswith("cool:") and "|c|" in k] == []
-    pointers = [k for k in state if k.startswith("cool:") and "|k|" in k]
-    assert pointers == ["cool:hot@1|k|s1"]  # the key's pointer stays, with what expired
+    assert [k for k in state if k.startswith("cool:")] == []  # the chain, and then the key's pointer
 
 
 def test_an_old_episode_sent_again_after_its_chain_expired_is_not_a_new_incident() -> None:
@@ -282,6 +280,44 @@ def test_a_sensor_that_drops_out_again_soon_after_it_came_back_is_the_same_silen
     assert one.status == "resolved"
     assert one.details["cooldown"]["firings"] == 2
     assert one.window_start == T0
+
+
+def test_an_open_silence_keeps_its_chain_and_pointer_however_long_it_lasts() -> None:
+    """Expiry must not drop a chain (or its key's pointer) while an episode in it is open: the
+    episode's resolution, hours later, must reach the incident that was sent."""
+    zones = {"zones": layer("zones", [square("A", 0.0)])}
+    rule = """
+- id: quiet
+  kind: silence
+  title: Sensor silent
+  category: operations
+  match: {kind: reading, metric: m}
+  layer: zones
+  for: 10m
+  cooldown: 15m
+"""
+    engine, state = Engine(make_pack(rule, zones, lateness="5m")), dict[str, Any]()
+    sent: dict[str, Incident] = {}
+
+    def step(offset: int, events: list[Any], tick: int) -> None:
+        for incident in engine.process(engine.enrich(events), state, position=(0, offset)).incidents:
+            sent[incident.id] = incident
+        for incident in engine.tick(state, clock_ms=to_ms(T0 + tick * MIN)):
+            sent[incident.id] = incident
+        engine.expire(state)
+
+    # s1 is silent from 00:00 to 00:20, back, silent again from 00:22 (one chain), then for hours
+    step(0, [reading("a0", 0 * MIN, 1.0, sensor="s1")], 15)
+    step(1, [reading("a1", 20 * MIN, 1.0, sensor="s1")], 21)
+    step(2, [reading("a2", 22 * MIN, 1.0, sensor="s1")], 40)
+    for hour in range(1, 6):  # another sensor moves the watermark on, far past the chain's end
+        step(2 + hour, [reading(f"b{hour}", hour * 60 * MIN, 1.0, sensor="s2")], hour * 60 + 1)
+    [opened] = [i for i in sent.values() if i.subject == "s1"]
+    assert opened.status == "open" and opened.details["cooldown"]["firings"] == 2
+    step(10, [reading("a3", 400 * MIN, 1.0, sensor="s1")], 401)
+    [resolved] = [i for i in sent.values() if i.subject == "s1"]
+    assert resolved.id == opened.id and resolved.status == "resolved"
+    assert resolved.revision > opened.revision
 
 
 def test_a_cooldown_longer_than_a_week_is_refused() -> None:
