@@ -251,10 +251,8 @@ def test_a_dwell_that_starts_again_within_the_cooldown_reopens_its_incident() ->
     assert chain["closed"] is False  # the open dwell keeps its chain from expiring
 
 
-def test_a_sensor_that_drops_out_again_soon_after_it_came_back_is_the_same_silence_incident() -> None:
-    """silence incidents are opened and resolved by ticks: the cooldown applies there too."""
-    zones = {"zones": layer("zones", [square("A", 0.0)])}
-    rule = """
+SILENCE_ZONES = {"zones": layer("zones", [square("A", 0.0)])}
+SILENCE = """
 - id: quiet
   kind: silence
   title: Sensor silent
@@ -262,9 +260,12 @@ def test_a_sensor_that_drops_out_again_soon_after_it_came_back_is_the_same_silen
   match: {kind: reading, metric: m}
   layer: zones
   for: 10m
-  cooldown: 1h
 """
-    engine, state = Engine(make_pack(rule, zones)), dict[str, Any]()
+
+
+def test_a_sensor_that_drops_out_again_soon_after_it_came_back_is_the_same_silence_incident() -> None:
+    """silence incidents are opened and resolved by ticks: the cooldown applies there too."""
+    engine, state = Engine(make_pack(SILENCE + "  cooldown: 1h\n", SILENCE_ZONES)), dict[str, Any]()
     out: dict[str, Incident] = {}
 
     def keep(incidents: list[Incident]) -> None:
@@ -285,18 +286,7 @@ def test_a_sensor_that_drops_out_again_soon_after_it_came_back_is_the_same_silen
 def test_an_open_silence_keeps_its_chain_and_pointer_however_long_it_lasts() -> None:
     """Expiry must not drop a chain (or its key's pointer) while an episode in it is open: the
     episode's resolution, hours later, must reach the incident that was sent."""
-    zones = {"zones": layer("zones", [square("A", 0.0)])}
-    rule = """
-- id: quiet
-  kind: silence
-  title: Sensor silent
-  category: operations
-  match: {kind: reading, metric: m}
-  layer: zones
-  for: 10m
-  cooldown: 15m
-"""
-    engine, state = Engine(make_pack(rule, zones, lateness="5m")), dict[str, Any]()
+    engine, state = Engine(make_pack(SILENCE + "  cooldown: 15m\n", SILENCE_ZONES, lateness="5m")), dict[str, Any]()
     sent: dict[str, Incident] = {}
 
     def step(offset: int, events: list[Any], tick: int) -> None:
