@@ -41,6 +41,7 @@ a chain depends on it), as the kinds that follow a subject need anyway.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rules.kinds.base import Kind, Scope
@@ -52,10 +53,11 @@ from rules.state import EVIDENCE_CAP, Entry, from_ms, to_ms
 class Cooldown:
     """Folds the snapshots one rule emits into chains of firings (see the module docstring)."""
 
-    def __init__(self, kind: Kind, cooldown_ms: int, lateness_ms: int) -> None:
+    def __init__(self, kind: Kind, cooldown_ms: int, lateness_ms: int, auto_resolve_ms: int = 0) -> None:
         self.kind = kind
         self.cooldown_ms = cooldown_ms
         self.lateness_ms = lateness_ms
+        self.auto_resolve_ms = auto_resolve_ms
         self.prefix = f"cool:{kind.state_prefix}"
         self.higher_is_worse = getattr(kind.rule, "op", ">") not in ("<", "<=")
 
@@ -74,7 +76,49 @@ class Cooldown:
                 return self._snapshot(chain, incident)
         self._add(chain, incident, first, end)
         self._settle(chain, pointer)
-        return self._snapshot(chain, incident)
+        out = self._snapshot(chain, incident)
+        if self.auto_resolve_ms:  # what a tick resolves it from, once it can no longer change
+            chain["snap"] = out.model_dump(mode="json")
+        return out
+
+    # -- auto-resolve ------------------------------------------------------------------------------
+
+    def tick(self, scope: Scope, watermark_ms: int, keys: Sequence[str]) -> None:
+        """Resolve the open incidents no event has updated for ``auto_resolve`` (``rules.spec``).
+
+        An incident is resolved only once it can no longer change, so that the same events resolve
+        the same incidents whenever the ticks come (replay ticks once, at the end): its windows have
+        ended and the allowed lateness has passed (no event can fall in them), no firing can join it
+        any more (its cooldown has passed too), no episode in it is open, and its newest event is
+        ``auto_resolve`` old. It resolves at that newest event plus ``auto_resolve``.
+        """
+        late = self.lateness_ms
+        for key in keys:
+            if "|c|" not in key:
+                continue
+            chain = scope.peek(key)
+            if not chain or chain.get("st") != "open" or chain.get("open") or "snap" not in chain:
+                continue
+            at = int(chain["le"]) + self.auto_resolve_ms
+            if max(at, int(chain["we"]) + late, int(chain["act"]) + self.cooldown_ms + late) > watermark_ms:
+                continue
+            chain = scope.get(key, _copy)
+            assert chain is not None
+            chain.update(st="resolved", ra=at, r=int(chain["r"]) + 1, auto=True)
+            chain.pop("closed", None)  # it may expire now
+            snap = Incident.model_validate(chain.pop("snap"))
+            scope.put(key, chain)
+            details = {**snap.details, "auto_resolved": True}
+            scope.emit(
+                snap.model_copy(
+                    update={
+                        "status": "resolved",
+                        "resolved_at": from_ms(at),
+                        "revision": int(chain["r"]),
+                        "details": details,
+                    }
+                )
+            )
 
     def _find(self, scope: Scope, pointer: Entry, incident_id: str, fresh: bool) -> str | None:
         """The key of the chain that counts this firing, if any; forgets the chains that expired."""
@@ -96,7 +140,7 @@ class Cooldown:
 
     def _join(self, scope: Scope, pointer: Entry, incident: Incident, first: int) -> Entry:
         """A new firing's chain: the key's newest one while its cooldown lasts, else a new one."""
-        if pointer["chains"]:
+        if pointer["chains"] and self.cooldown_ms > 0:
             head, act = pointer["chains"][-1][:2]
             if first - int(act) < self.cooldown_ms:
                 chain, _ = scope.load(f"{self.prefix}|c|{head}", _empty, _copy)
@@ -146,7 +190,7 @@ class Cooldown:
         x = float(chain["x"])
         chain["x"] = max(x, incident.value) if self.higher_is_worse else min(x, incident.value)
         chain["sev"] = max(int(chain["sev"]), SEVERITIES.index(incident.severity))
-        if first >= int(chain["newest"]):  # the newest firing says whether the incident is open
+        if first >= int(chain["newest"]) and not chain.get("auto"):  # the newest firing: open or not
             chain.update(newest=first, st=incident.status, ra=resolved, last=incident.id)
         evidence = chain["ev"]
         if incident.id in evidence or sum(len(ids) for ids, _ in evidence.values()) < EVIDENCE_CAP:
@@ -174,13 +218,15 @@ class Cooldown:
         if dropped:
             pointer["gone"] = max(int(pointer["gone"]), floor)
         chain["end"] = max(int(chain["we"]), int(chain["act"]) + self.cooldown_ms)
-        if opened:
+        # kept from expiry while an episode in it is open, or while it waits to be auto-resolved
+        held = bool(opened) or (self.auto_resolve_ms > 0 and chain["st"] == "open" and not chain.get("auto"))
+        if held:
             chain["closed"] = False
         else:
             chain.pop("closed", None)
         for link in pointer["chains"]:
             if link[0] == chain["head"]:
-                link[1:] = [int(chain["act"]), int(chain["end"]), bool(opened)]
+                link[1:] = [int(chain["act"]), int(chain["end"]), held]
         if not self.kind.resends_episodes:
             # nothing sends an expired chain's firing again: the key's pointer may expire after
             # its chains (a key seen once, such as a report's id, leaves nothing behind), but not
@@ -193,7 +239,7 @@ class Cooldown:
 
     def _snapshot(self, chain: Entry, incident: Incident) -> Incident:
         """The chain as one incident; a chain of one firing is that firing's own snapshot."""
-        if int(chain["k"]) <= 1:
+        if int(chain["k"]) <= 1 and not chain.get("auto"):
             return incident
         ids: list[str] = []
         values: list[float] = []

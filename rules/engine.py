@@ -97,8 +97,13 @@ class Engine:
                 c.kind.relying = tuple(
                     sorted(r.id for r in spec.rules if r is not c.rule and r.match.overlaps(c.rule.match))
                 )
-            if c.rule.cooldown:
-                c.cooldown = Cooldown(c.kind, int(c.rule.cooldown.total_seconds() * 1000), self.lateness_ms)
+            if c.rule.cooldown or c.rule.auto_resolve:
+                c.cooldown = Cooldown(
+                    c.kind,
+                    int(c.rule.cooldown.total_seconds() * 1000),
+                    self.lateness_ms,
+                    int(c.rule.auto_resolve.total_seconds() * 1000),
+                )
         self._selector = Selection(
             [c.rule for c in self.compiled], [c.kind for c in self.compiled], [c.schedule for c in self.compiled]
         )
@@ -308,10 +313,12 @@ class Engine:
         if clock_ms is not None and (self.watermark_ms is None or clock_ms > self.watermark_ms):
             self.watermark_ms = clock_ms
         timed = [c for c in self.compiled if c.kind.time_driven]
+        resolving = [c.cooldown for c in self.compiled if c.cooldown is not None and c.cooldown.auto_resolve_ms]
         at = self.watermark_ms if watermark_ms is None else watermark_ms
-        if at is None or not timed:
+        if at is None or not (timed or resolving):
             return []
         keys: dict[str, list[str]] = {c.kind.state_prefix: [] for c in timed}
+        keys.update({r.prefix: [] for r in resolving})
         for key, value in list(state.items()):
             prefix = key.split("|", 1)[0]
             if prefix in keys and value and (partition is None or _home(value) in (None, partition)):
@@ -319,6 +326,9 @@ class Engine:
         scope = Scope(state, None)
         for c in timed:
             c.tick(scope, at, keys[c.kind.state_prefix])
+        for r in resolving:  # after the kinds' ticks, whose snapshots may change or open a chain
+            opened = [k for k in scope.touched if k.startswith(f"{r.prefix}|") and k not in state]
+            r.tick(scope, at, [*keys[r.prefix], *opened])
         scope.commit()
         return list(scope.incidents.values())
 

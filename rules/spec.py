@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rules.duration import Duration, format_duration
 from rules.fields import NumericField
@@ -19,7 +19,7 @@ SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-#: The longest ``cooldown``: a key's chain is kept for its cooldown after its last activity.
+#: The longest ``cooldown`` or ``auto_resolve``: a key's chain is kept that long after its last activity.
 MAX_COOLDOWN = timedelta(days=7)
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -155,12 +155,20 @@ class RuleBase(Strict):
         "active is counted on that incident instead of opening a new one (0s: off). At most 7d.",
     )
 
-    @field_validator("cooldown")
+    auto_resolve: Duration = Field(
+        default=timedelta(0),
+        json_schema_extra={"default": "0s"},
+        description="An incident no event has updated for this long resolves (0s: off). For incidents that do "
+        "not resolve by themselves (threshold, window, cluster, proximity, correlation, geofence crossings); "
+        "announced once the incident can no longer change. At most 7d.",
+    )
+
+    @field_validator("cooldown", "auto_resolve")
     @classmethod
-    def _check_cooldown(cls, value: timedelta) -> timedelta:
+    def _check_cooldown(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value > MAX_COOLDOWN:
             longest = format_duration(MAX_COOLDOWN)
-            raise ValueError(f"cooldown {format_duration(value)} is longer than the longest, {longest}")
+            raise ValueError(f"{info.field_name} {format_duration(value)} is longer than the longest, {longest}")
         return value
 
     def field_refs(self) -> list[FieldRef]:

@@ -1,10 +1,12 @@
-"""Rules with a cooldown on the real broker: the live worker counts firings as replay does.
+"""Rules with a cooldown and auto-resolve on the real broker: the live worker does as replay does.
 
 A pack of the Wuhan districts with a threshold (1-minute dedup buckets) and a sustained rule, both
 with a cooldown, is fed flapping sensors through the raw topic, each sensor's events keyed by
-the sensor, in envelopes that cut its chains at arbitrary points. The incidents in DuckDB and on
-the incidents topic must equal ``rules.replay`` of the same events: one incident per chain, its
-counts and revisions summed over the firings.
+the sensor, in envelopes that cut its chains at arbitrary points; the threshold's incidents also
+auto-resolve, at the worker's ticks. The incidents in DuckDB and on the incidents topic must equal
+``rules.replay`` of the same events: one incident per chain, its counts and revisions summed over
+the firings, resolved where replay resolves them (every sensor reads at the last moment, so every
+partition's watermark ends where replay's does).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ WUHAN = Path(__file__).resolve().parents[2] / "rules" / "packs" / "wuhan"
 PACK = """pack: cooled
 version: "1"
 timezone: Asia/Shanghai
-allowed_lateness: 1h
+allowed_lateness: 5m
 layers:
   districts: {file: layers/districts.geojson}
 rules:
@@ -44,6 +46,7 @@ rules:
     value: 30
     dedup: 1m
     cooldown: 3m
+    auto_resolve: 4m
   - id: flood.sustained
     kind: sustained
     title: Water level above 30 cm for 2 minutes
@@ -115,6 +118,7 @@ def test_the_live_worker_counts_firings_on_the_same_incidents_as_replay(stack: S
     expected = {i.id: i for i in replay(load_pack(pack_dir), [json.dumps(e).encode() for e in events]).incidents}
     merged = [i for i in expected.values() if "cooldown" in i.details]
     assert {i.rule_id for i in merged} == {"flood.high", "flood.sustained"}, "the events make chains of both rules"
+    assert any(i.details.get("auto_resolved") for i in expected.values()), "and threshold incidents resolve"
     over = sum(1 for e in events if e["value"] > 30)
     assert sum(i.evidence.count for i in expected.values() if i.rule_id == "flood.high") == over
 

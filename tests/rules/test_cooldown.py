@@ -334,7 +334,7 @@ def _readings(draw: st.DrawFn) -> list[Any]:
 @settings(max_examples=60, deadline=None)
 @given(events=_readings(), cuts=st.lists(st.integers(0, 40), max_size=6))
 def test_any_batching_gives_the_same_incidents_and_counts_every_firing(events: list[Any], cuts: list[int]) -> None:
-    for rules in (THRESHOLD, SUSTAINED):
+    for rules in (THRESHOLD, SUSTAINED, AUTO, THRESHOLD + "  auto_resolve: 20m\n"):
         pack = make_pack(rules)
         replayed = fire(pack, events)
         streamed = stream(pack, cut(events, cuts))
@@ -377,3 +377,59 @@ def test_every_kind_of_the_wuhan_pack_counts_every_firing_on_one_incident_per_ch
     assert len(cooled) < len(plain) * 0.8
     merged = Counter(i.kind for i in cooled if "cooldown" in i.details)
     assert set(merged) >= {"threshold", "window", "sustained", "cluster", "correlation", "proximity"}, merged
+
+
+# -- auto_resolve ------------------------------------------------------------------------------------
+
+AUTO = THRESHOLD.replace("  cooldown: 30m\n", "  auto_resolve: 20m\n")
+
+
+def _ticked(pack: LoadedPack, batches: list[list[Any]], ticks: list[int]) -> dict[str, Incident]:
+    """Batches with a tick (at a minute of event time) after each; the latest snapshot per id."""
+    engine, state = Engine(pack), dict[str, Any]()
+    out: dict[str, Incident] = {}
+    for offset, (batch, tick) in enumerate(zip(batches, ticks, strict=True)):
+        found = engine.process(engine.enrich(batch), state, position=(0, offset)).incidents if batch else []
+        for incident in [*found, *engine.tick(state, clock_ms=to_ms(T0 + tick * MIN))]:
+            assert incident.id not in out or incident.revision > out[incident.id].revision, incident
+            out[incident.id] = incident
+        engine.expire(state)
+    return out
+
+
+def test_an_incident_quiet_for_auto_resolve_resolves_once_it_can_no_longer_change() -> None:
+    pack = make_pack(AUTO, lateness="10m")
+    # bucket 00:00-00:15; last event 00:02: quiet from 00:22, final from 00:25 (end + lateness)
+    out = _ticked(pack, [_hot([1, 2]), [], [], []], [10, 24, 25, 60])
+    [one] = out.values()
+    assert one.status == "resolved"
+    assert one.resolved_at == T0 + 22 * MIN
+    assert one.revision == 3 and one.evidence.count == 2
+    assert one.details["auto_resolved"] is True
+    still_open = _ticked(pack, [_hot([1, 2]), []], [10, 24])
+    assert [i.status for i in still_open.values()] == ["open"]
+
+
+def test_auto_resolve_gives_the_same_incidents_in_replay_as_with_ticks_all_along() -> None:
+    pack = make_pack(AUTO, lateness="10m")
+    events = [*_hot([1, 2, 16, 40, 41, 90]), reading("last", 200 * MIN, 1.0, sensor="other")]
+    replayed = {i.id: i for i in fire(pack, events)}  # one tick, at the end
+    ticked = _ticked(pack, [[e] for e in events], [1, 2, 16, 40, 41, 90, 200])
+    assert ticked == replayed
+    assert [i.status for i in sorted(replayed.values(), key=lambda i: i.window_start)] == ["resolved"] * 4
+
+
+def test_auto_resolve_with_a_cooldown_resolves_the_whole_chain() -> None:
+    pack = make_pack(THRESHOLD + "  auto_resolve: 20m\n", lateness="10m")
+    events = _hot([1, 16, 31])  # one chain of three firings
+    [one] = fire(pack, [*events, reading("later", 200 * MIN, 1.0, sensor="other")])
+    assert one.status == "resolved" and one.resolved_at == T0 + 51 * MIN
+    assert one.evidence.count == 3 and one.revision == 4
+    [still] = fire(pack, [*events, reading("soon", 45 * MIN, 1.0, sensor="other")])
+    assert still.status == "open"  # the cooldown (30m after 00:31) and lateness have not passed
+
+
+def test_auto_resolve_leaves_an_open_episode_to_its_own_condition() -> None:
+    pack = make_pack(SUSTAINED + "  auto_resolve: 5m\n")
+    [one] = fire(pack, [*_series([35, 36, 37]), reading("far", 300 * MIN, 1.0, sensor="other")])
+    assert one.status == "open"
