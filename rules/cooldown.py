@@ -262,10 +262,20 @@ class Cooldown:
             "severity": SEVERITIES[int(chain["sev"])],
             "status": "resolved" if resolved else "open",
             "resolved_at": from_ms(int(chain["ra"])) if resolved and chain["ra"] is not None else None,
-            "details": {**incident.details, "cooldown": {"firings": int(chain["k"]), "last_firing": chain["last"]}},
+            "details": self._details(chain, incident),
             "evidence": Evidence(event_ids=ids[:EVIDENCE_CAP], values=values[:EVIDENCE_CAP], count=int(chain["n"])),
         }
         return incident.model_copy(update=update)
+
+    @staticmethod
+    def _details(chain: Entry, incident: Incident) -> dict[str, Any]:
+        """The newest firing's details, with what the chain adds: its firings, and auto-resolution."""
+        details = dict(incident.details)
+        if int(chain["k"]) > 1:
+            details["cooldown"] = {"firings": int(chain["k"]), "last_firing": chain["last"]}
+        if chain.get("auto"):
+            details["auto_resolved"] = True
+        return details
 
 
 def _pointer() -> Entry:

@@ -433,3 +433,13 @@ def test_auto_resolve_leaves_an_open_episode_to_its_own_condition() -> None:
     pack = make_pack(SUSTAINED + "  auto_resolve: 5m\n")
     [one] = fire(pack, [*_series([35, 36, 37]), reading("far", 300 * MIN, 1.0, sensor="other")])
     assert one.status == "open"
+
+
+def test_a_redelivery_after_auto_resolve_sends_the_resolved_incident_again() -> None:
+    engine, state = Engine(make_pack(AUTO, lateness="10m")), dict[str, Any]()
+    engine.process(engine.enrich(_hot([1, 2])), state, position=(0, 0))
+    [resolved] = engine.tick(state, clock_ms=to_ms(T0 + 30 * MIN))
+    assert resolved.status == "resolved"
+    # the pipeline re-applies a re-delivered message without judging lateness (check_late=False)
+    [again] = engine.process(engine.enrich(_hot([1, 2])), state, position=(0, 0), check_late=False).incidents
+    assert again == resolved
