@@ -63,7 +63,7 @@ class Cooldown:
 
     def apply(self, scope: Scope, incident: Incident) -> Incident | None:
         """The snapshot to send for ``incident``, a snapshot of one firing: its chain's, or None."""
-        pointer, fresh = scope.load(f"{self.prefix}|k|{self.kind.dedup_key(incident)}", _pointer, _copy)
+        pointer, fresh = scope.load(f"{self.prefix}|k|{self.kind.dedup_key(incident)}", _pointer)
         found = self._find(scope, pointer, incident.id, fresh)
         first, end = to_ms(incident.first_event_at), to_ms(incident.window_end)
         if found is None:
@@ -71,7 +71,7 @@ class Cooldown:
                 return None
             chain = self._join(scope, pointer, incident, first)
         else:
-            chain, fresh = scope.load(found, _empty, _copy)
+            chain, fresh = scope.load(found, _empty)
             if not fresh:  # a re-delivery: the chain as it stands
                 return self._snapshot(chain, incident)
         self._add(chain, incident, first, end)
@@ -102,7 +102,7 @@ class Cooldown:
             at = int(chain["le"]) + self.auto_resolve_ms
             if max(at, int(chain["we"]) + late, int(chain["act"]) + self.cooldown_ms + late) > watermark_ms:
                 continue
-            chain = scope.get(key, _copy)
+            chain = scope.get(key)
             assert chain is not None
             chain.update(st="resolved", ra=at, r=int(chain["r"]) + 1, auto=True)
             chain.pop("closed", None)  # it may expire now
@@ -143,11 +143,11 @@ class Cooldown:
         if pointer["chains"] and self.cooldown_ms > 0:
             head, act = pointer["chains"][-1][:2]
             if first - int(act) < self.cooldown_ms:
-                chain, _ = scope.load(f"{self.prefix}|c|{head}", _empty, _copy)
+                chain, _ = scope.load(f"{self.prefix}|c|{head}", _empty)
                 chain["k"] = int(chain["k"]) + 1
                 chain["m"][incident.id] = [0, 0, first, first]
                 return chain
-        chain, _ = scope.load(f"{self.prefix}|c|{incident.id}", _empty, _copy)
+        chain, _ = scope.load(f"{self.prefix}|c|{incident.id}", _empty)
         chain.update(
             head=incident.id,
             r=0,
@@ -284,19 +284,3 @@ def _pointer() -> Entry:
 
 def _empty() -> Entry:
     return {"pos": {}}
-
-
-def _copy(entry: Entry) -> Entry:
-    """A private copy: every container ``apply`` changes in place is copied (one level of lists)."""
-    out = dict(entry)
-    out["pos"] = dict(entry.get("pos", {}))
-    for name in ("chains",):
-        if name in entry:
-            out[name] = [list(link) for link in entry[name]]
-    if "m" in entry:
-        out["m"] = {k: list(v) for k, v in entry["m"].items()}
-    if "open" in entry:
-        out["open"] = list(entry["open"])
-    if "ev" in entry:
-        out["ev"] = {k: [list(v[0]), list(v[1])] for k, v in entry["ev"].items()}
-    return out
