@@ -71,7 +71,7 @@ from rules.engine import AnyEvent, Engine, run  # noqa: E402
 from rules.geo import Layer  # noqa: E402
 from rules.model import Reading, Report  # noqa: E402
 from rules.pack import LoadedPack, parse_pack  # noqa: E402
-from rules.replay import gc_tuned, replay  # noqa: E402
+from rules.replay import BATCH, gc_tuned, replay  # noqa: E402
 
 BOX = (114.0, 30.3, 114.6, 30.9)  # the area every grid covers, whatever its number of zones
 POOL = 500  # metrics and categories the events carry
@@ -154,15 +154,15 @@ def measure(pack: LoadedPack, events: list[AnyEvent], lines: list[bytes], repeat
     for _ in range(repeat):
         cpu, wall = time.process_time(), time.perf_counter()
         with gc_tuned():
-            latest = run(Engine(pack), events, batch_size=1000)
+            latest = run(Engine(pack), events, batch_size=BATCH)
         out["cpu"] = min(out["cpu"], time.process_time() - cpu)
         out["wall"] = min(out["wall"], time.perf_counter() - wall)
         cpu, wall = time.process_time(), time.perf_counter()
-        replayed = replay(pack, lines, batch_size=1000)
+        replayed = replay(pack, lines, batch_size=BATCH)
         out["replay_cpu"] = min(out["replay_cpu"], time.process_time() - cpu)
         out["replay_wall"] = min(out["replay_wall"], time.perf_counter() - wall)
         cpu = time.process_time()
-        old = replay(pack, lines, batch_size=1000, arrow=False)
+        old = replay(pack, lines, batch_size=BATCH, arrow=False)
         out["orjson_cpu"] = min(out["orjson_cpu"], time.process_time() - cpu)
         out["incidents"] = len(latest)
         if len(replayed.incidents) != len(latest):
@@ -194,9 +194,9 @@ def profile(
     with gc_tuned():
         profiler.enable()
         if lines is None:
-            run(Engine(pack), events, batch_size=1000)
+            run(Engine(pack), events, batch_size=BATCH)
         else:
-            replay(pack, lines, batch_size=1000)
+            replay(pack, lines, batch_size=BATCH)
         profiler.disable()
     stats = pstats.Stats(profiler, stream=io.StringIO())
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "replay_scaling",
         "what": (
             "engine: rules.engine.run (columns + zones + rules + tick) on decoded events; replay: rules.replay.replay"
-            " from JSON lines (decode + engine); batch 1000, best CPU time of --repeat"
+            f" from JSON lines (decode + engine); batches of {BATCH} events (rules.replay.BATCH, as cityops replay);"
+            " best CPU time of --repeat"
         ),
         "targets": TARGETS,
     }

@@ -179,22 +179,27 @@ class Scope:
         return (copy or _copy)(stored) if stored else None
 
     def load(
-        self, key: str, factory: Callable[[], Entry], copy: Callable[[Entry], Entry] | None = None
+        self,
+        key: str,
+        factory: Callable[..., Entry],
+        copy: Callable[[Entry], Entry] | None = None,
+        args: tuple[Any, ...] = (),
     ) -> tuple[Entry, bool]:
         """The entry to update and whether this batch may change it.
 
         False means the source message was applied to this entry before (a re-delivery): the
         kind must not change it, only re-emit its snapshot. ``copy`` replaces the generic copy
         for a kind whose entries it knows (it must copy every container the kind changes in place).
+        A new entry is ``factory(*args)`` (arguments rather than a closure per call: hot loops).
         """
         touched = self.touched.get(key)  # entries are never None
         if touched is not None:
             return touched, True
         if key in self.replayed:
             entry = self.get(key, copy)
-            return (entry if entry is not None else factory()), False
+            return (entry if entry is not None else factory(*args)), False
         stored = self.state.get(key)
-        entry = (copy or _copy)(stored) if stored else factory()
+        entry = (copy or _copy)(stored) if stored else factory(*args)
         if already_applied(entry, self.position):
             self.replayed.add(key)
             return entry, False

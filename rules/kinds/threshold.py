@@ -6,7 +6,7 @@ bucket form one incident; repeats are counted on it. The state is order-independ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -67,7 +67,7 @@ class Threshold(Kind):
                 continue  # another partition owns this group (and gets this event too)
             start = bucket_of(ts, self.size_ms)
             key = self.key(group, start)
-            entry, fresh = scope.load(key, _factory(group, zone, start, self.size_ms), copy_entry)
+            entry, fresh = scope.load(key, new_entry, copy_entry, (group, zone, start, start + self.size_ms))
             if fresh:
                 add_event(entry, ts, event_id, value, lon, lat, prefer_max=self.higher_is_worse, zone=zone)
             touched.setdefault(key, entry)
@@ -89,7 +89,3 @@ class Threshold(Kind):
             zone=entry.get("zone"),
             higher_is_worse=self.higher_is_worse,
         )
-
-
-def _factory(subject: str, zone: str | None, start: int, size_ms: int) -> Callable[[], Entry]:
-    return lambda: new_entry(subject, zone, start, start + size_ms)

@@ -11,7 +11,7 @@ passes the window end plus the allowed lateness. Both give the same result in re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -91,6 +91,7 @@ class Window(Kind):
         self.compare = OPS[rule.op]
         self._persistent = self.persistent
         self._closing = self.time_driven
+        self._monotone = rule.monotone
         # Groups that are not the routing zone (an H3 cell, a zone of another layer) can hold events
         # of several partitions: such a rule is spread, and only the partition owning a group keeps
         # its windows (so ticks, expiry and emission happen there, once).
@@ -120,6 +121,8 @@ class Window(Kind):
         by_zone = rule.group_by == "zone"
         spreading = self.spreading
         hop_ms, size_ms = self.hop_ms, self.size_ms
+        # A window judged at close is marked closed=False until then, so Engine.expire keeps it.
+        closing = self._closing
         prefix = f"{self.state_prefix}|"  # self.key(group, start), without a call per window
         load = scope.load
         for n, (found, zone, subject, event_id, lon, lat) in enumerate(facts):
@@ -148,7 +151,7 @@ class Window(Kind):
                 if ts >= start + size_ms:
                     continue
                 key = f"{prefix}{key_of}|{start}"
-                entry, fresh = load(key, self._factory(key_of, zone, start), copy_entry)
+                entry, fresh = load(key, _new, copy_entry, (key_of, zone, start, start + size_ms, closing))
                 if fresh and _fold(entry, ts, event_id, lon, lat, raw, distinct, zone):
                     scope.put(key, entry)
                 if firing is not None:
@@ -174,14 +177,9 @@ class Window(Kind):
         """``_evaluate(entry, closing=False) is not None``, without building the incident."""
         if int(entry["n"]) < self.rule.min_events or not entry["ev"]:
             return False
-        if not self.rule.monotone and not entry.get("closed"):
+        if not self._monotone and not entry.get("closed"):
             return False
         return self.compare(self.value_of(entry), self.rule.value)
-
-    def _factory(self, subject: str, zone: str | None, start: int) -> Callable[[], Entry]:
-        # A window judged at close is marked closed=False until then, so Engine.expire keeps it.
-        closing = self._closing
-        return lambda: _new(subject, zone, start, start + self.size_ms, closing=closing)
 
     @property
     def time_driven(self) -> bool:
@@ -214,7 +212,7 @@ class Window(Kind):
         rule = self.rule
         if int(entry["n"]) < rule.min_events or not entry["ev"]:
             return None
-        if not rule.monotone and not (closing or entry.get("closed")):
+        if not self._monotone and not (closing or entry.get("closed")):
             return None
         value = self.value_of(entry)
         if not self.compare(value, rule.value):
@@ -235,7 +233,7 @@ class Window(Kind):
         )
 
 
-def _new(subject: str, zone: str | None, start: int, end: int, *, closing: bool) -> dict[str, Any]:
+def _new(subject: str, zone: str | None, start: int, end: int, closing: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "n": 0,
         "sum": 0,
