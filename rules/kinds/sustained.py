@@ -89,13 +89,28 @@ class Sustained(Kind):
         rows = items.rows if isinstance(items, Rows) else []
         cells = columns.cells(name) if columns is not None else []
         values: list[float] = [cells[r] for r in rows] if columns is not None else []
+        subjects = columns.subjects if columns is not None else None
+        # Without `when`, a schedule or a separate close condition, a reading that changes the entry
+        # needs only its id, position and zone: read from the columns, no event built.
+        layer = rule.layer
+        light = (
+            columns is not None
+            and not rule.when
+            and self.schedule is None
+            and rule.close is None
+            and (layer is None or layer in columns.zones)
+        )
+        if light and columns is not None:
+            ids, lons, lats = columns.ids, columns.cells("lon"), columns.cells("lat")
+            zone_ids = columns.zones[layer].primary_ids if layer is not None else None
         for i, ts in enumerate(ts_ms):
             item: Enriched | None = None
             if columns is not None:
                 value = values[i]
                 if value != value:  # NaN
                     continue
-                subject = columns.subject(rows[i])
+                found_subject = subjects[rows[i]] if subjects is not None else None
+                subject = found_subject if found_subject is not None else columns.subject(rows[i])
             else:
                 item = items[i]
                 found = field_value(item.event, name)
@@ -120,11 +135,20 @@ class Sustained(Kind):
                     core["t"], core["pos"] = ts, dict(stored["pos"])
                     touched[key] = core
                     continue
-            if item is None:
-                item = items[i]
+            if light:
+                r = rows[i]
+                gated_in = True
+                record = [ts, ids[r], value, lons[r], lats[r]]
+                zone = zone_ids[r] if zone_ids is not None else None
+            else:
+                if item is None:
+                    item = items[i]
+                gated_in = self.gate(item)
+                record = [ts, item.event.id, value, item.event.lon, item.event.lat]
+                zone = self.zone_of(item)
             entry, fresh = scope.load(key, _core, _copy_entry)
             if "phase" not in entry:  # an idle entry kept as its core (see _store), or a new subject
-                if fresh and ts > int(entry["t"]) and (not self.open_cmp(value, rule.value) or not self.gate(item)):
+                if fresh and ts > int(entry["t"]) and (not self.open_cmp(value, rule.value) or not gated_in):
                     # the common case, a normal reading of an idle subject: it stays a core, newer
                     entry["t"] = ts
                     continue
@@ -142,18 +166,17 @@ class Sustained(Kind):
             # An episode's snapshot is sent when this reading changes it (counted on an open one,
             # opened, resolved); a resolved episode stays in the entry, unchanged by what follows.
             was_open = entry["phase"] in ("open", "closing")
-            if not self.gate(item):
+            if not gated_in:
                 self._break(entry, ts)
                 _store(scope, key, entry)
                 if was_open:
                     scope.emit(self._snapshot(entry))
                 continue
             opens = self.open_cmp(value, rule.value)
-            record = [ts, item.event.id, value, item.event.lon, item.event.lat]
             phase = entry["phase"]
             if phase in ("idle", "resolved"):
                 if opens:
-                    entry.update(phase="pending", since=ts, buf=[record], bn=1, bx=value, zone=self.zone_of(item))
+                    entry.update(phase="pending", since=ts, buf=[record], bn=1, bx=value, zone=zone)
                     phase = "pending"
                     if self.for_ms == 0:
                         self._open(entry, ts)
@@ -173,7 +196,7 @@ class Sustained(Kind):
                 ep["x"] = self._worse(float(ep["x"]), value)
                 if len(ep["ev"]) < EVIDENCE_CAP:
                     ep["ev"].append(record)
-                if self._closes(item, value):
+                if (not opens) if rule.close is None else self._closes(item if item is not None else items[i], value):
                     if phase == "open":
                         entry.update(phase="closing", close_since=ts)
                     if ts - int(entry["close_since"]) >= self.resolve_ms:

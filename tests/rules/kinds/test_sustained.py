@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rulekit import MIN, MS, T0, cut, fire, make_pack, reading, stream
+from rulekit import MIN, MS, T0, cut, fire, layer, make_pack, reading, square, stream
 
+from rules.columns import EventColumns, to_us
 from rules.engine import Engine
 from rules.model import Incident, Reading
 
@@ -271,3 +273,56 @@ def test_severity_steps_up_with_the_value_and_with_the_duration() -> None:
     assert _one(pack, _series([35, 36, 37, 51])).severity == "critical"
     assert _one(pack, _series([35] * 10)).severity == "medium"  # 9 minutes
     assert _one(pack, _series([35] * 11)).severity == "high"  # 10 minutes since the first reading
+
+
+# -- columns ------------------------------------------------------------------------------------
+
+PLAIN = """
+- id: plain
+  kind: sustained
+  title: Water above 30 cm for 2 minutes, in a zone
+  category: flood
+  severity: medium
+  layer: zones
+  match: {kind: reading, metric: m}
+  op: ">"
+  value: 30
+  for: 2m
+  resolve_after: 3m
+"""
+
+
+def test_a_rule_without_gates_reads_its_readings_from_the_columns_and_builds_no_event() -> None:
+    """Without ``when``, a schedule or a separate close condition, evidence, position and zone come
+    from the batch's columns; the incidents equal those of the event-by-event path."""
+    pack = make_pack(PLAIN, {"zones": layer("zones", [square("A", 0.0), square("B", 1.0)])})
+    values = [35, 36, 37, 38, 10, 10, 10, 10, 40, 41, 42, 5]
+    events = [
+        *_series(values, sensor="s1"),
+        *_series(values[::-1], sensor="s2", prefix="q"),
+        *[e.model_copy(update={"lon": 1.5, "id": f"b{i}"}) for i, e in enumerate(_series(values, sensor="s3"))],
+    ]
+    events.sort(key=lambda e: (e.ts, e.id))
+    built: list[int] = []
+
+    def event_at(row: int) -> Reading:
+        built.append(row)
+        return events[row]
+
+    engine = Engine(pack)
+    ts_us = np.array([to_us(e.ts) for e in events], dtype=np.int64)
+    columns = engine.enrich_columns(EventColumns.from_fields([e.__dict__ for e in events], ts_us, event_at))
+    found = {i.id: i for i in engine.process_columns(columns, {}).incidents}
+    assert built == []
+    one_by_one = stream(pack, [[e] for e in events], tick=False)  # batches of one: event by event
+    assert found == one_by_one
+    assert {i.zone_id for i in found.values()} == {"A", "B"}
+    # 35..38 open at 2 min, four lows resolve it after 3 min (8 readings); 40..42 open again, 5 closes
+    assert sorted((i.subject, i.status, i.evidence.count) for i in found.values()) == [
+        ("s1", "open", 4),
+        ("s1", "resolved", 8),
+        ("s2", "open", 4),
+        ("s2", "resolved", 7),
+        ("s3", "open", 4),
+        ("s3", "resolved", 8),
+    ]
