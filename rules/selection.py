@@ -131,8 +131,15 @@ class Selection:
                 self._op[k, i] = OP_CODES.index(op)
                 self._value[k, i] = value
                 self._names[k][i] = name
-        #: the numeric columns some condition reads (the others are never built for a batch)
-        self._read = frozenset(int(f) for f in np.unique(self._field) if 0 <= f < NAN_ROW)
+        #: the numeric columns some condition reads (the others are never built for a batch), and
+        #: each field's row in the matrix ``_conditions`` builds of them (the last row: NaN)
+        read = sorted(int(f) for f in np.unique(self._field) if 0 <= f < NAN_ROW)
+        self._read = frozenset(read)
+        self._read_names = [NUMERIC[f] for f in read]
+        self._row_of = np.full(NAN_ROW + 1, len(read), dtype=np.intp)
+        self._row_of[read] = np.arange(len(read))
+        #: per condition slot: whether some rule's field there is judged event by event
+        self._fallback = [bool((self._field[k] == FALLBACK).any()) for k in range(slots)]
         # schedules of gated rules, one check per distinct schedule
         self._schedules: list[ScheduleCheck] = []
         sched_ids: list[int] = []
@@ -201,10 +208,9 @@ class Selection:
         """(rule index, rows) for every rule that some on-time row passes, in rule order; rows in time order."""
         n = len(batch)
         groups: dict[tuple[int, str | None], int] = {}
-        gid = np.fromiter(
-            (groups.setdefault(k, len(groups)) for k in zip(batch.kind.tolist(), batch.disc, strict=True)),
-            dtype=np.intp,
-            count=n,
+        group_of = groups.setdefault
+        gid = np.array(
+            [group_of(k, len(groups)) for k in zip(batch.kind.tolist(), batch.disc, strict=True)], dtype=np.intp
         )
         cands = [self.candidates(k, d) for k, d in groups]
         counts = np.array([len(c) for c in cands], dtype=np.intp)
@@ -271,17 +277,18 @@ class Selection:
 
     def _conditions(self, batch: EventColumns, pr: NDArray[np.intp], prow: NDArray[np.intp]) -> NDArray[np.bool_]:
         keep = np.ones(len(pr), dtype=bool)
-        nan = np.full(len(batch), np.nan)
-        matrix = np.vstack([batch.numeric[name] if k in self._read else nan for k, name in enumerate(NUMERIC)] + [nan])
+        matrix = np.vstack([*(batch.numeric[name] for name in self._read_names), np.full(len(batch), np.nan)])
         for k in range(len(self._field)):
             field = self._field[k][pr]
             columnar = field >= 0
             if columnar.any():
-                x = matrix[np.where(columnar, field, NAN_ROW), prow]
+                x = matrix[self._row_of[np.where(columnar, field, NAN_ROW)], prow]
                 v = self._value[k][pr]
                 sign = (x > v).astype(np.intp) - (x < v) + 1
                 holds = TRUTH[self._op[k][pr], sign] & ~np.isnan(x)
                 keep &= ~columnar | holds
+            if not self._fallback[k]:
+                continue
             for p in np.flatnonzero((field == FALLBACK) & keep).tolist():
                 rule, row = int(pr[p]), int(prow[p])
                 name = self._names[k][rule]
