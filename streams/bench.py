@@ -40,7 +40,7 @@ from rules.decode import decode_message
 from rules.engine import Engine
 from rules.pack import LoadedPack, load_pack
 from rules.pipeline import Pipeline
-from rules.replay import gc_tuned, replay
+from rules.replay import BATCH, gc_tuned, replay
 from streams import bench_data
 from streams.bench_data import BenchError, Event
 from streams.bench_latency import latency_phase
@@ -279,7 +279,7 @@ def _ordered(result: dict[str, Any], run: Run) -> dict[str, Any]:
             "replay_events_per_s": result["replay"]["events_per_s"],
             "engine_per_event_events_per_s": result["engine_per_event"],
             "worker_stages": result["stages"],
-            "what": "no broker: `rules.replay` (batches of 1,000); the naive agent's work one event at a "
+            "what": f"no broker: `rules.replay` (batches of {BATCH:,}); the naive agent's work one event at a "
             "time (decode, enrich, process) on the first 5,000 events; and the worker's ingest and detect "
             "stages (CPU time) on the envelopes cityops is fed: ceilings for cityops and the baseline",
         },
