@@ -270,6 +270,31 @@ def load_pack(path: Path | str) -> LoadedPack:
     return LoadedPack(spec=spec, path=path, layers=layers, digest=digest)
 
 
+def caveats(pack: LoadedPack) -> list[str]:
+    """What a valid pack may not do as its author expects, as ``file:line: warning: ...`` lines.
+
+    A rule with a ``cooldown`` whose dedup key several sources share (``RuleBase.key_shared``): live,
+    the key's events can come through several raw partitions, so its firings may be judged out of
+    event-time order, and which firing starts a chain (docs/rules.md, "Dedup keys and cooldown")
+    may then differ from a replay of the same events.
+    """
+    try:
+        root = yaml.compose(pack.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        root = None  # a pack made in memory: every warning points at line 1
+    out = []
+    for index, rule in enumerate(pack.spec.rules):
+        if rule.cooldown and rule.key_shared:
+            line = _line_of(root, ("rules", index, "cooldown"))
+            out.append(
+                f"{pack.path}:{line}: warning: rule '{rule.id}': its cooldown chains incidents of a dedup key "
+                "that several sources share (a zone, cell or block); live, their events may come through "
+                "different raw partitions and fire out of time order, and the chains then differ from a "
+                "replay. Key such sources to one raw partition, or keep the cooldown on per-subject rules"
+            )
+    return out
+
+
 __all__ = [
     "ExpectedIncident",
     "LayerSpec",
@@ -280,6 +305,7 @@ __all__ = [
     "Rule",
     "ThresholdRule",
     "WindowRule",
+    "caveats",
     "load_pack",
     "parse_pack",
 ]

@@ -163,6 +163,16 @@ class RuleBase(Strict):
         "announced once the incident can no longer change. At most 7d.",
     )
 
+    @property
+    def key_shared(self) -> bool:
+        """Whether one dedup key gathers the events of several sources (a zone, cell or block of cells).
+
+        Live, such a key's events can reach the worker through several raw partitions, so its firings
+        may be judged out of event-time order; with a ``cooldown`` the chains then depend on that order
+        (``rules.pack.caveats``). Per-subject keys (a sensor, an object) keep their order.
+        """
+        return False
+
     @field_validator("cooldown", "auto_resolve")
     @classmethod
     def _check_cooldown(cls, value: timedelta, info: ValidationInfo) -> timedelta:

@@ -419,8 +419,12 @@ def rules() -> None:
 @rules.command("validate")
 @click.argument("pack", type=click.Path(path_type=Path))
 def rules_validate(pack: Path) -> None:
-    """Validate a pack; errors are printed as file:line: message."""
+    """Validate a pack; errors are printed as file:line: message (warnings too, on stderr)."""
+    from rules.pack import caveats
+
     loaded = _load_or_exit(pack)
+    for warning in caveats(loaded):
+        click.echo(warning, err=True)
     click.echo(
         f"{pack}: ok: pack '{loaded.spec.pack}' version {loaded.version}, {len(loaded.spec.rules)} rules, "
         f"layers {', '.join(f'{n} ({len(lay.ids)} zones)' for n, lay in loaded.layers.items())}"

@@ -52,6 +52,10 @@ class ClusterRule(RuleBase):
     radius_m: float = Field(gt=0, le=50_000, description="Greatest distance from the trigger, in metres.")
     within: Duration = Field(description="Greatest time before the trigger, e.g. '30m'.")
 
+    @property
+    def key_shared(self) -> bool:
+        return True  # a block of grid cells, whoever reported there
+
 
 class Cluster(Kind):
     rule: ClusterRule

@@ -36,6 +36,10 @@ class ThresholdRule(RuleBase):
     def field_refs(self) -> list[FieldRef]:
         return [*super().field_refs(), FieldRef(("field",), self.field)]
 
+    @property
+    def key_shared(self) -> bool:
+        return self.group_by == "zone"
+
 
 class Threshold(Kind):
     rule: ThresholdRule

@@ -75,6 +75,10 @@ class WindowRule(RuleBase):
         return refs
 
     @property
+    def key_shared(self) -> bool:
+        return self.group_by != "sensor"
+
+    @property
     def monotone(self) -> bool:
         up = self.op in (">", ">=")
         return (self.aggregate in ("count", "distinct", "max") and up) or (self.aggregate == "min" and not up)

@@ -461,3 +461,30 @@ def test_a_pack_directory_stands_for_its_pack_yaml(tmp_path: Path) -> None:
     assert load_pack(WUHAN.parent).path == WUHAN
     with pytest.raises(PackError, match=r"a directory without a pack.yaml: name the pack's YAML file"):
         load_pack(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("rule", "warned"),
+    [
+        ("kind: threshold\n    match: {kind: reading, metric: m}\n    value: 1\n    group_by: zone", True),
+        ("kind: threshold\n    match: {kind: reading, metric: m}\n    value: 1", False),
+        ("kind: window\n    match: {kind: report, category: c}\n    window: 10m\n    value: 3", True),
+        (
+            "kind: window\n    match: {kind: reading, metric: m}\n    window: 10m\n    value: 3\n    group_by: sensor",
+            False,
+        ),
+        ("kind: cluster\n    match: {kind: report, category: c}\n    radius_m: 100\n    within: 30m", True),
+        ("kind: sustained\n    match: {kind: reading, metric: m}\n    value: 1\n    for: 5m", False),
+    ],
+)
+def test_a_cooldown_on_a_key_several_sources_share_is_a_warning_on_its_line(rule: str, warned: bool) -> None:
+    from rules.pack import LoadedPack, caveats
+
+    text = HEAD + f"  - id: r\n    title: t\n    category: c\n    layer: zones\n    {rule}\n    cooldown: 1h\n"
+    spec = parse_pack(text, "p.yaml")
+    assert spec.rules[0].cooldown == timedelta(hours=1)
+    found = caveats(LoadedPack(spec=spec, path=Path("/nonexistent/p.yaml"), layers={}, digest="x"))
+    assert [w.split(": warning: ")[1].split(":")[0] for w in found] == (["rule 'r'"] if warned else [])
+    assert all(w.startswith("/nonexistent/p.yaml:1: warning:") for w in found)  # no file: line 1
+    without = parse_pack(text.replace("    cooldown: 1h\n", ""), "p.yaml")
+    assert caveats(LoadedPack(spec=without, path=Path("p.yaml"), layers={}, digest="x")) == []

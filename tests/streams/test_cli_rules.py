@@ -32,6 +32,18 @@ def test_validate_names_the_line_of_a_field_the_rules_events_do_not_have(tmp_pat
     )
 
 
+def test_validate_warns_of_a_cooldown_on_a_key_several_sources_share_and_still_passes(tmp_path: Path) -> None:
+    pack = _copy(tmp_path, "warn", "    group_by: zone\n    min_events: 3\n", "    group_by: zone\n    cooldown: 2h\n")
+    line = 1 + pack.read_text().splitlines().index("    cooldown: 2h")
+    result = CliRunner().invoke(main, ["rules", "validate", str(pack)])
+    assert result.exit_code == 0, result.output
+    assert f"{pack}:{line}: warning: rule 'air.pm25-hourly-district': its cooldown chains incidents" in result.output
+    assert "ok: pack 'wuhan'" in result.output
+    # the demo pack's own cooldown is on a per-sensor rule: nothing to warn of
+    clean = CliRunner().invoke(main, ["rules", "validate", str(WUHAN)])
+    assert clean.exit_code == 0 and "warning" not in clean.output
+
+
 def test_diff_prints_the_changes_and_warns_when_no_version_moved(tmp_path: Path) -> None:
     old = _copy(tmp_path, "old")
     new = _copy(tmp_path, "new", '    op: ">"\n    value: 30\n', '    op: ">"\n    value: 35\n')
