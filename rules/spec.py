@@ -175,7 +175,7 @@ class RuleBase(Strict):
 
     @field_validator("cooldown", "auto_resolve")
     @classmethod
-    def _check_cooldown(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+    def _at_most_the_longest(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value > MAX_COOLDOWN:
             longest = format_duration(MAX_COOLDOWN)
             raise ValueError(f"{info.field_name} {format_duration(value)} is longer than the longest, {longest}")
