@@ -289,7 +289,7 @@ def _columns(piece: Piece) -> EventColumns:
     )
 
 
-def replay_events(pack: LoadedPack, events: Iterable[AnyEvent], batch_size: int = 1000) -> list[Incident]:
+def replay_events(pack: LoadedPack, events: Iterable[AnyEvent], batch_size: int = BATCH) -> list[Incident]:
     with gc_tuned():
         latest = run(Engine(pack), events, batch_size=batch_size)
     return [latest[k] for k in sorted(latest)]
