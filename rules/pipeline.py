@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -96,6 +96,11 @@ def source_label(topic: str, partition: int, offset: int, index: int | None = No
 
 
 DEAD_LETTER_MAX_ORIGINAL = 262_144
+#: The largest events-topic envelope ingest sends, in bytes: under the producer's request limit
+#: (Faust's default ``producer_max_request_size``, 1,000,000; Kafka's ``message.max.bytes`` is about
+#: 1 MiB), with room for the record's framing. Enriched events are larger than raw ones (their zones,
+#: and spread copies go to every partition), so a raw message under ``max_bytes`` can exceed it.
+MAX_ENVELOPE_BYTES = 1_000_000 - 1_024
 
 
 def dead_letter(reason: str, kind: str, source: str, original: bytes) -> DeadLetterRecord:
@@ -277,12 +282,17 @@ class Chain:
 
     def link(self, raw_partition: int, events_partition: int, offset: int) -> int | None:
         """The ``prev`` of an envelope from raw message (``raw_partition``, ``offset``); records it."""
+        prev = self.peek(raw_partition, events_partition, offset)
         key = (raw_partition, events_partition)
         held = self.last.get(key)
         if held is None or offset > held:
             self.last[key] = offset
-            return held
-        return None
+        return prev
+
+    def peek(self, raw_partition: int, events_partition: int, offset: int) -> int | None:
+        """What ``link`` would give, without recording anything (for an envelope that may not be sent)."""
+        held = self.last.get((raw_partition, events_partition))
+        return held if held is not None and offset > held else None
 
     def forget(self, keep_raw: set[int]) -> None:
         """Drop the links of raw partitions this worker no longer owns (after a rebalance)."""
@@ -433,12 +443,14 @@ class Pipeline:
         wall_clock: bool = False,
         partitions: int = 1,
         handoff: int = 0,
+        max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"events-topic partitions must be 1..{MAX_PARTITIONS}, not {partitions}")
         self.engine = engine
         self.wall_clock = wall_clock
         self.max_bytes = max_bytes
+        self.max_envelope_bytes = max_envelope_bytes
         self.partitions = partitions
         self._partition_of: dict[str, int] = {}
         #: the zone ids of the routing layer last routed, and the partition of each (then "outside")
@@ -502,6 +514,31 @@ class Pipeline:
         if decoded.events:
             self._route(EventColumns.from_events(decoded.events), out)
         return out
+
+    def oversized(
+        self, raw: bytes, topic: str, partition: int, offset: int, sizes: Mapping[int, int]
+    ) -> DeadLetterRecord | None:
+        """A dead letter for a raw message whose envelope to some events partition (``sizes``: bytes
+        per partition) would be larger than ``max_envelope_bytes``, else None.
+
+        Such a message is refused whole, before any of its envelopes is sent: the producer would
+        refuse the large one, and sending the others would apply part of one message. The reason
+        says how far over it is, so that its producer can send smaller envelopes.
+        """
+        over = {p: n for p, n in sizes.items() if n > self.max_envelope_bytes}
+        if not over:
+            return None
+        target, size = max(over.items(), key=lambda kv: kv[1])
+        share = self.max_envelope_bytes / size
+        reason = (
+            f"its events would make a {size}-byte envelope for events partition {target} (with their zones"
+            f"{' and spread copies' if self.engine.spreading and self.partitions > 1 else ''}), over the "
+            f"{self.max_envelope_bytes}-byte limit of an events message: send envelopes of at most about "
+            f"{share:.0%} of this one's {len(raw)} bytes"
+        )
+        source = source_label(topic, partition, offset)
+        logger.warning("dead letter source=%s kind=oversized reason=%s", source, reason)
+        return dead_letter(reason, "oversized", source, raw)
 
     def _route(self, columns: EventColumns, out: Ingested) -> None:
         """Locate the events and split them by events-topic partition into ``out``."""

@@ -114,6 +114,8 @@ def build_runtime(settings: Settings) -> Runtime:
             wall_clock=worker.clock == "wall",
             partitions=kafka.partitions,
             handoff=worker.handoff_events,
+            # what the producer takes, less room for the record's framing
+            max_envelope_bytes=app.conf.producer_max_request_size - 1_024,
         ),
         health=Health(stale_after_s=max(60.0, 6 * worker.tick_s)),
         # checkpoints stand in for a changelog: with a Faust table, its changelog restores the state

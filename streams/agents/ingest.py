@@ -61,9 +61,17 @@ def attach(rt: Runtime) -> None:
             return
         # one envelope per target partition: Faust's cost is per message, not per event
         src = (msg.partition, msg.offset)
+        made = []
         for partition in out.targets():
-            prev = chain.link(msg.partition, partition, msg.offset)
-            envelope = out.envelope(partition, src, prev)
+            prev = chain.peek(msg.partition, partition, msg.offset)
+            made.append((partition, prev, out.envelope(partition, src, prev)))
+        raw = msg.value or b""
+        refused = rt.pipeline.oversized(raw, topic_name, msg.partition, msg.offset, {p: len(e) for p, _, e in made})
+        if refused is not None:  # nothing of it is sent (and no link recorded): it is dead-lettered whole
+            made = []
+            out.dead.append(refused)
+        for partition, prev, envelope in made:
+            chain.link(msg.partition, partition, msg.offset)
             rt.pipeline.handoff.keep(envelope, out, partition, src, prev)
             sent.append(await publisher.send(events_topic, None, envelope, partition))
         for dl in out.dead:

@@ -81,6 +81,17 @@ class Relinker:
                 if partition not in out.routed and partition not in out.spread:
                     return
                 envelope = out.envelope(partition, (record.partition, record.offset))
+                if len(envelope) > self.rt.pipeline.max_envelope_bytes:
+                    # ingest dead-lettered this raw message whole (Pipeline.oversized): nothing of it applies
+                    logger.warning(
+                        "detect relink: raw message %s[%d]@%d makes a %d-byte envelope, over the limit: "
+                        "it was dead-lettered, skipped",
+                        raw_topic,
+                        record.partition,
+                        record.offset,
+                        len(envelope),
+                    )
+                    return
                 detected = self.rt.pipeline.detect(
                     envelope, target, events_topic, partition, offset, check_late=live, chain=False
                 )

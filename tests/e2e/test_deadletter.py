@@ -84,3 +84,54 @@ def test_every_bad_record_is_dead_lettered_with_reason_and_source_and_good_ones_
         ),
     )
     assert stack.children["worker"].alive()
+
+
+def test_a_raw_envelope_too_large_once_enriched_is_dead_lettered_whole_and_ingest_goes_on(stack: Stack) -> None:
+    """Enriched events are larger than raw ones (their zones; the Wuhan pack's cluster rule copies
+    reports to every partition), so a raw envelope under the raw limit (1 MiB) can make an events
+    message over what the producer sends (about 1 MB). It used to crash the ingest agent, and its
+    events were neither applied nor dead-lettered. Now it is refused whole, with the reason, and
+    the worker goes on with the next message."""
+    kafka = stack.settings.kafka
+    stack.start("worker")
+    reports: list[dict[str, object]] = []
+    while len(orjson.dumps({"events": reports})) < 900_000:
+        n = len(reports)
+        at = f"2026-07-01T08:{n // 60 % 60:02d}:{n % 60:02d}+08:00"
+        reports.append(
+            {"kind": "report", "id": f"big-{n}", "ts": at, "lon": 114.27, "lat": 30.59, "category": "waterlogging"}
+            | {"description": "water in the street " * 10}
+        )
+    big = orjson.dumps({"events": reports})
+    drone = {
+        "kind": "track",
+        "id": "drone-after",
+        "ts": "2026-07-01T09:30:00+08:00",
+        "lon": 114.27,
+        "lat": 30.59,
+        "object_id": "uav-9",
+        "object_type": "drone",
+        "alt_m": 150.0,
+    }
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, max_request_size=4_000_000)
+    producer.send(kafka.raw_topic, value=big, partition=0)
+    producer.send(kafka.raw_topic, value=orjson.dumps({"events": [drone]}), partition=0)
+    producer.flush()
+    producer.close()
+
+    def incidents() -> list[dict[str, object]]:
+        return [orjson.loads(r.value) for r in read_topic(stack.settings, kafka.incidents_topic, 1.0)]
+
+    stack.wait_for("the drone's incident", lambda: any(i["rule_id"] == "airspace.drone-too-high" for i in incidents()))
+    letters = [
+        DeadLetterRecord.model_validate_json(r.value) for r in read_topic(stack.settings, kafka.deadletter_topic)
+    ]
+    [letter] = [d for d in letters if d.kind == "oversized"]
+    assert letter.source == f"{kafka.raw_topic}[0]@0"
+    assert "-byte limit of an events message: send envelopes of at most about" in letter.reason
+    assert (letter.original_size, letter.truncated) == (len(big), True)
+    # nothing of it was sent or applied: no events message holds its events, no incident counts them
+    assert not any(b'"big-0"' in r.value for r in read_topic(stack.settings, kafka.events_topic, 1.0))
+    assert {i["rule_id"] for i in incidents()} == {"airspace.drone-too-high"}
+    log = (stack.logs / "worker.log").read_text()
+    assert "Crashed" not in log and "MessageSizeTooLargeError" not in log

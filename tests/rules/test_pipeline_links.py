@@ -105,3 +105,26 @@ def test_without_a_mark_only_the_linked_message_is_missing_and_an_applied_link_i
     unchecked: dict[str, Any] = {}
     out = pipeline.detect(envelopes[1], unchecked, "events", target, 0, chain=False)
     assert out.missing is None and unchecked, "with the check off the message is applied as it is"
+
+
+def test_peek_gives_what_link_would_and_records_nothing() -> None:
+    chain = Chain()
+    assert chain.peek(0, 1, 5) is None and chain.link(0, 1, 5) is None
+    assert chain.peek(0, 1, 9) == 5 and chain.peek(0, 1, 9) == 5  # peeking twice changes nothing
+    assert chain.peek(0, 1, 4) is None and chain.peek(0, 2, 9) is None
+    assert chain.link(0, 1, 9) == 5 and chain.peek(0, 1, 12) == 9
+
+
+def test_a_raw_message_whose_envelope_would_be_too_large_is_one_dead_letter_with_the_reason() -> None:
+    pipeline = Pipeline(Engine(_wuhan()), partitions=4, max_envelope_bytes=2_000)
+    raw = orjson.dumps({"events": [_report(i) for i in range(12)]})
+    out = pipeline.ingest(raw, "raw", 3, 17)
+    sizes = {p: len(out.envelope(p, (3, 17))) for p in out.targets()}
+    assert len(sizes) == 4 and max(sizes.values()) > 2_000  # the cluster rule copies reports everywhere
+    letter = pipeline.oversized(raw, "raw", 3, 17, sizes)
+    assert letter is not None
+    assert (letter.kind, letter.source, letter.original_size) == ("oversized", "raw[3]@17", len(raw))
+    biggest = max(sizes, key=lambda p: sizes[p])
+    assert f"a {sizes[biggest]}-byte envelope for events partition {biggest}" in letter.reason
+    assert "over the 2000-byte limit of an events message" in letter.reason
+    assert pipeline.oversized(raw, "raw", 3, 17, {p: 2_000 for p in sizes}) is None  # at the limit: sent
