@@ -10,6 +10,7 @@ import functools
 import math
 import operator
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, NotRequired
@@ -180,6 +181,20 @@ def _original(item: Any, raw: bytes) -> bytes:
 def encode_events(events: list[Reading | Report | Track]) -> bytes:
     """Serialise events as one envelope (the inverse of decode_message)."""
     return orjson.dumps({"events": [e.model_dump(mode="json", exclude_none=True) for e in events]})
+
+
+def encode_envelopes(events: Sequence[Reading | Report | Track], max_bytes: int) -> list[bytes]:
+    """``encode_events`` as envelopes of at most ``max_bytes`` each, in order: a batch whose envelope
+    would be larger is halved until every part fits (one event larger than that stays alone)."""
+    return _envelopes([e.model_dump(mode="json", exclude_none=True) for e in events], max_bytes)
+
+
+def _envelopes(docs: list[dict[str, Any]], max_bytes: int) -> list[bytes]:
+    body = orjson.dumps({"events": docs})
+    if len(body) <= max_bytes or len(docs) <= 1:
+        return [body]
+    half = len(docs) // 2
+    return _envelopes(docs[:half], max_bytes) + _envelopes(docs[half:], max_bytes)
 
 
 # -- the fast path: plain JSON objects straight to column rows -----------------------------------

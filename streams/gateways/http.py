@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from rules.crs import CRS
-from rules.decode import Rejected, encode_events
+from rules.decode import Rejected, encode_envelopes
 from rules.formats.cloudevents_in import CloudEventContext
 from rules.formats.mapping import AnyEvent, parse_crs
 from rules.formats.open311 import Gazetteer, Open311Context, RequestRecord, error_body, services_from_pack
@@ -243,13 +243,14 @@ class HttpGateway:
         # One envelope per source key (usually one: a request is about one device or report), so that
         # each subject's events stay in order on one partition.
         groups = by_source(events, attrgetter("subject"), self.settings.kafka.partitions)
+
+        async def send(key: bytes, group: list[AnyEvent]) -> None:
+            # a group too large for one envelope goes as several, one after the other (same key, in order)
+            for envelope in encode_envelopes(group, self.g.envelope_max_bytes):
+                await self.outbox.send_async(self.raw_topic, envelope, key, timeout=self.g.ack_timeout_s)
+
         try:
-            await asyncio.gather(
-                *(
-                    self.outbox.send_async(self.raw_topic, encode_events(group), key, timeout=self.g.ack_timeout_s)
-                    for key, group in groups
-                )
-            )
+            await asyncio.gather(*(send(key, group) for key, group in groups))
         except OverloadedError as exc:
             raise Refusal(
                 "overloaded",

@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
-import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from rules.decode import Decoded
+from rules.decode import Decoded, encode_envelopes
 from rules.formats.mqtt_payload import PayloadContext, decode_payload, format_for
 from rules.formats.sensorthings import LocationCache
 from rules.pipeline import dead_letter
@@ -229,18 +228,23 @@ class MqttBridge:
                 batch.records.append((self.dead_topic, letter.model_dump_json().encode(), where.encode()))
                 logger.info("mqtt dead letter source=%s kind=%s reason=%s", where, rej.kind, rej.reason)
                 metrics.DEAD_LETTERS.labels("gateway_mqtt", rej.kind).inc()
-        # one envelope per source key: a sensor's readings always share a key, so they stay in order
+        # one envelope per source key (several, in order, when one would be too large): a sensor's
+        # readings always share a key, so they stay in order
+        rejected = len(batch.records)
         groups = by_source(decoded, attrgetter("subject"), self.settings.kafka.partitions)
-        for n, (key, group) in enumerate(groups):
-            envelope = orjson.dumps({"events": [e.model_dump(mode="json", exclude_none=True) for e in group]})
-            batch.records.insert(n, (self.raw_topic, envelope, key))
+        envelopes = [
+            (self.raw_topic, envelope, key)
+            for key, group in groups
+            for envelope in encode_envelopes(group, self.settings.gateway.envelope_max_bytes)
+        ]
+        batch.records[:0] = envelopes
         events = decoded
         if events:
             metrics.EVENTS_IN.labels("gateway_mqtt").inc(len(events))
         with self.lock:
             self.counts["messages"] += len(batch.messages)
             self.counts["events"] += len(events)
-            self.counts["rejected"] += len(batch.records) - len(groups)
+            self.counts["rejected"] += rejected
             batch.remaining = len(batch.records)
             self.order.append(batch)
         if not batch.records:

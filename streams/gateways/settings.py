@@ -105,6 +105,13 @@ class GatewaySettings(BaseModel):
     ack_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait for a Kafka ack before 503.")
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503 and as the 429 floor.")
     linger_ms: int = Field(default=2, ge=0, description="Kafka producer linger.")
+    envelope_max_bytes: int = Field(
+        default=262_144,
+        ge=1024,
+        description="Largest raw-topic envelope a gateway sends; a larger batch is split. Well under the worker's "
+        "max_message_bytes: the worker's enriched envelope of the same events is larger (their zones), and one "
+        "over the producer's limit is dead-lettered whole.",
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.decode import DEFAULT_MAX_BYTES, Decoded, decode_message, encode_events
+from rules.decode import DEFAULT_MAX_BYTES, Decoded, decode_message, encode_envelopes, encode_events
 from rules.model import Reading, Report, Track
 
 READING: dict[str, Any] = {
@@ -442,3 +442,16 @@ def test_arbitrary_bytes_are_either_decoded_or_rejected(raw: bytes) -> None:
     decoded = decode_message(raw)
     records = _records_in(raw)
     assert len(decoded.events) + len(decoded.rejected) == (1 if records is None else records)
+
+
+def test_encode_envelopes_halves_a_batch_until_each_envelope_fits_and_keeps_the_order() -> None:
+    reports = [
+        Report(id=f"r{i}", ts=datetime(2026, 7, 1, tzinfo=UTC), lon=114.3, lat=30.6, category="c", description="d" * i)
+        for i in range(200)
+    ]
+    assert encode_envelopes(reports, 10**9) == [encode_events(reports)]  # it fits: one envelope, as before
+    parts = encode_envelopes(reports, 3_000)
+    assert len(parts) > 10 and all(len(p) <= 3_000 for p in parts)
+    assert [e["id"] for p in parts for e in orjson.loads(p)["events"]] == [f"r{i}" for i in range(200)]
+    [alone] = encode_envelopes(reports[-1:], 100)  # one event larger than the limit stays one envelope
+    assert len(alone) > 100

@@ -111,3 +111,32 @@ def test_a_full_in_flight_buffer_answers_503_with_retry_after_then_recovers() ->
             time.sleep(0.05)
         assert request(url, "POST", "/requests.json", body, form).status == 201
         assert gw.counts["refused_overloaded"] == 3
+
+
+def test_a_batch_too_large_for_one_envelope_goes_as_several_under_its_key_in_order() -> None:
+    """The worker's enriched envelope of a raw envelope is larger than it (zones), and one over the
+    producer's limit is refused whole: so the gateway keeps its envelopes under ``envelope_max_bytes``."""
+    s = settings_for_tests()
+    s.gateway.envelope_max_bytes = 4096
+    readings = [
+        {
+            "specversion": "1.0",
+            "id": f"ce-{i:03d}",
+            "source": "/sensors",
+            "type": "org.cityops.reading",
+            "time": f"2026-07-01T00:{i // 60:02d}:{i % 60:02d}Z",
+            "data": {"kind": "reading", "lon": 114.27, "lat": 30.59, "sensor_id": "wl-1"}
+            | {"metric": "water_level_cm", "value": float(i), "unit": "cm"},
+        }
+        for i in range(120)
+    ]
+    with served(s) as (_, box, url):
+        got = request(
+            url, "POST", "/cloudevents", orjson.dumps(readings), {"Content-Type": "application/cloudevents-batch+json"}
+        )
+        assert got.status == 202 and got.json == {"accepted": 120, "rejected": []}
+    sent = [(value, key) for topic, value, key in box.records if topic == s.kafka.raw_topic]
+    assert len(sent) > 1 and all(len(value) <= 4096 for value, _ in sent)
+    assert len({key for _, key in sent}) == 1  # one sensor: one key, so one partition, in order
+    values = [e["value"] for value, _ in sent for e in orjson.loads(value)["events"]]
+    assert values == [float(i) for i in range(120)]

@@ -204,3 +204,27 @@ def test_the_bridge_refuses_a_remote_broker_without_credentials() -> None:
     with pytest.raises(GatewayError, match="without credentials"):
         check_startup(s)
     check_startup(Settings())
+
+
+def test_a_batch_too_large_for_one_envelope_goes_as_several_in_order_and_all_are_acked(mosquitto: Mosquitto) -> None:
+    s = bridge_settings(Settings(), mosquitto, client_id="bridge-split")
+    s.gateway.envelope_max_bytes = 1024
+    s.gateway.mqtt.batch_linger_s = 0.5  # one batch of all of them
+    box = MemoryOutbox(max_in_flight=100)
+    bridge = MqttBridge(s, box).start()
+    assert bridge.wait_connected()
+    time.sleep(0.3)
+    pub = publisher(mosquitto)
+    try:
+        payload = {"events": [READING | {"id": f"r-{i:02d}", "value": float(i)} for i in range(40)]}
+        publish(pub, "cityops/events/app", payload)
+        wait("the batch acked", lambda: bridge.stats()["acked"] == 1 and bridge.stats()["unacked_batches"] == 0)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        bridge.stop()
+    sent = [(value, key) for topic, value, key in box.records if topic == s.kafka.raw_topic]
+    assert len(sent) > 1 and all(len(value) <= 1024 for value, _ in sent)
+    assert {key for _, key in sent} == {source_key("wl-1", s.kafka.partitions)}
+    assert [e["id"] for e in envelopes(box, s)] == [f"r-{i:02d}" for i in range(40)]
+    assert bridge.stats()["rejected"] == 0
