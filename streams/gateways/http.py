@@ -254,7 +254,8 @@ class HttpGateway:
         except OverloadedError as exc:
             raise Refusal(
                 "overloaded",
-                f"Kafka is not keeping up ({exc}); nothing was accepted, retry later",
+                f"Kafka is not keeping up ({exc}); send the request again later (events are counted once by id, "
+                "so resending what part of it got through is safe)",
                 retry_after=self.g.retry_after_s,
             ) from exc
         self.counts["events"] += len(events)
