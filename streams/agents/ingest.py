@@ -68,7 +68,7 @@ def attach(rt: Runtime) -> None:
         raw = msg.value or b""
         refused = rt.pipeline.oversized(raw, topic_name, msg.partition, msg.offset, {p: len(e) for p, _, e in made})
         if refused is not None:  # nothing of it is sent (and no link recorded): it is dead-lettered whole
-            made = []
+            made, out.routed, out.spread = [], {}, {}
             out.dead.append(refused)
         for partition, prev, envelope in made:
             chain.link(msg.partition, partition, msg.offset)
