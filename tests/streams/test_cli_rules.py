@@ -71,7 +71,8 @@ def test_backtest_reads_a_store_file_when_no_store_is_running(tmp_path: Path) ->
 
     archive = tmp_path / "archive.duckdb"
     store = Store(archive)
-    at = datetime.now(UTC) - timedelta(days=1)
+    # the start of an hour, so that both readings fall in one 15-minute dedup bucket whatever the time
+    at = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     readings = [
         Reading(
             id=f"w{i}",
