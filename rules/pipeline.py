@@ -350,11 +350,12 @@ class Handoff:
     at-least-once are the topic's), but when detect reads back an envelope that is byte for
     byte one it sent, it takes the events it already has instead of parsing them again.
 
-    At most ``capacity`` events are held (each envelope keeps its raw message's events alive,
-    about 2 KB per event); when full, a new envelope is not held and detect parses it. Only
-    envelopes for ``partitions`` (the events partitions this worker detects on, ``assign``) are
-    held, and taking one drops the older ones of its stream (same raw and events partition),
-    which detect has passed: nothing held waits for an envelope that will never come.
+    At most ``capacity`` events are held (each envelope keeps its raw message's events alive: a
+    worker's RSS grew by about 4.4 KB per held event at the default 20,000); when full, a new
+    envelope is not held and detect parses it. Only envelopes for ``partitions`` (the events
+    partitions this worker detects on, ``assign``) are held, and taking one drops the older ones
+    of its stream (same raw and events partition), which detect has passed: nothing held waits
+    for an envelope that will never come.
     """
 
     def __init__(self, capacity: int = 20_000) -> None:

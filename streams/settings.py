@@ -194,8 +194,9 @@ class WorkerSettings(BaseModel):
         default=20_000,
         ge=0,
         description="How many events of the envelopes it sent to its own events partitions the worker holds (about "
-        "2 KB each), so that its detect stage reading such an envelope back (byte for byte the same) takes them "
-        "instead of parsing it; when full, envelopes are parsed. 0 = always parse.",
+        "4 KB of memory each when full, a fixed cost: docs/operations.md), so that its detect stage reading such "
+        "an envelope back (byte for byte the same) takes them instead of parsing it; when full, envelopes are "
+        "parsed. 0 = always parse.",
     )
     state_changelog: bool = Field(
         default=False,
