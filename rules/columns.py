@@ -7,6 +7,7 @@ the batch order; the engine sorts by (event time, id) itself.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,6 +156,38 @@ class Zones:
         at = np.repeat(first - starts[:-1], counts) + np.arange(starts[-1], dtype=np.intp)
         return Zones(self.ids, self.primary[rows], starts, self.members[at])
 
+    @classmethod
+    def concat(cls, parts: Sequence[Zones]) -> Zones:
+        """The rows of several batches' zones, one after the other (ids merged when they differ)."""
+        ids = parts[0].ids
+        if not all(p.ids is ids for p in parts):  # a vocabulary per part: map each into one
+            vocab: dict[str, int] = {}
+            for p in parts:
+                for z in p.ids:
+                    vocab.setdefault(z, len(vocab))
+            maps = [np.array([vocab[z] for z in p.ids], dtype=np.intp) for p in parts]
+            parts = [
+                Zones(
+                    list(vocab),
+                    np.where(p.primary >= 0, m[np.maximum(p.primary, 0)], -1) if len(m) else p.primary,
+                    p.starts,
+                    m[p.members] if len(m) else p.members,
+                )
+                for p, m in zip(parts, maps, strict=True)
+            ]
+            ids = list(vocab)
+        starts = [parts[0].starts]
+        shift = int(parts[0].starts[-1])
+        for p in parts[1:]:
+            starts.append(p.starts[1:] + shift)
+            shift += int(p.starts[-1])
+        return cls(
+            ids,
+            np.concatenate([p.primary for p in parts]).astype(np.intp),
+            np.concatenate(starts).astype(np.intp),
+            np.concatenate([p.members for p in parts]).astype(np.intp),
+        )
+
     @cached_property
     def _lists(self) -> tuple[list[int], list[int]]:
         return self.starts.tolist(), self.members.tolist()
@@ -211,6 +244,18 @@ class _Taken(dict[str, NDArray[np.float64]]):
 
     def __missing__(self, name: str) -> NDArray[np.float64]:
         column = self[name] = self._source[name][self._rows]
+        return column
+
+
+class _Joined(dict[str, NDArray[np.float64]]):
+    """The float columns of several batches, one after the other, each joined when it is first read."""
+
+    def __init__(self, parts: Sequence[Mapping[str, NDArray[np.float64]]]) -> None:
+        super().__init__()
+        self._parts = parts
+
+    def __missing__(self, name: str) -> NDArray[np.float64]:
+        column = self[name] = np.concatenate([p[name] for p in self._parts])
         return column
 
 
@@ -320,6 +365,38 @@ class EventColumns:
             event_at=event_at,
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[EventColumns]) -> EventColumns:
+        """Several located batches as one, their rows one after the other (``rules.pipeline``
+        applies consecutive events messages of one stream as one batch). Each row's event and
+        enriched event are its part's own."""
+        if len(parts) == 1:
+            return parts[0]
+        starts = np.cumsum([0, *(len(p) for p in parts)]).tolist()
+
+        def part_of(row: int) -> tuple[EventColumns, int]:
+            n = bisect.bisect_right(starts, row) - 1
+            return parts[n], row - starts[n]
+
+        def event_at(row: int) -> AnyEvent:
+            part, local = part_of(row)
+            return part.event_at(local)
+
+        subjects = [p.subjects for p in parts]
+        layers = parts[0].zones.keys()
+        out = cls(
+            ts_us=np.concatenate([p.ts_us for p in parts]),
+            kind=np.concatenate([p.kind for p in parts]),
+            disc=[d for p in parts for d in p.disc],
+            ids=[i for p in parts for i in p.ids],
+            numeric=_Joined([p.numeric for p in parts]),
+            event_at=event_at,
+            zones={name: Zones.concat([p.zones[name] for p in parts]) for name in layers},
+            subjects=None if any(s is None for s in subjects) else [x for s in subjects if s is not None for x in s],
+        )
+        out.given = _Parts(part_of, len(out.ids))
+        return out
+
     def cells(self, name: str) -> list[float]:
         """A float column (``NUMERIC``) as a list, made once per batch.
 
@@ -375,6 +452,20 @@ class _Lazy(Sequence[Enriched]):
         if isinstance(at, slice):
             return [self._at(i) for i in range(*at.indices(len(self)))]
         return self._at(at)  # a list underneath: negative indexes and IndexError as a list has them
+
+
+class _Parts(_Lazy):
+    """The enriched events of a joined batch (``EventColumns.concat``): each its part's own."""
+
+    def __init__(self, part_of: Callable[[int], tuple[EventColumns, int]], n: int) -> None:
+        self._part_of, self._n = part_of, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _at(self, index: int) -> Enriched:
+        part, local = self._part_of(index if index >= 0 else index + self._n)
+        return part.enriched(local)
 
 
 class Rows(_Lazy):

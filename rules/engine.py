@@ -114,6 +114,11 @@ class Engine:
         self.locator = Locator(pack.layers)
         self._takes: dict[tuple[int, str, str | None], bool] = {}
 
+    @property
+    def layers_read(self) -> Sequence[str]:
+        """The layers whose zones the pack's rules read (what a batch is located in)."""
+        return self._selector.layers
+
     def spreads(self, kind: str, disc: str | None) -> bool:
         """Whether events of this kind and metric/category/object type go to every events partition."""
         key = (kind, disc)
@@ -179,7 +184,7 @@ class Engine:
             return self._process_items(
                 batch, state, position, home, check_late, late_watermark_ms, spread_from=spread_from, owns=owns
             )
-        layers = self._selector.layers
+        layers = self.layers_read
         if isinstance(batch, Rebuilt):
             columns = batch.columns(layers)
         elif isinstance(batch, Rows):
@@ -219,7 +224,7 @@ class Engine:
             item = batch[n]
             if floor is not None and ts < floor:
                 if n < spread_at:  # a spread copy is reported late by its home partition
-                    outcome.late.append((item, self._late_reason(item, judged_by)))
+                    outcome.late.append((item, self.late_reason(item, judged_by)))
                 continue
             batch_max = ts
             for rule in self._selector.matching(item):
@@ -237,7 +242,8 @@ class Engine:
         outcome.incidents = list(scope.incidents.values())
         return outcome
 
-    def _late_reason(self, item: Enriched, judged_by: int | None) -> str:
+    def late_reason(self, item: Enriched, judged_by: int | None) -> str:
+        """Why ``item`` is dead-lettered as late, against the watermark ``judged_by`` (ms)."""
         return (
             f"event time {item.event.ts.isoformat()} is older than the watermark "
             f"{from_ms(judged_by or 0).isoformat()} minus the allowed lateness "
@@ -255,11 +261,13 @@ class Engine:
         *,
         spread_from: int | None = None,
         owns: Callable[[str], bool] | None = None,
+        copies: Sequence[bool] | None = None,
     ) -> Outcome:
         """``process`` for a column batch (located with ``enrich_columns``, or built from enriched events).
 
         Rules see their events sorted by (event time, id); an ``Enriched`` is built only for the
-        rows that some rule is fed.
+        rows that some rule is fed. ``copies``, when given, says row by row which rows are spread
+        copies (instead of ``spread_from``: a run of messages has copies after each one's events).
         """
         outcome = Outcome()
         if not len(batch):
@@ -268,20 +276,22 @@ class Engine:
         ts_ms = batch.ts_ms
         order = _time_order(ts_ms, batch.ids)
         late = ts_ms < floor if floor is not None else np.zeros(len(batch), dtype=bool)
-        spread_at = len(batch) if spread_from is None else spread_from
+        if copies is None:
+            spread_at = len(batch) if spread_from is None else spread_from
+            copies = [False] * spread_at + [True] * (len(batch) - spread_at) if spread_at < len(batch) else None
         if late.any():
             for n in order[late[order]].tolist():
-                if n < spread_at:  # a spread copy is reported late by its home partition
+                if copies is None or not copies[n]:  # a spread copy is reported late by its home partition
                     item = batch.enriched(n)
-                    outcome.late.append((item, self._late_reason(item, judged_by)))
+                    outcome.late.append((item, self.late_reason(item, judged_by)))
         on_time = ~late
         scope = Scope(state, position, home=home, owns=owns)
         stamps = ts_ms.tolist()
         codes = batch.kind
         for rule, rows in self._selector.select(batch, on_time, order):
-            if spread_at < len(batch):
+            if copies is not None:
                 takes = self._takes_copy
-                rows = [r for r in rows if r < spread_at or takes(rule, KINDS[codes[r]], batch.disc[r])]
+                rows = [r for r in rows if not copies[r] or takes(rule, KINDS[codes[r]], batch.disc[r])]
                 if not rows:
                     continue
             c = self.compiled[rule]

@@ -411,6 +411,10 @@ class Handoff:
             self._drop(older)
         return found
 
+    def peek(self, envelope: bytes) -> Held | None:
+        """What ``take`` would give, leaving it held."""
+        return self._held.get(envelope) if self._held else None
+
     def restore(self, envelope: bytes, held: Held, partition: int) -> None:
         """Hold again what ``take`` gave for ``partition`` (detect did not apply it yet)."""
         src = held[1]
@@ -685,6 +689,126 @@ class Pipeline:
             out.dead.append(
                 dead_letter(reason, "late", f"{source}:{item.event.id}", item.event.model_dump_json().encode())
             )
+        return out
+
+    def runnable(self, values: Sequence[bytes], state: Mapping[str, Any], partition: int) -> int:
+        """How many of these consecutive messages of one events partition (the first ones) ``detect_run``
+        can apply as one batch: 0 when fewer than two.
+
+        A run is envelopes this worker's ingest made (held in the handoff), of one stream (the same
+        raw partition), each linked to the one before it, the first neither applied before nor after
+        a missing link: what ``detect`` would apply one by one without anything else happening
+        between them. Anything else (a tick, a parsed envelope, a repair) takes ``detect``.
+        """
+        stream = last = -1
+        n = 0
+        for raw in values:
+            held = self.handoff.peek(raw)
+            if held is None:
+                break
+            items, src, prev, _ = held
+            if src is None or not isinstance(items, Rows):
+                break
+            if n == 0:
+                position = source_position(partition, src)
+                mark = state.get(f"{APPLIED_PREFIX}|{position[0]}")
+                if mark and position[1] <= int(mark["o"]):
+                    break  # applied before: detect says so
+                if prev is not None and (not mark or prev > int(mark["o"])):
+                    break  # a missing link: detect repairs it
+                stream = src[0]
+            elif src[0] != stream or src[1] <= last or (prev is not None and prev > last):
+                break
+            last = src[1]
+            n += 1
+        return n if n >= 2 else 0
+
+    def detect_run(
+        self,
+        values: Sequence[bytes],
+        offsets: Sequence[int],
+        state: MutableMapping[str, Any],
+        topic: str,
+        partition: int,
+        *,
+        check_late: bool = True,
+    ) -> Detected:
+        """Apply a run of messages (``runnable``) as one engine batch: what ``detect`` on each in turn gives.
+
+        Lateness is judged message by message, each against its stream's watermark after the ones
+        before it, as ``detect`` judges it; the on-time events of all of them are then evaluated
+        together (so the fixed cost of a batch is paid once), under the position of the last one.
+        The incidents are the latest snapshot of each over the run. Events out of order across the
+        messages are evaluated in event-time order, as a larger envelope's would be.
+        """
+        out = Detected(read="handoff")
+        helds = [self.handoff.take(raw) for raw in values]
+        if any(h is None for h in helds):
+            raise ValueError("detect_run needs a run that runnable() accepted, every envelope still held")
+        last_src = helds[-1][1]  # type: ignore[index]
+        assert last_src is not None
+        position = source_position(partition, last_src)
+        mark_key = f"{APPLIED_PREFIX}|{position[0]}"
+        mark = state.get(mark_key)
+        stream_wm = int(mark["wm"]) if mark and mark.get("wm") is not None else None
+        layers = self.engine.layers_read
+        lateness = self.engine.lateness_ms
+        parts: list[EventColumns] = []
+        copies: list[bool] = []
+        newest: int | None = None
+        for held, offset in zip(helds, offsets, strict=True):
+            items, _, _, spread_from = held  # type: ignore[misc]
+            assert isinstance(items, Rows)
+            columns, rows = items.columns, items.rows
+            own = len(rows) if spread_from is None else spread_from  # then the spread copies (Kind.spreads)
+            stamps = (columns.ts_us[rows] // 1000).tolist()
+            newest_of = stamps
+            kept: Sequence[int] = range(len(rows))
+            if check_late and stream_wm is not None:
+                floor = stream_wm - lateness
+                late = [k for k, ts in enumerate(stamps) if ts < floor]
+                if late:
+                    source = source_label(topic, partition, offset)
+                    # in the order detect reports them (event time, id, row); a spread copy is
+                    # reported late by its home partition
+                    reported = sorted((stamps[k], columns.ids[rows[k]], k) for k in late if k < own)
+                    for _, _, k in reported:
+                        item = columns.enriched(rows[k])
+                        out.dead.append(
+                            dead_letter(
+                                self.engine.late_reason(item, stream_wm),
+                                "late",
+                                f"{source}:{item.event.id}",
+                                item.event.model_dump_json().encode(),
+                            )
+                        )
+                    late_ids = {i for _, i, _ in reported}  # as _newest_ms: an id reported late counts for none
+                    newest_of = [ts for k, ts in enumerate(stamps) if columns.ids[rows[k]] not in late_ids]
+                    gone = set(late)
+                    kept = [k for k in range(len(rows)) if k not in gone]
+            applied = max(newest_of) if newest_of else None
+            if applied is not None and (stream_wm is None or applied > stream_wm):
+                stream_wm = applied
+            if applied is not None and (newest is None or applied > newest):
+                newest = applied
+            parts.append(Rows(columns, [rows[k] for k in kept]).located(layers))
+            copies += [k >= own for k in kept]
+        outcome = self.engine.process_columns(
+            EventColumns.concat(parts),
+            state,
+            position,
+            home=partition,
+            check_late=False,
+            owns=self._owner(partition) if self.partitions > 1 and self.engine.spreading else None,
+            copies=copies if any(copies) else None,
+        )
+        state[mark_key] = {"o": position[1], "home": partition, "wm": stream_wm}
+        if newest is not None:
+            key = f"{WATERMARK_PREFIX}|{partition}"
+            found = state.get(key)
+            if not found or newest > int(found["wm"]):
+                state[key] = {"wm": newest, "home": partition}
+        out.incidents = outcome.incidents
         return out
 
 

@@ -124,11 +124,14 @@ def observe_ingest(out: Ingested, seconds: float) -> None:
     BATCH_SECONDS.labels("ingest").observe(seconds)
 
 
-def observe_detect(out: Detected, seconds: float, events: int = 0, *, now: float | None = None) -> None:
-    """One enriched message through ``detect``: rule hits, latency per incident, dead letters by kind."""
-    MESSAGES_IN.labels("detect").inc()
+def observe_detect(
+    out: Detected, seconds: float, events: int = 0, *, now: float | None = None, messages: int = 1
+) -> None:
+    """Enriched messages through ``detect`` (one, or a run of ``messages``): rule hits, latency per
+    incident, dead letters by kind."""
+    MESSAGES_IN.labels("detect").inc(messages)
     if out.read is not None:
-        ENVELOPES_READ.labels(out.read).inc()
+        ENVELOPES_READ.labels(out.read).inc(messages)
     if events:
         EVENTS_IN.labels("detect").inc(events)
     wall = time.time() if now is None else now

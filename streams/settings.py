@@ -198,6 +198,22 @@ class WorkerSettings(BaseModel):
         "an envelope back (byte for byte the same) takes them instead of parsing it; when full, envelopes are "
         "parsed. 0 = always parse.",
     )
+    detect_run_messages: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="How many queued events messages the detect agent takes at a time; consecutive ones of one "
+        "partition and stream that the handoff holds are evaluated as one batch (rules.pipeline.detect_run), "
+        "the same incidents as one by one at a fraction of the fixed cost per batch. 1 = one message at a time "
+        "(always so with state_changelog).",
+    )
+    detect_run_wait_ms: float = Field(
+        default=5.0,
+        gt=0,
+        le=1000,
+        description="How long the detect agent waits for more messages when fewer than detect_run_messages are "
+        "queued (added to the latency of a quiet stream; a longer wait wakes an idle worker less often).",
+    )
     state_changelog: bool = Field(
         default=False,
         description="Also keep rule state in a Faust table with a changelog topic (one record per changed entry; "

@@ -200,3 +200,14 @@ def test_detect_counts_rule_hits_per_rule_and_status_and_one_latency_per_inciden
     assert hits("m.a", "resolved") - before[("m.a", "resolved")] == 1
     assert hits("m.b", "open") - before[("m.b", "open")] == 1
     assert latencies() - seen == 4
+
+
+def test_a_detect_run_counts_each_of_its_messages() -> None:
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    messages = sample("cityops_messages_in_total", {"stage": "detect"})
+    handed = sample("cityops_envelopes_read_total", {"how": "handoff"})
+    metrics.observe_detect(Detected(read="handoff"), 0.01, messages=3)
+    assert sample("cityops_messages_in_total", {"stage": "detect"}) - messages == 3
+    assert sample("cityops_envelopes_read_total", {"how": "handoff"}) - handed == 3
