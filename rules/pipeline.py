@@ -678,12 +678,7 @@ class Pipeline:
         )
         applied = _newest_ms(items, {item.event.id for item, _ in outcome.late})
         newest = applied if stream_wm is None or (applied is not None and applied > stream_wm) else stream_wm
-        state[mark_key] = {"o": position[1], "home": partition, "wm": newest}
-        if applied is not None:
-            key = f"{WATERMARK_PREFIX}|{partition}"
-            held = state.get(key)
-            if not held or applied > int(held["wm"]):
-                state[key] = {"wm": applied, "home": partition}
+        _record(state, mark_key, position[1], partition, newest, applied)
         out.incidents = outcome.incidents  # time-driven rules advance on tick messages (see encode_tick)
         for item, reason in outcome.late:
             out.dead.append(
@@ -802,14 +797,27 @@ class Pipeline:
             owns=self._owner(partition) if self.partitions > 1 and self.engine.spreading else None,
             copies=copies if any(copies) else None,
         )
-        state[mark_key] = {"o": position[1], "home": partition, "wm": stream_wm}
-        if newest is not None:
-            key = f"{WATERMARK_PREFIX}|{partition}"
-            found = state.get(key)
-            if not found or newest > int(found["wm"]):
-                state[key] = {"wm": newest, "home": partition}
+        _record(state, mark_key, position[1], partition, stream_wm, newest)
         out.incidents = outcome.incidents
         return out
+
+
+def _record(
+    state: MutableMapping[str, Any],
+    mark_key: str,
+    offset: int,
+    partition: int,
+    stream_wm: int | None,
+    applied: int | None,
+) -> None:
+    """What a detect stage applied: its stream's high-water mark (``offset``) and watermark, and the
+    partition's watermark, moved on by ``applied``, the newest on-time event time (None: none)."""
+    state[mark_key] = {"o": offset, "home": partition, "wm": stream_wm}
+    if applied is not None:
+        key = f"{WATERMARK_PREFIX}|{partition}"
+        held = state.get(key)
+        if not held or applied > int(held["wm"]):
+            state[key] = {"wm": applied, "home": partition}
 
 
 def _newest_ms(items: Sequence[Enriched], late_ids: set[str]) -> int | None:
